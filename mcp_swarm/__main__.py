@@ -1,0 +1,3 @@
+from mcp_swarm.cli import main
+
+main()

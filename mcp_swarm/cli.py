@@ -1,0 +1,71 @@
+"""The `mcp-swarm` command line.
+
+Typer gives typed options, `--help` for every command and shell completion from plain function
+signatures, which is less code to keep than an argparse tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mcp_swarm import __version__
+from mcp_swarm.config import load_settings
+from mcp_swarm.errors import SwarmError
+
+app = typer.Typer(
+    name="mcp-swarm",
+    help="An MCP server that turns an agent session into the Mayor of a swarm of worker agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="A configuration file (default: ./mcp-swarm.toml if present)", show_default=False),
+]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)", show_default=False),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"mcp-swarm: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(db: DbOption = None, config: ConfigOption = None, log_level: LogLevelOption = None) -> None:
+    """Speak MCP on stdin/stdout: register this command in Claude Code, Codex or any MCP client."""
+    # Imported here so that `mcp-swarm --help` stays quick.
+    from mcp_swarm.server import build_server
+
+    try:
+        settings = load_settings(db=db, config=config, log_level=log_level)
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+    # stdout carries the protocol and nothing else: every log line goes to stderr.
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    build_server(settings).run("stdio")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

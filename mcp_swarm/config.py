@@ -1,0 +1,105 @@
+"""Settings: built-in defaults, then `mcp-swarm.toml`, then `MCP_SWARM_*` variables, then flags.
+
+Zero configuration works: everything has a default, and the state of a project lives in
+`.mcp-swarm/` under the directory the server was started in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcp_swarm.errors import InvalidInput
+
+CONFIG_FILE_NAME = "mcp-swarm.toml"
+STATE_DIR_NAME = ".mcp-swarm"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class FileSettings(BaseModel):
+    """What `mcp-swarm.toml` may set. Unknown keys are refused, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db: str | None = None
+    log_level: LogLevel | None = None
+    max_workers: Annotated[int, Field(ge=1, le=256)] | None = None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    project_dir: Path
+    db_path: Path
+    config_path: Path | None = None
+    log_level: LogLevel = "WARNING"
+    max_workers: int = 5
+
+    @property
+    def state_dir(self) -> Path:
+        return self.db_path.parent
+
+
+def _read_config_file(path: Path) -> FileSettings:
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the configuration file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return FileSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"{path}: {problems}") from exc
+
+
+def load_settings(
+    *,
+    cwd: Path | None = None,
+    db: Path | None = None,
+    config: Path | None = None,
+    log_level: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve the settings for a server or a CLI command started in `cwd`."""
+    env = os.environ if environ is None else environ
+    project_dir = (cwd or Path.cwd()).resolve()
+
+    config_path = config or (Path(env["MCP_SWARM_CONFIG"]) if env.get("MCP_SWARM_CONFIG") else None)
+    if config_path is None and (project_dir / CONFIG_FILE_NAME).is_file():
+        config_path = project_dir / CONFIG_FILE_NAME
+    if config_path is not None:
+        config_path = (project_dir / config_path).resolve()
+        if not config_path.is_file():
+            raise InvalidInput(f"the configuration file {config_path} does not exist")
+        file = _read_config_file(config_path)
+    else:
+        file = FileSettings()
+
+    db_text = str(db) if db else env.get("MCP_SWARM_DB") or file.db
+    db_path = (project_dir / db_text) if db_text else project_dir / STATE_DIR_NAME / "swarm.db"
+
+    level = (log_level or env.get("MCP_SWARM_LOG_LEVEL") or file.log_level or "WARNING").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise InvalidInput(f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    max_workers = file.max_workers or 5
+    if env.get("MCP_SWARM_MAX_WORKERS"):
+        try:
+            max_workers = int(env["MCP_SWARM_MAX_WORKERS"])
+        except ValueError as exc:
+            raise InvalidInput("MCP_SWARM_MAX_WORKERS must be a whole number") from exc
+
+    return Settings(
+        project_dir=project_dir,
+        db_path=db_path.resolve(),
+        config_path=config_path,
+        log_level=level,  # type: ignore[arg-type]
+        max_workers=max_workers,
+    )

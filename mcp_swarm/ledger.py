@@ -1,0 +1,329 @@
+"""The task ledger: the rules of tasks and their dependencies.
+
+No SQL and no MCP here. Each public method is one transaction: every rule is checked against the
+state read inside that transaction, and a broken rule rolls all of it back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp_swarm.errors import BlockedTask, DependencyCycle, InvalidInput, TaskNotFound
+from mcp_swarm.models import (
+    MAX_METADATA_BYTES,
+    MAX_PLAN_TASKS,
+    CreatedPlan,
+    NewTask,
+    PlanTask,
+    Task,
+    TaskChanges,
+    TaskEvent,
+    TaskListing,
+    TaskStatus,
+    metadata_bytes,
+)
+from mcp_swarm.store import Store, Transaction
+
+# Statuses that claim the work was started: nothing may start before its blockers are done.
+_STARTED = frozenset({TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED})
+_MAX_DB_ID_DIGITS = 18
+
+EventRow = tuple[int, str, str, str, Any, Any]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_task_id(task_id: str) -> int:
+    """Task ids are the decimal strings the ledger hands out; anything else names no task."""
+    if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > _MAX_DB_ID_DIGITS:
+        raise TaskNotFound(task_id)
+    number = int(task_id)
+    if str(number) != task_id:
+        raise TaskNotFound(task_id)
+    return number
+
+
+class Ledger:
+    """Tasks, their dependencies and their history, as seen by one actor (the Mayor, the CLI...)."""
+
+    def __init__(self, store: Store, actor: str = "mayor") -> None:
+        self.store = store
+        self.actor = actor
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task:
+        number = parse_task_id(task_id)
+        async with self.store.read() as tx:
+            return await _live_task(tx, number, task_id)
+
+    async def list(
+        self, *, status: TaskStatus | None = None, ready: bool | None = None, owner: str | None = None
+    ) -> TaskListing:
+        async with self.store.read() as tx:
+            tasks = await tx.tasks.list(status=status, owner=owner)
+            counts = await tx.tasks.counts()
+        if ready is not None:
+            tasks = [task for task in tasks if task.ready is ready]
+        return TaskListing(tasks=tasks, counts=counts)
+
+    async def history(self, task_id: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        number = None if task_id is None else parse_task_id(task_id)
+        async with self.store.read() as tx:
+            return await tx.tasks.events(number, after_id=after_id, limit=limit)
+
+    # -- changes ----------------------------------------------------------------------------
+
+    async def create(self, new: NewTask) -> Task:
+        at = now()
+        async with self.store.write() as tx:
+            blockers = await _live_ids(tx, new.blocked_by)
+            number = await tx.tasks.insert(
+                subject=new.subject,
+                description=new.description,
+                active_form=new.active_form or None,
+                metadata=_without_nulls(new.metadata),
+                now=at,
+            )
+            # A new task has no dependents yet, so none of its blockers can close a cycle.
+            for blocker in blockers:
+                await tx.tasks.add_dependency(number, blocker)
+            await tx.tasks.record_events([_created_event(number, at, self.actor, new.subject, blockers)])
+            return await _live_task(tx, number, str(number))
+
+    async def create_plan(self, plan: list[PlanTask]) -> CreatedPlan:
+        """Create several tasks that may depend on each other, all at once or not at all."""
+        if not plan:
+            raise InvalidInput("a plan needs at least one task")
+        if len(plan) > MAX_PLAN_TASKS:
+            raise InvalidInput(f"a plan may have at most {MAX_PLAN_TASKS} tasks; this one has {len(plan)}")
+        keys = _plan_keys(plan)
+        local_edges, existing_refs = _plan_references(plan, keys)
+        _refuse_plan_cycle(plan, local_edges)
+
+        at = now()
+        async with self.store.write() as tx:
+            existing = dict(zip(existing_refs, await _live_ids(tx, existing_refs), strict=True))
+            numbers: list[int] = []
+            for task in plan:
+                numbers.append(
+                    await tx.tasks.insert(
+                        subject=task.subject,
+                        description=task.description,
+                        active_form=task.active_form or None,
+                        metadata=_without_nulls(task.metadata),
+                        now=at,
+                    )
+                )
+            events: list[EventRow] = []
+            for index, task in enumerate(plan):
+                blockers: list[int] = []
+                for ref in task.blocked_by:
+                    blocker = numbers[keys[ref]] if ref in keys else existing[ref]
+                    if blocker not in blockers:
+                        blockers.append(blocker)
+                        await tx.tasks.add_dependency(numbers[index], blocker)
+                events.append(_created_event(numbers[index], at, self.actor, task.subject, blockers))
+            await tx.tasks.record_events(events)
+        ids = [str(number) for number in numbers]
+        return CreatedPlan(ids=ids, keys={key: ids[index] for key, index in keys.items()})
+
+    async def update(self, task_id: str, changes: TaskChanges) -> Task:
+        number = parse_task_id(task_id)
+        at = now()
+        async with self.store.write() as tx:
+            task = await _live_task(tx, number, task_id)
+            events: list[EventRow] = []
+
+            def changed(field: str, old: Any, new: Any) -> None:
+                events.append((number, at, self.actor, field, old, new))
+
+            blocked_by = await _live_ids(tx, changes.add_blocked_by)
+            blocks = await _live_ids(tx, changes.add_blocks)
+            if number in blocked_by or number in blocks:
+                raise InvalidInput(f"task {task_id} cannot depend on itself")
+            for waiter, blocker in [(number, b) for b in blocked_by] + [(w, number) for w in blocks]:
+                await _refuse_cycle(tx, waiter, blocker)
+                if await tx.tasks.add_dependency(waiter, blocker):
+                    events.append((waiter, at, self.actor, "blockedBy", None, str(blocker)))
+
+            columns: dict[str, Any] = {}
+            for field, column, old, new in [
+                ("subject", "subject", task.subject, changes.subject),
+                ("description", "description", task.description, changes.description),
+                ("activeForm", "active_form", task.active_form, _none_if_empty(changes.active_form)),
+                ("owner", "owner", task.owner, _none_if_empty(changes.owner)),
+            ]:
+                given = getattr(changes, column)
+                if given is not None and new != old:
+                    columns[column] = new
+                    changed(field, old, new)
+
+            if changes.metadata is not None:
+                merged = _merge_metadata(task.metadata, changes.metadata)
+                if merged != task.metadata:
+                    columns["metadata"] = merged
+                    for key in sorted(set(task.metadata) | set(merged)):
+                        if task.metadata.get(key) != merged.get(key):
+                            changed(f"metadata.{key}", task.metadata.get(key), merged.get(key))
+
+            if changes.status is not None and changes.status is not task.status:
+                if changes.status in _STARTED:
+                    open_blockers = await tx.tasks.open_blockers(number)
+                    if open_blockers:
+                        raise BlockedTask(task_id, changes.status.value, open_blockers)
+                columns["status"] = changes.status.value
+                changed("status", task.status.value, changes.status.value)
+
+            if columns:
+                await tx.tasks.update(number, columns, at)
+            if events:
+                await tx.tasks.record_events(events)
+            if changes.status is TaskStatus.DELETED:
+                # Read back without the deleted check: the caller deserves to see what it did.
+                deleted = await tx.tasks.get(number)
+                assert deleted is not None
+                return deleted
+            return await _live_task(tx, number, task_id)
+
+
+# -- rules shared by the methods above ------------------------------------------------------
+
+
+async def _live_task(tx: Transaction, number: int, task_id: str) -> Task:
+    task = await tx.tasks.get(number)
+    if task is None:
+        raise TaskNotFound(task_id)
+    if task.status is TaskStatus.DELETED:
+        raise TaskNotFound(task_id, deleted=True)
+    return task
+
+
+async def _live_ids(tx: Transaction, task_ids: list[str]) -> list[int]:
+    """The numbers of these ids, in order and without repeats, each a task that is not deleted."""
+    numbers: list[int] = []
+    for task_id in task_ids:
+        number = parse_task_id(task_id)
+        if number not in numbers:
+            numbers.append(number)
+    statuses = await tx.tasks.statuses(numbers)
+    for task_id, number in zip(dict.fromkeys(task_ids), numbers, strict=True):
+        if number not in statuses:
+            raise TaskNotFound(task_id)
+        if statuses[number] is TaskStatus.DELETED:
+            raise TaskNotFound(task_id, deleted=True)
+    return numbers
+
+
+async def _refuse_cycle(tx: Transaction, waiter: int, blocker: int) -> None:
+    """Refuse `waiter` waiting for `blocker` if `blocker` already waits, through any chain, for `waiter`."""
+    tree = await tx.tasks.blocker_tree(blocker)
+    waiter_of: dict[int, int | None] = {}
+    for task, direct_waiter in tree:
+        waiter_of.setdefault(task, direct_waiter)
+    if waiter not in waiter_of:
+        return
+    chain = [waiter]
+    while chain[-1] != blocker:
+        up = waiter_of[chain[-1]]
+        assert up is not None
+        chain.append(up)
+    # chain runs from waiter up to blocker; the cycle reads "waiter is blocked by blocker ... by waiter".
+    raise DependencyCycle([str(waiter), *(str(task) for task in reversed(chain))])
+
+
+def _created_event(number: int, at: str, actor: str, subject: str, blockers: list[int]) -> EventRow:
+    new: dict[str, Any] = {"subject": subject}
+    if blockers:
+        new["blockedBy"] = [str(blocker) for blocker in blockers]
+    return (number, at, actor, "created", None, new)
+
+
+def _none_if_empty(value: str | None) -> str | None:
+    return value or None
+
+
+def _without_nulls(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if value is not None}
+
+
+def _merge_metadata(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    # The patch alone was checked; the merge of two legal halves can still be too big.
+    size = metadata_bytes(merged)
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata would be {size} bytes as JSON after the merge; the limit is {MAX_METADATA_BYTES}")
+    return merged
+
+
+def _plan_keys(plan: list[PlanTask]) -> dict[str, int]:
+    keys: dict[str, int] = {}
+    for index, task in enumerate(plan):
+        if task.key is None:
+            continue
+        if task.key.isdigit():
+            raise InvalidInput(
+                f"plan task {index + 1}: key {task.key!r} looks like a task id; use a name such as 'model'"
+            )
+        if task.key in keys:
+            raise InvalidInput(f"plan task {index + 1}: key {task.key!r} is used twice in this plan")
+        keys[task.key] = index
+    return keys
+
+
+def _plan_references(plan: list[PlanTask], keys: dict[str, int]) -> tuple[dict[int, list[int]], list[str]]:
+    """Split each task's blockers into tasks of this plan (by index) and existing task ids."""
+    local: dict[int, list[int]] = {}
+    existing: list[str] = []
+    for index, task in enumerate(plan):
+        for ref in task.blocked_by:
+            if ref in keys:
+                if keys[ref] == index:
+                    raise InvalidInput(f"plan task {index + 1} ({ref!r}) cannot depend on itself")
+                local.setdefault(index, []).append(keys[ref])
+            elif ref.isascii() and ref.isdigit():
+                existing.append(ref)
+            else:
+                raise InvalidInput(
+                    f"plan task {index + 1}: blockedBy {ref!r} is neither a key of this plan nor a task id"
+                )
+    return local, list(dict.fromkeys(existing))
+
+
+def _refuse_plan_cycle(plan: list[PlanTask], edges: dict[int, list[int]]) -> None:
+    """Depth-first search over the plan's own dependencies; an edge back into the path is a cycle.
+
+    Iterative, so that a plan shaped as one long chain cannot exhaust Python's recursion limit.
+    """
+    finished: set[int] = set()
+    for start in range(len(plan)):
+        if start in finished:
+            continue
+        path = [start]
+        on_path = {start}
+        pending = [iter(edges.get(start, []))]
+        while pending:
+            blocker = next(pending[-1], None)
+            if blocker is None:
+                pending.pop()
+                done = path.pop()
+                on_path.discard(done)
+                finished.add(done)
+            elif blocker in on_path:
+                cycle = [*path[path.index(blocker) :], blocker]
+                raise DependencyCycle([plan[i].key or f"#{i + 1}" for i in cycle])
+            elif blocker not in finished:
+                path.append(blocker)
+                on_path.add(blocker)
+                pending.append(iter(edges.get(blocker, [])))
+
+
+__all__ = ["Ledger", "now", "parse_task_id"]

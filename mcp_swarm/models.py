@@ -1,0 +1,159 @@
+"""The vocabulary every layer speaks: statuses, limits, and the task records passed between layers.
+
+Output records use camelCase aliases so that the MCP layer can dump them as Claude Code's own task
+tools shape their answers; Python code uses the snake_case attribute names.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Limits are part of the tool contract (documented in the README); raising one is a compatible
+# change, lowering one is not.
+MAX_SUBJECT_CHARS = 500
+MAX_DESCRIPTION_CHARS = 50_000
+MAX_ACTIVE_FORM_CHARS = 500
+MAX_OWNER_CHARS = 200
+MAX_METADATA_BYTES = 64 * 1024
+MAX_IDS_PER_CALL = 1_000
+MAX_PLAN_TASKS = 1_000
+MAX_TASK_ID_CHARS = 20
+MAX_PLAN_KEY_CHARS = 100
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+# A blocker in one of these states no longer holds anything up. A failed blocker keeps blocking:
+# its dependents must not run on top of work that did not happen.
+RELEASING_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.DELETED})
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+def metadata_bytes(value: dict[str, Any]) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _metadata_size(value: dict[str, Any]) -> dict[str, Any]:
+    size = metadata_bytes(value)
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
+Subject = Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS), AfterValidator(_not_blank)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
+ActiveForm = Annotated[str, Field(max_length=MAX_ACTIVE_FORM_CHARS)]
+Owner = Annotated[str, Field(max_length=MAX_OWNER_CHARS)]
+TaskId = Annotated[str, Field(min_length=1, max_length=MAX_TASK_ID_CHARS)]
+TaskIds = Annotated[list[TaskId], Field(max_length=MAX_IDS_PER_CALL)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata_size)]
+
+
+class _Input(BaseModel):
+    # Inputs accept the tool contract's camelCase keys as well as the Python names.
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class NewTask(_Input):
+    """What a caller gives to create one task."""
+
+    subject: Subject
+    description: Description = ""
+    active_form: ActiveForm | None = None
+    metadata: Metadata = Field(default_factory=dict[str, Any])
+    blocked_by: TaskIds = Field(default_factory=list[str])
+
+
+class PlanTask(NewTask):
+    """One task of a plan; `blocked_by` may name plan keys as well as existing task ids."""
+
+    key: Annotated[str, Field(min_length=1, max_length=MAX_PLAN_KEY_CHARS)] | None = None
+
+
+class TaskChanges(_Input):
+    """A partial update. A field left as None is not touched."""
+
+    status: TaskStatus | None = None
+    subject: Subject | None = None
+    description: Description | None = None
+    active_form: ActiveForm | None = None
+    owner: Owner | None = None
+    metadata: Metadata | None = None
+    add_blocks: TaskIds = Field(default_factory=list[str])
+    add_blocked_by: TaskIds = Field(default_factory=list[str])
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class TaskSummary(_Output):
+    """One row of a task listing: just enough for the Mayor to pick the next wave."""
+
+    id: str
+    subject: str
+    status: TaskStatus
+    owner: str | None = None
+    blocked_by: list[str] = Field(default_factory=list[str])
+    ready: bool = False
+
+
+class Task(_Output):
+    """Everything known about one task."""
+
+    id: str
+    subject: str
+    description: str = ""
+    active_form: str | None = None
+    status: TaskStatus
+    owner: str | None = None
+    blocked_by: list[str] = Field(default_factory=list[str])
+    blocks: list[str] = Field(default_factory=list[str])
+    ready: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict[str, Any])
+    created_at: str
+    updated_at: str
+
+
+class TaskListing(_Output):
+    tasks: list[TaskSummary]
+    counts: dict[str, int]
+
+
+class TaskEvent(_Output):
+    """One recorded change of one task field: the swarm's history, read back."""
+
+    id: int
+    task_id: str
+    at: str
+    actor: str
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class CreatedPlan(_Output):
+    """The ids a plan's tasks received, in the order given, and each key's id."""
+
+    ids: list[str]
+    keys: dict[str, str] = Field(default_factory=dict[str, str])
+
+
+def is_ready(status: TaskStatus, open_blockers: list[str]) -> bool:
+    return status is TaskStatus.PENDING and not open_blockers

@@ -1,0 +1,161 @@
+"""The SQLite file: connections, pragmas, migrations and transactions.
+
+One process holds one writer connection and one reader connection. Every read-then-write runs in
+`Store.write()`, which takes `BEGIN IMMEDIATE`: SQLite's write lock is held from the first read,
+so two processes (two Mayor sessions on one file) can never both decide on the same stale read.
+`busy_timeout` makes the second writer wait for the first instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Self
+
+import aiosqlite
+import anyio
+
+from mcp_swarm.store.schema import MIGRATIONS, SCHEMA_VERSION
+from mcp_swarm.store.tasks import TaskQueries
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer mcp-swarm; this one must not touch it."""
+
+
+class Transaction:
+    """The queries available inside one transaction, grouped by what they are about."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.tasks = TaskQueries(conn)
+
+
+async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:
+    # isolation_level=None: the sqlite3 module must not open transactions behind our back;
+    # every BEGIN and COMMIT here is explicit.
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    # In WAL mode NORMAL cannot corrupt the file; it may lose the last commits on a power cut,
+    # never on a process crash.
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    if query_only:
+        await conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, so it runs inside our own transaction.
+
+    `executescript` would commit first, which would let two processes migrate at once.
+    """
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
+class Store:
+    """The one owner of the database file within a process."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = anyio.Lock()
+        self._read_lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Self:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, query_only=False)
+        try:
+            await _migrate(writer)
+            reader = await _connect(path, query_only=True)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._reader.close()
+            await self._writer.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        """A read-then-write transaction: all of it happens, or none of it does.
+
+        The body runs shielded from cancellation: a tool call cancelled by its client still
+        finishes (or rolls back) the transaction it started, and is cancelled after.
+        """
+        async with self._write_lock:
+            with anyio.CancelScope(shield=True):
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Transaction(self._writer)
+                except BaseException:
+                    await self._writer.execute("ROLLBACK")
+                    raise
+                await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        """A consistent snapshot for reads that take more than one statement."""
+        async with self._read_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                yield Transaction(self._reader)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._reader.execute("COMMIT")
+
+    async def integrity_check(self) -> list[str]:
+        """SQLite's own verdict on the file and the foreign keys: empty when all is well."""
+        async with self._read_lock:
+            rows = await self._reader.execute_fetchall("PRAGMA integrity_check")
+            problems = [str(row[0]) for row in rows if row[0] != "ok"]
+            fk_rows = await self._reader.execute_fetchall("PRAGMA foreign_key_check")
+            problems.extend(f"foreign key: {tuple(row)}" for row in fk_rows)
+            return problems
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    with anyio.CancelScope(shield=True):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+            current = int(rows[0][0])
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the database has schema version {current}, newer than this mcp-swarm knows "
+                    f"({SCHEMA_VERSION}); upgrade mcp-swarm"
+                )
+            for script in MIGRATIONS[current:]:
+                for statement in _statements(script):
+                    await conn.execute(statement)
+            if current != SCHEMA_VERSION:
+                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")

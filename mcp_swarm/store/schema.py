@@ -1,0 +1,49 @@
+"""The database schema, as an ordered list of migrations.
+
+`PRAGMA user_version` records how many migrations a database has had. A migration is never
+edited once released; a change of schema is a new entry at the end.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the task ledger.
+    """
+    CREATE TABLE tasks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject     TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        active_form TEXT,
+        status      TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'deleted')),
+        owner       TEXT,
+        metadata    TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(metadata)),
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX tasks_by_status ON tasks (status);
+
+    -- task_id cannot start until blocker_id is completed (or deleted).
+    CREATE TABLE task_dependencies (
+        task_id    INTEGER NOT NULL REFERENCES tasks (id),
+        blocker_id INTEGER NOT NULL REFERENCES tasks (id),
+        PRIMARY KEY (task_id, blocker_id),
+        CHECK (task_id <> blocker_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_dependencies_by_blocker ON task_dependencies (blocker_id, task_id);
+
+    -- Every change of every task: old and new are JSON values.
+    CREATE TABLE task_events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id INTEGER NOT NULL REFERENCES tasks (id),
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        field   TEXT NOT NULL,
+        old     TEXT,
+        new     TEXT
+    );
+    CREATE INDEX task_events_by_task ON task_events (task_id, id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

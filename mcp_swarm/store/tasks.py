@@ -1,0 +1,218 @@
+"""Every SQL statement about tasks, their dependencies and their history.
+
+The engine decides; these queries only read and write. Ids are integers here and strings above.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+
+from mcp_swarm.models import Task, TaskEvent, TaskStatus, TaskSummary, is_ready
+
+# Blockers in these states hold nothing up; kept in SQL form next to the queries that use it.
+_RELEASED = "('completed', 'deleted')"
+
+_OPEN_BLOCKERS = f"""
+    SELECT group_concat(d.blocker_id) FROM task_dependencies d
+    JOIN tasks b ON b.id = d.blocker_id
+    WHERE d.task_id = t.id AND b.status NOT IN {_RELEASED}
+"""
+
+_BLOCKS = """
+    SELECT group_concat(d.task_id) FROM task_dependencies d
+    JOIN tasks w ON w.id = d.task_id
+    WHERE d.blocker_id = t.id AND w.status <> 'deleted'
+"""
+
+# Only these columns may be set through update_task; the names are never taken from input.
+_UPDATABLE = frozenset({"subject", "description", "active_form", "status", "owner", "metadata"})
+
+
+def _id_list(concatenated: str | None) -> list[str]:
+    if not concatenated:
+        return []
+    return [str(i) for i in sorted(int(part) for part in concatenated.split(","))]
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class TaskQueries:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, task_id: int) -> Task | None:
+        rows = await self._rows(
+            f"SELECT t.*, ({_OPEN_BLOCKERS}) AS open_blockers, ({_BLOCKS}) AS blocks "
+            "FROM tasks t WHERE t.id = ?",
+            (task_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        status = TaskStatus(row["status"])
+        blocked_by = _id_list(row["open_blockers"])
+        return Task(
+            id=str(row["id"]),
+            subject=row["subject"],
+            description=row["description"],
+            active_form=row["active_form"],
+            status=status,
+            owner=row["owner"],
+            blocked_by=blocked_by,
+            blocks=_id_list(row["blocks"]),
+            ready=is_ready(status, blocked_by),
+            metadata=json.loads(row["metadata"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    async def statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
+        """The status of each of these ids that exists (deleted ones included)."""
+        ids = sorted(set(task_ids))
+        if not ids:
+            return {}
+        rows = await self._rows(
+            "SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        )
+        return {int(row["id"]): TaskStatus(row["status"]) for row in rows}
+
+    async def list(self, *, status: TaskStatus | None = None, owner: str | None = None) -> list[TaskSummary]:
+        where = ["t.status <> 'deleted'"] if status is None else ["t.status = :status"]
+        if owner is not None:
+            where.append("t.owner = :owner")
+        rows = await self._rows(
+            f"SELECT t.id, t.subject, t.status, t.owner, ({_OPEN_BLOCKERS}) AS open_blockers "
+            f"FROM tasks t WHERE {' AND '.join(where)} ORDER BY t.id",
+            {"status": None if status is None else status.value, "owner": owner},
+        )
+        summaries: list[TaskSummary] = []
+        for row in rows:
+            row_status = TaskStatus(row["status"])
+            blocked_by = _id_list(row["open_blockers"])
+            summaries.append(
+                TaskSummary(
+                    id=str(row["id"]),
+                    subject=row["subject"],
+                    status=row_status,
+                    owner=row["owner"],
+                    blocked_by=blocked_by,
+                    ready=is_ready(row_status, blocked_by),
+                )
+            )
+        return summaries
+
+    async def counts(self) -> dict[str, int]:
+        """How many tasks are in each status, and how many pending ones are ready."""
+        rows = await self._rows(
+            "SELECT status, count(*) AS n FROM tasks WHERE status <> 'deleted' GROUP BY status"
+        )
+        counts = {str(row["status"]): int(row["n"]) for row in rows}
+        ready_rows = await self._rows(
+            f"SELECT count(*) FROM tasks t WHERE t.status = 'pending' AND NOT EXISTS ("
+            f" SELECT 1 FROM task_dependencies d JOIN tasks b ON b.id = d.blocker_id"
+            f" WHERE d.task_id = t.id AND b.status NOT IN {_RELEASED})"
+        )
+        counts["ready"] = int(ready_rows[0][0])
+        return counts
+
+    async def open_blockers(self, task_id: int) -> list[str]:
+        rows = await self._rows(
+            f"SELECT d.blocker_id FROM task_dependencies d JOIN tasks b ON b.id = d.blocker_id "
+            f"WHERE d.task_id = ? AND b.status NOT IN {_RELEASED} ORDER BY d.blocker_id",
+            (task_id,),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def blocker_tree(self, start: int) -> list[tuple[int, int | None]]:
+        """Every live task that `start` waits for, directly or not, each with one task that waits
+        for it directly (None for `start` itself): enough to name the path to any of them.
+
+        UNION (not UNION ALL) keeps each (task, waiter) pair once, so a diamond-shaped plan is
+        walked in time proportional to its edges, not its paths.
+        """
+        rows = await self._rows(
+            """
+            WITH RECURSIVE tree(id, waiter) AS (
+                SELECT ?, NULL
+                UNION
+                SELECT d.blocker_id, d.task_id FROM tree
+                JOIN task_dependencies d ON d.task_id = tree.id
+                JOIN tasks b ON b.id = d.blocker_id AND b.status <> 'deleted'
+            )
+            SELECT id, waiter FROM tree
+            """,
+            (start,),
+        )
+        return [(int(row[0]), None if row[1] is None else int(row[1])) for row in rows]
+
+    async def events(self, task_id: int | None = None, *, after_id: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        rows = await self._rows(
+            "SELECT * FROM task_events WHERE id > ? AND (? IS NULL OR task_id = ?) ORDER BY id LIMIT ?",
+            (after_id, task_id, task_id, limit),
+        )
+        return [
+            TaskEvent(
+                id=row["id"],
+                task_id=str(row["task_id"]),
+                at=row["at"],
+                actor=row["actor"],
+                field=row["field"],
+                old=None if row["old"] is None else json.loads(row["old"]),
+                new=None if row["new"] is None else json.loads(row["new"]),
+            )
+            for row in rows
+        ]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def insert(
+        self, *, subject: str, description: str, active_form: str | None, metadata: dict[str, Any], now: str
+    ) -> int:
+        rows = await self._rows(
+            "INSERT INTO tasks (subject, description, active_form, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (subject, description, active_form, _json_or_none(metadata), now, now),
+        )
+        return int(rows[0][0])
+
+    async def add_dependency(self, task_id: int, blocker_id: int) -> bool:
+        """Record that task_id waits for blocker_id; False if it already did."""
+        rows = await self._rows(
+            "INSERT OR IGNORE INTO task_dependencies (task_id, blocker_id) VALUES (?, ?) RETURNING 1",
+            (task_id, blocker_id),
+        )
+        return bool(rows)
+
+    async def update(self, task_id: int, changes: Mapping[str, Any], now: str) -> None:
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = {key: _json_or_none(value) if key == "metadata" else value for key, value in changes.items()}
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        await self._rows(
+            f"UPDATE tasks SET {assignments}, updated_at = :updated_at WHERE id = :id",
+            {**values, "updated_at": now, "id": task_id},
+        )
+
+    async def record_events(self, events: Iterable[tuple[int, str, str, str, Any, Any]]) -> None:
+        """Append (task_id, at, actor, field, old, new) rows to the history."""
+        await self._conn.executemany(
+            "INSERT INTO task_events (task_id, at, actor, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (task_id, at, actor, field, _json_or_none(old), _json_or_none(new))
+                for task_id, at, actor, field, old, new in events
+            ],
+        )
