@@ -27,15 +27,21 @@ app = typer.Typer(
 
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False),
+    typer.Option(
+        "--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False
+    ),
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="A configuration file (default: ./mcp-swarm.toml if present)", show_default=False),
+    typer.Option(
+        "--config", help="A configuration file (default: ./mcp-swarm.toml if present)", show_default=False
+    ),
 ]
 LogLevelOption = Annotated[
     str | None,
-    typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)", show_default=False),
+    typer.Option(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)", show_default=False
+    ),
 ]
 
 

@@ -70,7 +70,9 @@ class Ledger:
             tasks = [task for task in tasks if task.ready is ready]
         return TaskListing(tasks=tasks, counts=counts)
 
-    async def history(self, task_id: str | None = None, *, after_id: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def history(
+        self, task_id: str | None = None, *, after_id: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
         number = None if task_id is None else parse_task_id(task_id)
         async with self.store.read() as tx:
             return await tx.tasks.events(number, after_id=after_id, limit=limit)
@@ -260,7 +262,9 @@ def _merge_metadata(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any
     # The patch alone was checked; the merge of two legal halves can still be too big.
     size = metadata_bytes(merged)
     if size > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata would be {size} bytes as JSON after the merge; the limit is {MAX_METADATA_BYTES}")
+        raise InvalidInput(
+            f"metadata would be {size} bytes as JSON after the merge; the limit is {MAX_METADATA_BYTES}"
+        )
     return merged
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, ParamSpec
 
@@ -52,9 +52,15 @@ mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
 A failed task keeps blocking its dependents; a deleted one no longer blocks. State is kept in
 SQLite, so it survives restarts and can be shared by several sessions."""
 
-_READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
-_WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False)
-_UPDATES = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False)
+_READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+_WRITES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+_UPDATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
 
 
 def answer(data: BaseModel | dict[str, Any], *, include: set[str] | None = None) -> CallToolResult:
@@ -117,14 +123,19 @@ def _strict_tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> Tool:
 
 def build_tools(state: _Ledger) -> list[Tool]:
     @_guarded
-    async def TaskCreate(  # noqa: N802 - tool names follow Claude Code's
-        subject: Annotated[Subject, Field(description="A brief title, in the imperative: 'Add login endpoint'")],
+    async def TaskCreate(
+        subject: Annotated[
+            Subject, Field(description="A brief title, in the imperative: 'Add login endpoint'")
+        ],
         description: Annotated[Description, Field(description="What needs to be done, in full")],
-        activeForm: Annotated[  # noqa: N803
-            ActiveForm | None, Field(description="Present continuous form for spinners: 'Adding login endpoint'")
+        activeForm: Annotated[
+            ActiveForm | None,
+            Field(description="Present continuous form for spinners: 'Adding login endpoint'"),
         ] = None,
-        metadata: Annotated[Metadata | None, Field(description="Arbitrary JSON object kept with the task")] = None,
-        blockedBy: Annotated[  # noqa: N803
+        metadata: Annotated[
+            Metadata | None, Field(description="Arbitrary JSON object kept with the task")
+        ] = None,
+        blockedBy: Annotated[
             TaskIds | None, Field(description="Ids of tasks that must be completed before this one can start")
         ] = None,
     ) -> CallToolResult:
@@ -142,7 +153,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         return answer(task, include={"id", "subject", "status", "blocked_by"})
 
     @_guarded
-    async def TaskCreatePlan(  # noqa: N802
+    async def TaskCreatePlan(
         tasks: Annotated[
             list[PlanTask],
             Field(
@@ -162,21 +173,26 @@ def build_tools(state: _Ledger) -> list[Tool]:
         return answer(await state.get().create_plan(tasks))
 
     @_guarded
-    async def TaskUpdate(  # noqa: N802
-        taskId: Annotated[TaskId, Field(description="The id of the task to update")],  # noqa: N803
+    async def TaskUpdate(
+        taskId: Annotated[TaskId, Field(description="The id of the task to update")],
         status: Annotated[
             TaskStatus | None,
             Field(description="pending, in_progress, completed, failed, or deleted (removes it from lists)"),
         ] = None,
         subject: Annotated[Subject | None, Field(description="New subject")] = None,
         description: Annotated[Description | None, Field(description="New description")] = None,
-        activeForm: Annotated[ActiveForm | None, Field(description="New present continuous form")] = None,  # noqa: N803
-        owner: Annotated[Owner | None, Field(description="New owner (an agent or worker id); '' clears it")] = None,
-        metadata: Annotated[
-            Metadata | None, Field(description="Keys to merge into the metadata; a key set to null is removed")
+        activeForm: Annotated[ActiveForm | None, Field(description="New present continuous form")] = None,
+        owner: Annotated[
+            Owner | None, Field(description="New owner (an agent or worker id); '' clears it")
         ] = None,
-        addBlocks: Annotated[TaskIds | None, Field(description="Ids of tasks that must wait for this one")] = None,  # noqa: N803
-        addBlockedBy: Annotated[  # noqa: N803
+        metadata: Annotated[
+            Metadata | None,
+            Field(description="Keys to merge into the metadata; a key set to null is removed"),
+        ] = None,
+        addBlocks: Annotated[
+            TaskIds | None, Field(description="Ids of tasks that must wait for this one")
+        ] = None,
+        addBlockedBy: Annotated[
             TaskIds | None, Field(description="Ids of tasks this one must wait for")
         ] = None,
     ) -> CallToolResult:
@@ -196,15 +212,15 @@ def build_tools(state: _Ledger) -> list[Tool]:
         return answer(await state.get().update(taskId, changes))
 
     @_guarded
-    async def TaskGet(  # noqa: N802
-        taskId: Annotated[TaskId, Field(description="The id of the task")],  # noqa: N803
+    async def TaskGet(
+        taskId: Annotated[TaskId, Field(description="The id of the task")],
     ) -> CallToolResult:
         """Everything about one task: description, status, owner, blockedBy (open blockers only),
         blocks, ready, metadata."""
         return answer(await state.get().get(taskId))
 
     @_guarded
-    async def TaskList(  # noqa: N802
+    async def TaskList(
         status: Annotated[TaskStatus | None, Field(description="Only tasks with this status")] = None,
         ready: Annotated[
             bool | None, Field(description="true: only the ready wave (pending, every blocker completed)")
@@ -229,7 +245,7 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
     state = _Ledger()
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[_Ledger]) -> AsyncIterator[_Ledger]:
+    async def lifespan(_: MCPServer[_Ledger]) -> AsyncGenerator[_Ledger]:
         async with await Store.open(settings.db_path) as store:
             state.ledger = Ledger(store, actor="mayor")
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)

@@ -9,7 +9,7 @@ so two processes (two Mayor sessions on one file) can never both decide on the s
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Self
@@ -102,7 +102,7 @@ class Store:
         await self.close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
+    async def write(self) -> AsyncGenerator[Transaction]:
         """A read-then-write transaction: all of it happens, or none of it does.
 
         The body runs shielded from cancellation: a tool call cancelled by its client still
@@ -119,7 +119,7 @@ class Store:
                 await self._writer.execute("COMMIT")
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Transaction]:
+    async def read(self) -> AsyncGenerator[Transaction]:
         """A consistent snapshot for reads that take more than one statement."""
         async with self._read_lock:
             await self._reader.execute("BEGIN")

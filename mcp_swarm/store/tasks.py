@@ -158,7 +158,9 @@ class TaskQueries:
         )
         return [(int(row[0]), None if row[1] is None else int(row[1])) for row in rows]
 
-    async def events(self, task_id: int | None = None, *, after_id: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, task_id: int | None = None, *, after_id: int = 0, limit: int = 1000
+    ) -> list[TaskEvent]:
         rows = await self._rows(
             "SELECT * FROM task_events WHERE id > ? AND (? IS NULL OR task_id = ?) ORDER BY id LIMIT ?",
             (after_id, task_id, task_id, limit),

@@ -1,0 +1,68 @@
+"""Connecting the SDK's own client to mcp-swarm, in memory or over real stdio."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import CallToolResult, TextContent
+
+from mcp_swarm.config import load_settings
+from mcp_swarm.server import build_server
+
+Transport = Literal["memory", "stdio"]
+
+
+def installed_command() -> str:
+    """The `mcp-swarm` console script installed next to this interpreter."""
+    script = Path(sys.executable).parent / "mcp-swarm"
+    if not script.exists():
+        raise RuntimeError(f"mcp-swarm is not installed in {script.parent}; run pip install -e '.[test]'")
+    return str(script)
+
+
+def stdio_parameters(db: Path, *extra: str, cwd: Path | None = None) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=installed_command(), args=["serve", "--db", str(db), *extra], cwd=cwd
+    )
+
+
+@asynccontextmanager
+async def connect(transport: Transport, db: Path) -> AsyncGenerator[Client]:
+    if transport == "memory":
+        server = build_server(load_settings(cwd=db.parent, db=db))
+        async with Client(server) as client:
+            yield client
+    else:
+        # legacy: the initialize handshake, as Claude Code and Codex connect.
+        async with Client(stdio_parameters(db), mode="legacy") as client:
+            yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    """Call a tool that must succeed; return its JSON answer, checked to match the structured one."""
+    result = await client.call_tool(tool, arguments)
+    text = text_of(result)
+    assert not result.is_error, f"{tool}({arguments}) failed: {text}"
+    payload = json.loads(text)
+    assert result.structured_content == payload
+    return payload
+
+
+async def refuse(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool that must be refused; return the error message."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool}({arguments}) should have been refused, got {text_of(result)}"
+    return text_of(result)
