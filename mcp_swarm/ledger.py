@@ -64,7 +64,7 @@ class Ledger:
         self, *, status: TaskStatus | None = None, ready: bool | None = None, owner: str | None = None
     ) -> TaskListing:
         async with self.store.read() as tx:
-            tasks = await tx.tasks.list(status=status, owner=owner)
+            tasks = await tx.tasks.summaries(status=status, owner=owner)
             counts = await tx.tasks.counts()
         if ready is not None:
             tasks = [task for task in tasks if task.ready is ready]

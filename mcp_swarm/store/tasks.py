@@ -89,7 +89,9 @@ class TaskQueries:
         )
         return {int(row["id"]): TaskStatus(row["status"]) for row in rows}
 
-    async def list(self, *, status: TaskStatus | None = None, owner: str | None = None) -> list[TaskSummary]:
+    async def summaries(
+        self, *, status: TaskStatus | None = None, owner: str | None = None
+    ) -> list[TaskSummary]:
         where = ["t.status <> 'deleted'"] if status is None else ["t.status = :status"]
         if owner is not None:
             where.append("t.owner = :owner")

@@ -5,15 +5,19 @@ belongs to the main conversation takes the next turn of the script; everything e
 (side requests, token counting, connectivity probes) gets a harmless answer without touching the
 script, so a test's script only describes what the agent should *do*.
 
-What Claude Code 2.1.197 sends in ``-p`` mode (observed, see the report in the test module):
+What Claude Code 2.1.197 sends in ``-p`` mode, as observed:
 
 * ``HEAD /`` once at start-up, a reachability probe; any 2xx will do.
 * ``POST /v1/messages?beta=true`` with ``"stream": true`` for each main-conversation turn. Those
   carry the full ``tools`` list (built-ins plus ``mcp__<server>__<tool>``), a list-shaped ``system``
-  prompt and ``thinking``/``context_management``/``output_config`` fields we can ignore.
-* Side requests (session titles, tool-use summaries, quota probes, bash prefix extraction and the
-  like) are one-shot queries made without tools, usually on a small model. We tell them apart by
-  the absence of a non-empty ``tools`` array, which the main loop always sends.
+  prompt, a ``"role": "system"`` entry inside ``messages``, and ``thinking``,
+  ``context_management``, ``output_config`` and ``metadata`` fields that need no answer.
+* Unless ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` is set, a session-title request too: same
+  model, also streamed, but ``"tools": []``, a "Generate a concise, sentence-case title" system
+  prompt and ``output_config.format`` asking for ``{"title": string}`` as JSON. The CLI knows other
+  helper queries of this kind (tool-use summaries, bash prefix extraction, quota probes) that a
+  ``-p`` run did not make here; all of them are one-shot queries without tools, so "has a
+  non-empty ``tools`` array" is what tells the agent loop apart, whatever the model or prompt.
 """
 
 from __future__ import annotations
@@ -89,6 +93,20 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: JSONObject | None
     kind: RequestKind
+
+    @property
+    def tool_names(self) -> list[str]:
+        """Names of the tools this request offered the model, in the order given."""
+        tools = self.body.get("tools") if self.body is not None else None
+        if not isinstance(tools, list):
+            return []
+        names: list[str] = []
+        for tool in cast(list[Any], tools):
+            if isinstance(tool, dict):
+                name = cast(JSONObject, tool).get("name")
+                if isinstance(name, str):
+                    names.append(name)
+        return names
 
 
 @dataclass(frozen=True)
@@ -531,15 +549,4 @@ class ScriptedAnthropicServer:
     def offered_tools(self) -> list[str]:
         """Tool names offered in the most recent main-conversation request."""
         main = self.main_requests
-        if not main or main[-1].body is None:
-            return []
-        tools = main[-1].body.get("tools")
-        if not isinstance(tools, list):
-            return []
-        names: list[str] = []
-        for tool in cast(list[Any], tools):
-            if isinstance(tool, dict):
-                name = cast(JSONObject, tool).get("name")
-                if isinstance(name, str):
-                    names.append(name)
-        return names
+        return main[-1].tool_names if main else []
