@@ -6,6 +6,7 @@ signatures, which is less code to keep than an argparse tree.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -64,7 +65,12 @@ def serve(db: DbOption = None, config: ConfigOption = None, log_level: LogLevelO
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    build_server(settings).run("stdio")
+    server = build_server(settings)
+    # Everything imported so far lives as long as the process: freezing it keeps the garbage
+    # collector from walking it again on every full collection, which was the tail of TaskList.
+    gc.collect()
+    gc.freeze()
+    server.run("stdio")
 
 
 @app.command()

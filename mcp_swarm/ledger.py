@@ -21,6 +21,7 @@ from mcp_swarm.models import (
     TaskEvent,
     TaskListing,
     TaskStatus,
+    TaskSummary,
     metadata_bytes,
 )
 from mcp_swarm.store import Store, Transaction
@@ -65,7 +66,10 @@ class Ledger:
     ) -> TaskListing:
         async with self.store.read() as tx:
             tasks = await tx.tasks.summaries(status=status, owner=owner)
-            counts = await tx.tasks.counts()
+            if status is None and owner is None:
+                counts = _count(tasks)  # the rows at hand are the whole ledger
+            else:
+                counts = await tx.tasks.counts()
         if ready is not None:
             tasks = [task for task in tasks if task.ready is ready]
         return TaskListing(tasks=tasks, counts=counts)
@@ -235,6 +239,16 @@ async def _refuse_cycle(tx: Transaction, waiter: int, blocker: int) -> None:
         chain.append(up)
     # chain runs from waiter up to blocker; the cycle reads "waiter is blocked by blocker ... by waiter".
     raise DependencyCycle([str(waiter), *(str(task) for task in reversed(chain))])
+
+
+def _count(tasks: list[TaskSummary]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    ready = 0
+    for task in tasks:
+        counts[task.status.value] = counts.get(task.status.value, 0) + 1
+        ready += task.ready
+    counts["ready"] = ready
+    return counts
 
 
 def _created_event(number: int, at: str, actor: str, subject: str, blockers: list[int]) -> EventRow:

@@ -7,8 +7,9 @@ tools shape their answers; Python code uses the snake_case attribute names.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -103,15 +104,30 @@ class _Output(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-class TaskSummary(_Output):
-    """One row of a task listing: just enough for the Mayor to pick the next wave."""
+class TaskSummary(NamedTuple):
+    """One row of a task listing: just enough for the Mayor to pick the next wave.
+
+    A plain tuple, not a pydantic model: a plan of thousands of tasks is listed again and again,
+    and validating every row cost more than the query (benchmarks/bench_ledger.py).
+    """
 
     id: str
     subject: str
     status: TaskStatus
-    owner: str | None = None
-    blocked_by: list[str] = Field(default_factory=list[str])
-    ready: bool = False
+    owner: str | None
+    blocked_by: list[str]
+    ready: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        """The compact camelCase form: empty, null and false fields left out."""
+        row: dict[str, Any] = {"id": self.id, "subject": self.subject, "status": self.status.value}
+        if self.owner:
+            row["owner"] = self.owner
+        if self.blocked_by:
+            row["blockedBy"] = self.blocked_by
+        if self.ready:
+            row["ready"] = True
+        return row
 
 
 class Task(_Output):
@@ -131,9 +147,13 @@ class Task(_Output):
     updated_at: str
 
 
-class TaskListing(_Output):
+@dataclass(frozen=True, slots=True)
+class TaskListing:
     tasks: list[TaskSummary]
     counts: dict[str, int]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"tasks": [task.to_wire() for task in self.tasks], "counts": self.counts}
 
 
 class TaskEvent(_Output):

@@ -230,7 +230,8 @@ def build_tools(state: _Ledger) -> list[Tool]:
         """List tasks compactly: {tasks: [{id, subject, status, owner?, blockedBy?, ready?}], counts}.
         blockedBy lists open blockers only; ready appears only when true; counts are by status
         over the whole ledger, plus how many tasks are ready."""
-        return answer(await state.get().list(status=status, ready=ready, owner=owner))
+        listing = await state.get().list(status=status, ready=ready, owner=owner)
+        return answer(listing.to_wire())
 
     return [
         _strict_tool(TaskCreate, _WRITES),

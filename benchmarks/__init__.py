@@ -1,0 +1,1 @@
+"""Benchmarks of mcp-swarm, run against the installed server: `python -m benchmarks.bench_ledger`."""
