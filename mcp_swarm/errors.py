@@ -47,3 +47,7 @@ class BlockedTask(SwarmError):
             f"task {task_id} cannot be set {status}: it is still blocked by {ids}; "
             "complete or delete those first"
         )
+
+
+class RuntimeNotCapable(SwarmError):
+    """A runtime cannot do what was asked, such as continue a session it has no notion of."""

@@ -1,0 +1,122 @@
+"""Claude Code as a worker: `claude -p <prompt> --output-format stream-json --verbose`.
+
+The final `result` event carries the verdict. `claude -p` can exit 0 after an API error, so
+`is_error` is read, never the exit code alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_swarm.runtimes.base import (
+    Outcome,
+    OutputReader,
+    Runtime,
+    WorkerRequest,
+    as_array,
+    as_object,
+    json_event,
+)
+
+# Set by a Claude Code session for its own children; a worker that inherits them believes it is
+# nested inside the Mayor's session and behaves differently.
+_NESTING_VARIABLES = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+
+
+@dataclass(frozen=True)
+class ClaudeProfile:
+    program: str = "claude"
+    # acceptEdits lets a worker edit files in its working directory without a prompt, which a
+    # headless run has nobody to answer.
+    permission_mode: str = "acceptEdits"
+    allowed_tools: Sequence[str] = field(default_factory=lambda: ("Read", "Edit", "Write", "Glob", "Grep"))
+    model: str | None = None
+    max_turns: int | None = None
+    extra_args: Sequence[str] = ()
+
+
+class ClaudeRuntime(Runtime):
+    name = "claude"
+
+    def __init__(self, profile: ClaudeProfile | None = None) -> None:
+        self.profile = profile or ClaudeProfile()
+
+    def _common(self, request: WorkerRequest) -> list[str]:
+        profile = self.profile
+        args = ["--output-format", "stream-json", "--verbose", "--permission-mode", profile.permission_mode]
+        if profile.allowed_tools:
+            args += ["--allowedTools", ",".join(profile.allowed_tools)]
+        model = request.model or profile.model
+        if model:
+            args += ["--model", model]
+        if profile.max_turns is not None:
+            args += ["--max-turns", str(profile.max_turns)]
+        return [*args, *profile.extra_args]
+
+    def argv(self, request: WorkerRequest) -> list[str]:
+        # The prompt is one argument after `-p`, never interpreted by a shell.
+        return [self.profile.program, "-p", request.prompt, *self._common(request)]
+
+    def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
+        return [self.profile.program, "-p", message, "--resume", session_id, *self._common(request)]
+
+    def reader(self, request: WorkerRequest) -> OutputReader:
+        return ClaudeStreamReader()
+
+    def environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {key: value for key, value in env.items() if key not in _NESTING_VARIABLES}
+
+
+class ClaudeStreamReader(OutputReader):
+    def __init__(self) -> None:
+        self.finished = False
+        self._session_id: str | None = None
+        self._result: dict[str, Any] | None = None
+        self._last_text: str | None = None
+
+    def feed(self, line: str) -> None:
+        event = json_event(line)
+        if event is None:
+            return
+        if isinstance(event.get("session_id"), str):
+            self._session_id = event["session_id"]
+        kind = event.get("type")
+        if kind == "result":
+            self._result = event
+            self.finished = True
+        elif kind == "assistant":
+            message = as_object(event.get("message")) or {}
+            for item in as_array(message.get("content")):
+                block = as_object(item)
+                if block is not None and block.get("type") == "text":
+                    self._last_text = str(block.get("text", ""))
+
+    def outcome(self, exit_code: int) -> Outcome:
+        result = self._result
+        if result is None:
+            return Outcome(
+                succeeded=False,
+                summary=self._last_text,
+                error=f"claude exited with status {exit_code} without a final result event",
+                session_id=self._session_id,
+            )
+        text = result.get("result")
+        summary = text if isinstance(text, str) else self._last_text
+        is_error = bool(result.get("is_error")) or result.get("subtype") not in (None, "success")
+        error: str | None = None
+        if is_error:
+            error = f"claude reported an error ({result.get('subtype', 'error')}): {summary or 'no detail'}"
+        elif exit_code != 0:
+            error = f"claude exited with status {exit_code} after a successful result"
+        cost = result.get("total_cost_usd")
+        turns = result.get("num_turns")
+        return Outcome(
+            succeeded=error is None,
+            summary=summary,
+            error=error,
+            session_id=result.get("session_id") or self._session_id,
+            cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            num_turns=turns if isinstance(turns, int) else None,
+        )
