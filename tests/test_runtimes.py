@@ -139,6 +139,14 @@ def test_codex_failure_events_decide_even_with_exit_zero(tmp_path: Path, failure
     assert outcome.session_id == "01a20ab2-3aae-7731-9236-ebbf7a52af1e"
 
 
+def test_codex_retry_errors_followed_by_a_completed_turn_are_a_success(tmp_path: Path) -> None:
+    retry = json.dumps({"type": "error", "message": "Reconnecting... 1/5"})
+    lines = [*codex_lines()[:2], retry, *codex_lines()[2:]]
+    outcome = read(CodexRuntime(), request(tmp_path), lines).outcome(0)
+    assert outcome.succeeded
+    assert outcome.summary == "hi from mock"
+
+
 def test_command_placeholders_fill_single_arguments(tmp_path: Path) -> None:
     runtime = CommandRuntime(
         CommandProfile(

@@ -1,7 +1,8 @@
 """Codex as a worker: `codex exec --json --skip-git-repo-check -C <dir> --sandbox workspace-write`.
 
-Success is read from the events (a completed turn, no `turn.failed` or `error`), not from the
-exit status alone.
+Success is read from the events, not from the exit status alone: a completed turn and no
+`turn.failed`. An `error` event alone is not a failure: codex prints "Reconnecting... n/5" as
+`error` events while it retries, and a retry that then succeeds completes the turn.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class CodexEventReader(OutputReader):
         self._thread_id: str | None = None
         self._last_message: str | None = None
         self._completed = False
+        self._failed = False
         self._errors: list[str] = []
         self._usage: dict[str, Any] | None = None
 
@@ -72,14 +74,14 @@ class CodexEventReader(OutputReader):
         elif kind in ("turn.failed", "error"):
             self._errors.append(_error_text(event))
             if kind == "turn.failed":
+                self._failed = True
                 self.finished = True
 
     def outcome(self, exit_code: int) -> Outcome:
         error: str | None = None
-        if self._errors:
-            error = "codex reported an error: " + "; ".join(self._errors)
-        elif not self._completed:
-            error = f"codex exited with status {exit_code} without completing its turn"
+        if self._failed or not self._completed:
+            reason = self._errors[-1] if self._errors else "no turn.completed event"
+            error = f"codex did not complete its turn (exit status {exit_code}): {reason}"
         elif exit_code != 0:
             error = f"codex exited with status {exit_code} after completing its turn"
         return Outcome(

@@ -10,14 +10,38 @@ from .anthropic import (
     ToolUseTurn,
     is_main_conversation,
 )
+from .openai import (
+    CallOutput,
+    CustomToolCall,
+    FailedResponseTurn,
+    FunctionCall,
+    HTTPErrorTurn,
+    MessageTurn,
+    ResponsesRequest,
+    ResponsesTurn,
+    ScriptedOpenAIServer,
+    ToolCallsTurn,
+    is_agent_turn,
+)
 
 __all__ = [
+    "CallOutput",
+    "CustomToolCall",
+    "FailedResponseTurn",
+    "FunctionCall",
+    "HTTPErrorTurn",
+    "MessageTurn",
     "RecordedRequest",
+    "ResponsesRequest",
+    "ResponsesTurn",
     "ScriptedAnthropicServer",
+    "ScriptedOpenAIServer",
     "ScriptedTurn",
     "TextTurn",
     "ToolCall",
+    "ToolCallsTurn",
     "ToolResult",
     "ToolUseTurn",
+    "is_agent_turn",
     "is_main_conversation",
 ]
