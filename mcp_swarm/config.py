@@ -21,6 +21,22 @@ STATE_DIR_NAME = ".mcp-swarm"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+class RuntimeSettings(BaseModel):
+    """One `[runtimes.NAME]` table: a profile of a built-in runtime, or a configured command."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["command", "claude", "codex"]
+    argv: list[str] | None = None
+    program: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] | None = None
+    max_turns: Annotated[int, Field(ge=1)] | None = None
+    sandbox: str | None = None
+    extra_args: list[str] = Field(default_factory=list[str])
+
+
 class FileSettings(BaseModel):
     """What `mcp-swarm.toml` may set. Unknown keys are refused, so a typo never goes unnoticed."""
 
@@ -29,6 +45,11 @@ class FileSettings(BaseModel):
     db: str | None = None
     log_level: LogLevel | None = None
     max_workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    default_runtime: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    idle_seconds: Annotated[float, Field(gt=0)] | None = None
+    env_allow: list[str] | None = None
+    runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
 
 class Settings(BaseModel):
@@ -39,6 +60,11 @@ class Settings(BaseModel):
     config_path: Path | None = None
     log_level: LogLevel = "WARNING"
     max_workers: int = 5
+    default_runtime: str | None = None
+    timeout_seconds: float = 30 * 60
+    idle_seconds: float = 10 * 60
+    env_allow: tuple[str, ...] | None = None
+    runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
     @property
     def state_dir(self) -> Path:
@@ -102,4 +128,9 @@ def load_settings(
         config_path=config_path,
         log_level=level,  # type: ignore[arg-type]
         max_workers=max_workers,
+        default_runtime=env.get("MCP_SWARM_RUNTIME") or file.default_runtime,
+        timeout_seconds=file.timeout_seconds or 30 * 60,
+        idle_seconds=file.idle_seconds or 10 * 60,
+        env_allow=None if file.env_allow is None else tuple(file.env_allow),
+        runtimes=file.runtimes,
     )

@@ -175,5 +175,46 @@ class CreatedPlan(_Output):
     keys: dict[str, str] = Field(default_factory=dict[str, str])
 
 
+class WorkerState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+LIVE_WORKER_STATES = frozenset({WorkerState.STARTING, WorkerState.RUNNING})
+
+
+def worker_name(number: int) -> str:
+    return f"worker-{number}"
+
+
+class Worker(_Output):
+    """One run of one task by one runtime; `attempt` counts the runs of that task."""
+
+    id: str
+    task_id: str
+    runtime: str
+    attempt: int
+    state: WorkerState
+    pid: int | None = None
+    pid_start_time: int | None = None
+    cwd: str
+    log: str
+    session_id: str | None = None
+    exit_code: int | None = None
+    summary: str | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    validation: dict[str, Any] | None = None
+    task_status: TaskStatus | None = None
+    started_at: str
+    ended_at: str | None = None
+
+
 def is_ready(status: TaskStatus, open_blockers: list[str]) -> bool:
     return status is TaskStatus.PENDING and not open_blockers

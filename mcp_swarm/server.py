@@ -12,9 +12,11 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, ParamSpec
+from datetime import datetime
+from typing import Annotated, Any, Literal, ParamSpec
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -36,8 +38,11 @@ from mcp_swarm.models import (
     TaskId,
     TaskIds,
     TaskStatus,
+    Worker,
 )
+from mcp_swarm.runtimes.registry import build_runtimes, default_runtime
 from mcp_swarm.store import Store
+from mcp_swarm.swarm import DEFAULT_ENV_ALLOW, Swarm, WorkerLimits
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -47,8 +52,10 @@ mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
 1. Plan: TaskCreate for each piece of work (or TaskCreatePlan for a whole plan in one call), with
    dependencies via blockedBy / TaskUpdate(addBlockedBy=[...]).
 2. Find the wave: TaskList(ready=true) lists pending tasks whose blockers are all completed.
-3. Work the wave, mark each task in_progress then completed (or failed) with TaskUpdate.
-4. Repeat until TaskList shows every task completed.
+3. spawn() starts a fresh worker agent for each ready task (or spawn(taskIds=[...])).
+4. wait() blocks until workers end; each result says whether its task completed (the worker
+   succeeded and the task's metadata.validation checks passed) or failed, and why.
+5. Repeat until TaskList shows every task completed; close_agent stops a worker.
 A failed task keeps blocking its dependents; a deleted one no longer blocks. State is kept in
 SQLite, so it survives restarts and can be shared by several sessions."""
 
@@ -84,14 +91,21 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 class _Ledger:
-    """Holds the ledger while the server runs; tools look it up at call time."""
+    """Holds the engine while the server runs; tools look it up at call time."""
 
     ledger: Ledger | None = None
+    swarm: Swarm | None = None
+    settings: Settings | None = None
 
     def get(self) -> Ledger:
         if self.ledger is None:
             raise ToolError("the server is starting or stopping; try again")
         return self.ledger
+
+    def workers(self) -> Swarm:
+        if self.swarm is None:
+            raise ToolError("the server is starting or stopping; try again")
+        return self.swarm
 
 
 def _guarded(
@@ -233,7 +247,95 @@ def build_tools(state: _Ledger) -> list[Tool]:
         listing = await state.get().list(status=status, ready=ready, owner=owner)
         return answer(listing.to_wire())
 
+    @_guarded
+    async def spawn(
+        ctx: Context,
+        taskIds: Annotated[
+            TaskIds | None, Field(description="Tasks to start; default: the ready wave (TaskList ready=true)")
+        ] = None,
+        runtime: Annotated[
+            str | None,
+            Field(max_length=100, description="A configured runtime: claude, codex, a command"),
+        ] = None,
+        maxWorkers: Annotated[
+            int | None,
+            Field(ge=1, le=256, description="At most this many running at once (default 5)"),
+        ] = None,
+        isolation: Annotated[
+            Literal["shared"] | None, Field(description="shared: workers run in the project directory")
+        ] = None,
+        model: Annotated[str | None, Field(max_length=200, description="Model for the runtime")] = None,
+        instructions: Annotated[
+            str | None,
+            Field(max_length=20_000, description="Added to every worker's prompt"),
+        ] = None,
+        timeoutSeconds: Annotated[
+            float | None, Field(gt=0, le=86_400, description="Wall-clock limit per worker (default 1800)")
+        ] = None,
+    ) -> CallToolResult:
+        """Start a fresh worker agent for each task of the wave, in parallel, and return at once.
+        Each task is assigned (owner worker-N, in_progress) before its worker starts; a task that
+        cannot start is listed in skipped with the reason. Then call wait."""
+        client = ctx.session.client_params
+        name = runtime or default_runtime(
+            state.workers().runtimes, state.settings.default_runtime if state.settings else None,
+            client.client_info.name if client is not None else None,
+        )  # fmt: skip
+        result = await state.workers().spawn(
+            taskIds,
+            runtime=name,
+            max_workers=maxWorkers,
+            model=model,
+            instructions=instructions,
+            timeout_seconds=timeoutSeconds,
+        )
+        return answer({"workers": result.workers, "skipped": result.skipped})
+
+    @_guarded
+    async def wait(
+        ctx: Context,
+        workerIds: Annotated[
+            list[Annotated[str, Field(max_length=40)]] | None,
+            Field(max_length=1000, description="Workers to wait for; default: every result not yet returned"),
+        ] = None,
+        mode: Annotated[
+            Literal["all", "any"], Field(description="all: until every one ends; any: the first")
+        ] = "all",
+        timeoutSeconds: Annotated[
+            float, Field(ge=0, le=600, description="Return after this long at the latest (default 30)")
+        ] = 30,
+    ) -> CallToolResult:
+        """Block until workers finish (wakes the moment one ends), at most timeoutSeconds. Returns
+        {done: [{workerId, taskId, state, taskStatus, exitCode, summary, durationSeconds, costUsd,
+        log, validation, error}], running, timedOut}. Without workerIds each result is returned once."""
+
+        async def progress(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
+        payload: dict[str, Any] = {
+            "done": [_worker_result(w) for w in result.done],
+            "running": result.running,
+        }
+        if result.timed_out:
+            payload["timedOut"] = True
+        return answer(payload)
+
+    @_guarded
+    async def close_agent(
+        workerId: Annotated[str, Field(max_length=40, description="The worker to stop, e.g. worker-3")],
+        taskStatus: Annotated[
+            Literal["pending", "failed"], Field(description="What its task becomes (default pending)")
+        ] = "pending",
+    ) -> CallToolResult:
+        """Stop a worker and every process it started; its task returns to pending (or failed)."""
+        worker = await state.workers().close(workerId, TaskStatus(taskStatus))
+        return answer({"workerId": worker.id, "state": worker.state.value, "taskStatus": taskStatus})
+
     return [
+        _strict_tool(spawn, _WRITES),
+        _strict_tool(wait, _WRITES),  # it marks results as handed over
+        _strict_tool(close_agent, _UPDATES),
         _strict_tool(TaskCreate, _WRITES),
         _strict_tool(TaskCreatePlan, _WRITES),
         _strict_tool(TaskUpdate, _UPDATES),
@@ -242,18 +344,63 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ]
 
 
+def _worker_result(worker: Worker) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "workerId": worker.id,
+        "taskId": worker.task_id,
+        "state": worker.state.value,
+        "taskStatus": None if worker.task_status is None else worker.task_status.value,
+        "exitCode": worker.exit_code,
+        "summary": worker.summary,
+        "error": worker.error,
+        "durationSeconds": _duration(worker),
+        "costUsd": worker.cost_usd,
+        "log": worker.log,
+        "validation": worker.validation,
+    }
+    return {key: value for key, value in result.items() if value is not None}
+
+
+def _duration(worker: Worker) -> float | None:
+    if worker.ended_at is None:
+        return None
+    started = datetime.fromisoformat(worker.started_at)
+    ended = datetime.fromisoformat(worker.ended_at)
+    return round((ended - started).total_seconds(), 3)
+
+
 def build_server(settings: Settings) -> MCPServer[_Ledger]:
     state = _Ledger()
+    state.settings = settings
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[_Ledger]) -> AsyncGenerator[_Ledger]:
         async with await Store.open(settings.db_path) as store:
             state.ledger = Ledger(store, actor="mayor")
+            swarm = Swarm(
+                store,
+                build_runtimes(settings.runtimes),
+                default_runtime=settings.default_runtime,
+                state_dir=settings.state_dir,
+                project_dir=settings.project_dir,
+                limits=WorkerLimits(
+                    max_workers=settings.max_workers,
+                    timeout_seconds=settings.timeout_seconds,
+                    idle_seconds=settings.idle_seconds,
+                ),
+                env_allow=settings.env_allow or DEFAULT_ENV_ALLOW,
+            )
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
-            try:
-                yield state
-            finally:
-                state.ledger = None
+            async with anyio.create_task_group() as group:
+                await group.start(swarm.run)
+                state.swarm = swarm
+                try:
+                    yield state
+                finally:
+                    # The client went away: stop our workers and free their tasks, then the store.
+                    state.swarm = None
+                    state.ledger = None
+                    group.cancel_scope.cancel()
 
     return MCPServer(
         "mcp-swarm",

@@ -43,7 +43,10 @@ async def seed_example_plan(client: Client) -> None:
 
 async def test_tools_are_listed_with_contract_names_and_hints(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"TaskCreate", "TaskCreatePlan", "TaskUpdate", "TaskGet", "TaskList"}
+    assert set(tools) == {
+        *("TaskCreate", "TaskCreatePlan", "TaskUpdate", "TaskGet", "TaskList"),
+        *("spawn", "wait", "close_agent"),
+    }
     for name, tool in tools.items():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is (name in {"TaskGet", "TaskList"}), name

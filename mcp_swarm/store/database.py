@@ -19,6 +19,7 @@ import anyio
 
 from mcp_swarm.store.schema import MIGRATIONS, SCHEMA_VERSION
 from mcp_swarm.store.tasks import TaskQueries
+from mcp_swarm.store.workers import WorkerQueries
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -32,6 +33,7 @@ class Transaction:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.tasks = TaskQueries(conn)
+        self.workers = WorkerQueries(conn)
 
 
 async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:

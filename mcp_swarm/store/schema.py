@@ -44,6 +44,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX task_events_by_task ON task_events (task_id, id);
     """,
+    # 2: workers, one row per run of a task by a runtime.
+    """
+    CREATE TABLE workers (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id        INTEGER NOT NULL REFERENCES tasks (id),
+        runtime        TEXT NOT NULL,
+        attempt        INTEGER NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN
+                       ('starting', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost')),
+        pid            INTEGER,
+        pid_start_time INTEGER,
+        cwd            TEXT NOT NULL,
+        log            TEXT NOT NULL,
+        session_id     TEXT,
+        exit_code      INTEGER,
+        summary        TEXT,
+        error          TEXT,
+        cost_usd       REAL,
+        num_turns      INTEGER,
+        validation     TEXT CHECK (validation IS NULL OR json_valid(validation)),
+        task_status    TEXT,
+        started_at     TEXT NOT NULL,
+        ended_at       TEXT,
+        -- When wait() last handed this worker's result to the Mayor; NULL: not yet.
+        reported_at    TEXT
+    );
+    CREATE INDEX workers_by_task ON workers (task_id, id);
+    CREATE INDEX workers_live ON workers (state) WHERE state IN ('starting', 'running');
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

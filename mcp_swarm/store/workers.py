@@ -1,0 +1,158 @@
+"""Every SQL statement about workers.
+
+A worker's end is written at most once: `finish` only changes a worker that is still live, so a
+late report from a run that was already closed or timed out can never overwrite the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+
+from mcp_swarm.models import LIVE_WORKER_STATES, TaskStatus, Worker, WorkerState, worker_name
+
+_LIVE = "('starting', 'running')"
+assert {state.value for state in LIVE_WORKER_STATES} == {"starting", "running"}
+
+
+def _worker(row: sqlite3.Row) -> Worker:
+    return Worker(
+        id=worker_name(row["id"]),
+        task_id=str(row["task_id"]),
+        runtime=row["runtime"],
+        attempt=row["attempt"],
+        state=WorkerState(row["state"]),
+        pid=row["pid"],
+        pid_start_time=row["pid_start_time"],
+        cwd=row["cwd"],
+        log=row["log"],
+        session_id=row["session_id"],
+        exit_code=row["exit_code"],
+        summary=row["summary"],
+        error=row["error"],
+        cost_usd=row["cost_usd"],
+        num_turns=row["num_turns"],
+        validation=None if row["validation"] is None else json.loads(row["validation"]),
+        task_status=None if row["task_status"] is None else TaskStatus(row["task_status"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+class WorkerQueries:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+
+    async def get(self, number: int) -> Worker | None:
+        rows = await self._rows("SELECT * FROM workers WHERE id = ?", (number,))
+        return _worker(rows[0]) if rows else None
+
+    async def many(self, numbers: Iterable[int]) -> list[Worker]:
+        rows = await self._rows(
+            "SELECT * FROM workers WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(sorted(set(numbers))),),
+        )
+        return [_worker(row) for row in rows]
+
+    async def live(self) -> list[Worker]:
+        rows = await self._rows(f"SELECT * FROM workers WHERE state IN {_LIVE} ORDER BY id")
+        return [_worker(row) for row in rows]
+
+    async def live_count(self) -> int:
+        rows = await self._rows(f"SELECT count(*) FROM workers WHERE state IN {_LIVE}")
+        return int(rows[0][0])
+
+    async def live_for_tasks(self, task_ids: Iterable[int]) -> dict[int, str]:
+        """Which of these tasks a live worker is running, and which worker."""
+        rows = await self._rows(
+            f"SELECT task_id, id FROM workers WHERE state IN {_LIVE} "
+            "AND task_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(set(task_ids))),),
+        )
+        return {int(row[0]): worker_name(row[1]) for row in rows}
+
+    async def for_task(self, task_id: int) -> list[Worker]:
+        rows = await self._rows("SELECT * FROM workers WHERE task_id = ? ORDER BY id", (task_id,))
+        return [_worker(row) for row in rows]
+
+    async def attempts(self, task_id: int) -> int:
+        rows = await self._rows("SELECT count(*) FROM workers WHERE task_id = ?", (task_id,))
+        return int(rows[0][0])
+
+    async def unreported(self) -> list[Worker]:
+        """Workers that ended and whose result the Mayor has not been given yet."""
+        rows = await self._rows(
+            f"SELECT * FROM workers WHERE state NOT IN {_LIVE} AND reported_at IS NULL ORDER BY id"
+        )
+        return [_worker(row) for row in rows]
+
+    async def insert(self, *, task_id: int, runtime: str, attempt: int, cwd: str, log: str, now: str) -> int:
+        rows = await self._rows(
+            "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at) "
+            "VALUES (?, ?, ?, 'starting', ?, ?, ?) RETURNING id",
+            (task_id, runtime, attempt, cwd, log, now),
+        )
+        return int(rows[0][0])
+
+    async def set_log(self, number: int, log: str) -> None:
+        await self._rows("UPDATE workers SET log = ? WHERE id = ?", (log, number))
+
+    async def started(self, number: int, *, pid: int, pid_start_time: int) -> bool:
+        rows = await self._rows(
+            "UPDATE workers SET state = 'running', pid = ?, pid_start_time = ? "
+            "WHERE id = ? AND state = 'starting' RETURNING 1",
+            (pid, pid_start_time, number),
+        )
+        return bool(rows)
+
+    async def finish(
+        self,
+        number: int,
+        *,
+        state: WorkerState,
+        now: str,
+        exit_code: int | None = None,
+        summary: str | None = None,
+        error: str | None = None,
+        session_id: str | None = None,
+        cost_usd: float | None = None,
+        num_turns: int | None = None,
+        validation: dict[str, Any] | None = None,
+        task_status: TaskStatus | None = None,
+    ) -> bool:
+        """Record a live worker's end; False if it had already ended (the first verdict stands)."""
+        rows = await self._rows(
+            f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
+                error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
+                num_turns = :num_turns, validation = :validation, task_status = :task_status,
+                ended_at = :now
+            WHERE id = :id AND state IN {_LIVE} RETURNING 1""",
+            {
+                "id": number,
+                "state": state.value,
+                "exit_code": exit_code,
+                "summary": summary,
+                "error": error,
+                "session_id": session_id,
+                "cost_usd": cost_usd,
+                "num_turns": num_turns,
+                "validation": None if validation is None else json.dumps(validation, separators=(",", ":")),
+                "task_status": None if task_status is None else task_status.value,
+                "now": now,
+            },
+        )
+        return bool(rows)
+
+    async def mark_reported(self, numbers: Iterable[int], now: str) -> None:
+        await self._rows(
+            "UPDATE workers SET reported_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND reported_at IS NULL",
+            (now, json.dumps(sorted(set(numbers)))),
+        )

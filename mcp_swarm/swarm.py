@@ -1,0 +1,539 @@
+"""The engine's worker half: spawn a wave, supervise each worker, judge its result, wait.
+
+No MCP and no SQL here. Assignment is one compare-and-set transaction, so two spawns (from one
+server or two) never hand one task to two workers. Each local worker is supervised by a task in
+the engine's task group: it wakes the moment the process exits, tails the log for the runtime's
+final event and for silence, and records the verdict once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.ledger import now, parse_task_id
+from mcp_swarm.models import Task, TaskStatus, Worker, WorkerState, worker_name
+from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
+from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
+from mcp_swarm.store import Store, Transaction
+from mcp_swarm.validation import run_checks
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_LIMIT = 1000
+# Names copied from the server's environment into a worker's; a trailing * matches a prefix.
+DEFAULT_ENV_ALLOW = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "TMPDIR", "SHELL",
+    "ANTHROPIC_*", "CLAUDE_CONFIG_DIR", "OPENAI_*", "CODEX_HOME", "NO_PROXY", "no_proxy",
+)  # fmt: skip
+
+ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    max_workers: int = 5
+    timeout_seconds: float = 30 * 60
+    idle_seconds: float = 10 * 60
+    # How long a process may linger after its runtime's final event before it is stopped.
+    linger_seconds: float = 10.0
+    stop_grace_seconds: float = 5.0
+    tail_interval: float = 0.2
+
+
+@dataclass
+class SpawnResult:
+    workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    skipped: list[dict[str, str]] = field(default_factory=list[dict[str, str]])
+
+
+@dataclass
+class WaitResult:
+    done: list[Worker]
+    running: list[str]
+    timed_out: bool
+
+
+def worker_number(worker_id: str) -> int:
+    prefix, _, number = worker_id.partition("-")
+    if prefix != "worker" or not number.isdigit() or str(int(number)) != number:
+        raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
+    return int(number)
+
+
+def build_prompt(task: Task, instructions: str | None) -> str:
+    lines = [
+        f"You are a worker of a swarm. Your one task is task {task.id}: {task.subject}",
+        "",
+        task.description or "(no further description)",
+    ]
+    validation = task.metadata.get("validation")
+    if validation:
+        lines += ["", f"Your work will be checked with: {validation}"]
+    if instructions:
+        lines += ["", instructions]
+    lines += [
+        "",
+        "Rules: work only on this task, in the current directory. Do not commit, and run no git "
+        "command that changes history. End with a short summary of what you did.",
+    ]
+    return "\n".join(lines)
+
+
+def worker_environment(
+    base: Mapping[str, str], allow: Sequence[str], extra: Mapping[str, str]
+) -> dict[str, str]:
+    prefixes = tuple(name[:-1] for name in allow if name.endswith("*"))
+    exact = {name for name in allow if not name.endswith("*")}
+    env = {key: value for key, value in base.items() if key in exact or key.startswith(prefixes)}
+    env.update(extra)
+    return env
+
+
+class Swarm:
+    def __init__(
+        self,
+        store: Store,
+        runtimes: Mapping[str, Runtime],
+        *,
+        default_runtime: str | None,
+        state_dir: Path,
+        project_dir: Path,
+        limits: WorkerLimits | None = None,
+        env_allow: Sequence[str] = DEFAULT_ENV_ALLOW,
+        actor: str = "mayor",
+    ) -> None:
+        self.store = store
+        self.runtimes = dict(runtimes)
+        self.default_runtime = default_runtime
+        self.state_dir = state_dir
+        self.project_dir = project_dir
+        self.limits = limits or WorkerLimits()
+        self.env_allow = tuple(env_allow)
+        self.actor = actor
+        self._processes: dict[int, RunningProcess] = {}
+        self._changed = anyio.Event()
+        self._group: TaskGroup | None = None
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Supervise workers until cancelled; then stop every local worker and free its task."""
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._group = None
+            with anyio.CancelScope(shield=True):
+                await self.stop_all()
+
+    async def stop_all(self) -> None:
+        """Stop every worker this process started, returning their tasks to pending."""
+        numbers = list(self._processes)
+        async with anyio.create_task_group() as group:
+            for number in numbers:
+                group.start_soon(
+                    self._close, number, TaskStatus.PENDING, WorkerState.CANCELLED, "the server stopped"
+                )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # -- spawn ------------------------------------------------------------------------------
+
+    def _runtime(self, name: str | None) -> Runtime:
+        chosen = name or self.default_runtime
+        if chosen is None:
+            raise InvalidInput(
+                "no runtime is configured and none of codex or claude is on PATH; install one, or "
+                'configure a command runtime in mcp-swarm.toml ([runtimes.NAME] type = "command")'
+            )
+        if chosen not in self.runtimes:
+            known = ", ".join(sorted(self.runtimes)) or "none"
+            raise InvalidInput(f"unknown runtime {chosen!r}; configured runtimes: {known}")
+        return self.runtimes[chosen]
+
+    async def spawn(
+        self,
+        task_ids: Sequence[str] | None = None,
+        *,
+        runtime: str | None = None,
+        max_workers: int | None = None,
+        model: str | None = None,
+        instructions: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> SpawnResult:
+        if self._group is None:
+            raise SwarmError("the engine is not running; try again")
+        chosen = self._runtime(runtime)
+        limit = self.limits.max_workers if max_workers is None else max_workers
+        if limit < 1:
+            raise InvalidInput("maxWorkers must be at least 1")
+        result = SpawnResult()
+        at = now()
+        assigned: list[tuple[int, Task, int]] = []
+        async with self.store.write() as tx:
+            candidates = await self._candidates(tx, task_ids)
+            live = await tx.workers.live_count()
+            running = await tx.workers.live_for_tasks(int(t.id) for t in candidates)
+            for task in candidates:
+                reason = _refusal(task, running.get(int(task.id)))
+                if reason is None and live >= limit:
+                    reason = f"maxWorkers ({limit}) workers are already running; spawn it again after wait"
+                if reason is not None:
+                    result.skipped.append({"taskId": task.id, "reason": reason})
+                    continue
+                number = await self._assign(tx, task, chosen, at)
+                assigned.append((number, task, await tx.workers.attempts(int(task.id))))
+                live += 1
+        for number, task, attempt in assigned:
+            started = await self._start(number, task, chosen, model, instructions, timeout_seconds)
+            if started is None:
+                result.skipped.append({"taskId": task.id, "reason": await self._start_error(number)})
+            else:
+                result.workers.append(
+                    {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
+                     "attempt": attempt, "pid": started.identity.pid, "log": str(self._log(number))}
+                )  # fmt: skip
+        return result
+
+    async def _candidates(self, tx: Transaction, task_ids: Sequence[str] | None) -> list[Task]:
+        if task_ids is None:
+            summaries = await tx.tasks.summaries(status=TaskStatus.PENDING)
+            numbers = [int(summary.id) for summary in summaries if summary.ready]
+        else:
+            numbers = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
+        tasks: list[Task] = []
+        for number in numbers:
+            task = await tx.tasks.get(number)
+            if task is None or task.status is TaskStatus.DELETED:
+                raise InvalidInput(f"no task with id {number}; nothing was spawned")
+            tasks.append(task)
+        return tasks
+
+    async def _assign(self, tx: Transaction, task: Task, runtime: Runtime, at: str) -> int:
+        attempt = await tx.workers.attempts(int(task.id)) + 1
+        number = await tx.workers.insert(
+            task_id=int(task.id),
+            runtime=runtime.name,
+            attempt=attempt,
+            cwd=str(self.project_dir),
+            log="",
+            now=at,
+        )
+        await tx.workers.set_log(number, str(self._log(number)))
+        owner = worker_name(number)
+        await tx.tasks.update(int(task.id), {"owner": owner, "status": TaskStatus.IN_PROGRESS.value}, at)
+        await tx.tasks.record_events(
+            [
+                (int(task.id), at, self.actor, "owner", task.owner, owner),
+                (int(task.id), at, self.actor, "status", task.status.value, TaskStatus.IN_PROGRESS.value),
+            ]
+        )
+        return number
+
+    def _log(self, number: int) -> Path:
+        return self.state_dir / "logs" / f"{worker_name(number)}.log"
+
+    def _files(self, number: int) -> Path:
+        return self.state_dir / "workers" / worker_name(number)
+
+    async def _start(
+        self,
+        number: int,
+        task: Task,
+        runtime: Runtime,
+        model: str | None,
+        instructions: str | None,
+        timeout_seconds: float | None,
+    ) -> RunningProcess | None:
+        files = self._files(number)
+        files.mkdir(parents=True, exist_ok=True)
+        self._log(number).parent.mkdir(parents=True, exist_ok=True)
+        prompt = build_prompt(task, instructions)
+        request = WorkerRequest(
+            worker_id=worker_name(number),
+            task_id=task.id,
+            prompt=prompt,
+            prompt_file=files / "prompt.md",
+            result_file=files / "result.json",
+            cwd=self.project_dir,
+            model=model,
+        )
+        request.prompt_file.write_text(prompt, encoding="utf-8")
+        env = runtime.environment(
+            worker_environment(
+                os.environ,
+                self.env_allow,
+                {
+                    "SWARM_TASK_ID": task.id,
+                    "SWARM_WORKER_ID": worker_name(number),
+                    "SWARM_DB": str(self.store.path),
+                    "SWARM_RESULT_FILE": str(request.result_file),
+                },
+            )
+        )
+        try:
+            process = await start_process(
+                runtime.argv(request), cwd=self.project_dir, env=env, output=self._log(number)
+            )
+        except ProcessStartError as exc:
+            await self._finish(number, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
+            return None
+        async with self.store.write() as tx:
+            await tx.workers.started(
+                number, pid=process.identity.pid, pid_start_time=process.identity.start_time
+            )
+        self._processes[number] = process
+        assert self._group is not None
+        timeout = self.limits.timeout_seconds if timeout_seconds is None else timeout_seconds
+        self._group.start_soon(self._supervise, number, process, runtime.reader(request), request, timeout)
+        return process
+
+    async def _start_error(self, number: int) -> str:
+        async with self.store.read() as tx:
+            worker = await tx.workers.get(number)
+        return (worker.error if worker else None) or "the worker could not be started"
+
+    # -- supervision ------------------------------------------------------------------------
+
+    async def _supervise(
+        self,
+        number: int,
+        process: RunningProcess,
+        reader: OutputReader,
+        request: WorkerRequest,
+        limit: float,
+    ) -> None:
+        log = self._log(number)
+        offset = 0
+        pending = b""
+        last_output = time.monotonic()
+        finished_at: float | None = None
+        ended_by: tuple[WorkerState, str] | None = None
+
+        def read_new() -> bool:
+            nonlocal offset, pending
+            try:
+                with log.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read(1 << 20)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            offset += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                reader.feed(line.decode("utf-8", errors="replace"))
+            return True
+
+        async def watch() -> None:
+            nonlocal last_output, finished_at, ended_by
+            while True:
+                await anyio.sleep(self.limits.tail_interval)
+                if read_new():
+                    last_output = time.monotonic()
+                if reader.finished and finished_at is None:
+                    finished_at = time.monotonic()
+                if finished_at is not None and time.monotonic() - finished_at > self.limits.linger_seconds:
+                    await process.stop(self.limits.stop_grace_seconds)
+                    return
+                if time.monotonic() - last_output > self.limits.idle_seconds:
+                    ended_by = (WorkerState.TIMED_OUT, f"no output for {self.limits.idle_seconds:g} s")
+                    await process.stop(self.limits.stop_grace_seconds)
+                    return
+
+        with anyio.move_on_after(limit) as deadline:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                await process.wait()
+                group.cancel_scope.cancel()
+        if deadline.cancelled_caught:
+            ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
+            await process.stop(self.limits.stop_grace_seconds)
+        exit_code = await process.wait()
+        read_new()
+        if pending:
+            reader.feed(pending.decode("utf-8", errors="replace"))
+        self._processes.pop(number, None)
+        with anyio.CancelScope(shield=True):
+            await self._judge(number, reader, request, exit_code, ended_by)
+
+    async def _judge(
+        self,
+        number: int,
+        reader: OutputReader,
+        request: WorkerRequest,
+        exit_code: int,
+        ended_by: tuple[WorkerState, str] | None,
+    ) -> None:
+        outcome = reader.outcome(exit_code)
+        details: dict[str, Any] = {
+            "exit_code": exit_code,
+            "summary": _clean(outcome.summary),
+            "session_id": outcome.session_id,
+            "cost_usd": outcome.cost_usd,
+            "num_turns": outcome.num_turns,
+        }
+        if ended_by is not None:
+            state, error = ended_by
+            await self._finish(number, state, TaskStatus.FAILED, error=error, **details)
+            return
+        if not outcome.succeeded:
+            await self._finish(number, WorkerState.FAILED, TaskStatus.FAILED, error=outcome.error, **details)
+            return
+        async with self.store.read() as tx:
+            task = await tx.tasks.get(int(request.task_id))
+        checks = as_object(task.metadata.get("validation")) if task else None
+        validation: dict[str, Any] | None = None
+        if checks:
+            env = worker_environment(os.environ, self.env_allow, {})
+            validation = await run_checks(checks, request.cwd, env, self._files(number))
+        if validation is not None and not validation["passed"]:
+            failed = [check["check"] for check in validation["checks"] if not check["passed"]]
+            error = "validation failed: " + "; ".join(failed)
+            await self._finish(
+                number,
+                WorkerState.SUCCEEDED,
+                TaskStatus.FAILED,
+                error=error,
+                validation=validation,
+                **details,
+            )
+        else:
+            await self._finish(
+                number, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, validation=validation, **details
+            )
+
+    async def _finish(
+        self, number: int, state: WorkerState, task_status: TaskStatus, *, report: bool = True, **details: Any
+    ) -> bool:
+        """Record a worker's end and its task's new status in one transaction, once."""
+        at = now()
+        async with self.store.write() as tx:
+            worker = await tx.workers.get(number)
+            if worker is None:
+                return False
+            recorded = await tx.workers.finish(
+                number, state=state, now=at, task_status=task_status, **details
+            )
+            if recorded:
+                task = await tx.tasks.get(int(worker.task_id))
+                # Only the worker that owns the task may move it: a task reassigned since is not ours.
+                if task is not None and task.owner == worker.id and task.status is TaskStatus.IN_PROGRESS:
+                    changes: dict[str, Any] = {"status": task_status.value}
+                    events: list[tuple[int, str, str, str, Any, Any]] = [
+                        (int(task.id), at, worker.id, "status", task.status.value, task_status.value)
+                    ]
+                    if task_status is TaskStatus.PENDING:
+                        changes["owner"] = None
+                        events.append((int(task.id), at, worker.id, "owner", worker.id, None))
+                    await tx.tasks.update(int(task.id), changes, at)
+                    await tx.tasks.record_events(events)
+            if not report:
+                await tx.workers.mark_reported([number], at)
+        self._notify()
+        return recorded
+
+    # -- wait and close ---------------------------------------------------------------------
+
+    async def wait(
+        self,
+        worker_ids: Sequence[str] | None = None,
+        *,
+        mode: str = "all",
+        timeout: float = 30.0,  # noqa: ASYNC109 - a bound of the tool contract, not a cancellation hook
+        progress: ProgressCallback | None = None,
+    ) -> WaitResult:
+        if mode not in ("all", "any"):
+            raise InvalidInput("mode must be 'all' or 'any'")
+        if timeout < 0:
+            raise InvalidInput("timeoutSeconds must not be negative")
+        numbers = None if worker_ids is None else [worker_number(w) for w in dict.fromkeys(worker_ids)]
+        if numbers is not None:
+            async with self.store.read() as tx:
+                known = {int(w.id.split("-")[1]) for w in await tx.workers.many(numbers)}
+            missing = [worker_name(n) for n in numbers if n not in known]
+            if missing:
+                raise InvalidInput(f"no worker {', '.join(missing)}; spawn returns the worker ids")
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self._changed
+            done, running = await self._status(numbers)
+            enough = (done and mode == "any") or not running
+            remaining = deadline - time.monotonic()
+            if enough or remaining <= 0:
+                if numbers is None and done:
+                    async with self.store.write() as tx:
+                        await tx.workers.mark_reported([int(w.id.split("-")[1]) for w in done], now())
+                return WaitResult(done=done, running=running, timed_out=not enough)
+            if progress is not None:
+                await progress(float(len(done)), float(len(done) + len(running)), f"{len(running)} running")
+            # Our own workers wake us at once; workers of another server are seen within a second.
+            with anyio.move_on_after(min(remaining, 1.0)):
+                await changed.wait()
+
+    async def _status(self, numbers: list[int] | None) -> tuple[list[Worker], list[str]]:
+        async with self.store.read() as tx:
+            if numbers is None:
+                done = await tx.workers.unreported()
+                running = [w.id for w in await tx.workers.live()]
+            else:
+                workers = await tx.workers.many(numbers)
+                done = [w for w in workers if w.ended_at is not None]
+                running = [w.id for w in workers if w.ended_at is None]
+        return done, running
+
+    async def close(self, worker_id: str, task_status: TaskStatus = TaskStatus.PENDING) -> Worker:
+        if task_status not in (TaskStatus.PENDING, TaskStatus.FAILED):
+            raise InvalidInput("taskStatus must be 'pending' or 'failed'")
+        number = worker_number(worker_id)
+        async with self.store.read() as tx:
+            worker = await tx.workers.get(number)
+        if worker is None:
+            raise InvalidInput(f"no worker {worker_id!r}; spawn returns the worker ids")
+        await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor")
+        async with self.store.read() as tx:
+            closed = await tx.workers.get(number)
+        assert closed is not None
+        return closed
+
+    async def _close(self, number: int, task_status: TaskStatus, state: WorkerState, error: str) -> None:
+        # Record first, so the supervisor's own verdict, arriving after the kill, is refused.
+        await self._finish(number, state, task_status, error=error)
+        process = self._processes.pop(number, None)
+        if process is not None:
+            await process.stop(self.limits.stop_grace_seconds)
+
+
+def _refusal(task: Task, live_worker: str | None) -> str | None:
+    if live_worker is not None:
+        return f"already being run by {live_worker}"
+    if task.status is not TaskStatus.PENDING:
+        return f"its status is {task.status.value}, not pending"
+    if task.blocked_by:
+        return f"blocked by {', '.join(task.blocked_by)}"
+    return None
+
+
+def _clean(text: str | None) -> str | None:
+    """A worker's words, made safe to show: control characters out, cut to a readable length."""
+    if text is None:
+        return None
+    text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+    if len(text) > SUMMARY_LIMIT:
+        text = text[:SUMMARY_LIMIT] + " [cut; the full output is in the log]"
+    return text

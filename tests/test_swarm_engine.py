@@ -1,0 +1,201 @@
+"""The worker engine with real processes through the command runtime (no MCP, no LLM)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_swarm.ledger import Ledger
+from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
+from mcp_swarm.processes import group_members
+from mcp_swarm.runtimes import CommandProfile, CommandRuntime
+from mcp_swarm.store import Store
+from mcp_swarm.swarm import Swarm, WorkerLimits
+
+pytestmark = pytest.mark.anyio
+
+# A scripted worker: it acts on the words of its prompt file, so each test picks its behaviour
+# through the task's description.
+WORKER = r"""
+import json, os, subprocess, sys, time
+prompt = open(sys.argv[1]).read()
+if "@write-file" in prompt:
+    open("out-" + os.environ["SWARM_TASK_ID"] + ".txt", "w").write("made by " + os.environ["SWARM_WORKER_ID"])
+if "@grandchildren" in prompt:
+    for _ in range(2):
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print("started grandchildren", flush=True)
+    time.sleep(600)
+if "@hang" in prompt:
+    time.sleep(600)
+if "@fail" in prompt:
+    print("it broke", flush=True)
+    sys.exit(3)
+json.dump({"status": "done", "summary": "did task " + os.environ["SWARM_TASK_ID"]},
+          open(os.environ["SWARM_RESULT_FILE"], "w"))
+"""
+
+
+@pytest.fixture
+async def swarm(tmp_path: Path) -> AsyncGenerator[Swarm]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    project = tmp_path / "project"
+    project.mkdir()
+    runtime = CommandRuntime(CommandProfile([sys.executable, str(script), "{prompt_file}"]), name="scripted")
+    async with await Store.open(tmp_path / "state" / "swarm.db") as store:
+        engine = Swarm(
+            store,
+            {"scripted": runtime},
+            default_runtime="scripted",
+            state_dir=tmp_path / "state",
+            project_dir=project,
+            limits=WorkerLimits(max_workers=3, stop_grace_seconds=1.0, idle_seconds=60),
+        )
+        async with anyio.create_task_group() as group:
+            await group.start(engine.run)
+            yield engine
+            group.cancel_scope.cancel()
+
+
+async def test_the_seed_plan_runs_in_the_waves_its_dependencies_allow(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    shape = {
+        "model": [],
+        "hash": ["model"],
+        "login": ["model"],
+        "jwt": ["login"],
+        "tests": ["hash", "login", "jwt"],
+    }
+    plan = [
+        PlanTask(key=key, subject=key, description="@write-file", blocked_by=deps)
+        for key, deps in shape.items()
+    ]
+    await ledger.create_plan(plan)
+    waves: list[list[str]] = []
+    while True:
+        spawned = await swarm.spawn()
+        if not spawned.workers:
+            break
+        waves.append(sorted(worker["taskId"] for worker in spawned.workers))
+        result = await swarm.wait(timeout=60)
+        assert not result.timed_out
+        assert {w.state for w in result.done} == {WorkerState.SUCCEEDED}
+    assert waves == [["1"], ["2", "3"], ["4"], ["5"]]
+    listing = await ledger.list()
+    assert listing.counts == {"completed": 5, "ready": 0}
+    for task_id in "12345":
+        assert (swarm.project_dir / f"out-{task_id}.txt").read_text().startswith("made by worker-")
+
+
+async def test_a_failed_worker_fails_its_task_and_keeps_dependents_blocked(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create(NewTask(subject="breaks", description="@fail"))
+    await ledger.create(NewTask(subject="after", blocked_by=["1"]))
+    spawned = await swarm.spawn()
+    assert [w["taskId"] for w in spawned.workers] == ["1"]
+    assert spawned.skipped == []
+    result = await swarm.wait(timeout=60)
+    [done] = result.done
+    assert done.state is WorkerState.FAILED
+    assert done.exit_code == 3
+    assert done.error is not None
+    assert "status 3" in done.error
+    assert (await ledger.get("1")).status is TaskStatus.FAILED
+    assert (await ledger.get("2")).blocked_by == ["1"]
+    assert (await swarm.spawn()).workers == []
+
+
+async def test_validation_decides_completion(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    checks = {"files_exist": ["out-1.txt"], "content_check": [{"file": "out-1.txt", "pattern": "^made by"}]}
+    await ledger.create(NewTask(subject="good", description="@write-file", metadata={"validation": checks}))
+    failing = {"argv": [sys.executable, "-c", "raise SystemExit(1)"]}
+    missing = {"files_exist": ["nowhere.txt"], "command": failing}
+    await ledger.create(NewTask(subject="claims done", description="", metadata={"validation": missing}))
+    await swarm.spawn()
+    result = await swarm.wait(timeout=60)
+    by_task = {w.task_id: w for w in result.done}
+    assert by_task["1"].task_status is TaskStatus.COMPLETED
+    assert by_task["1"].validation == {"passed": True, "checks": [
+        {"check": "files_exist out-1.txt", "passed": True},
+        {"check": "content_check out-1.txt", "passed": True},
+    ]}  # fmt: skip
+    assert by_task["2"].task_status is TaskStatus.FAILED
+    assert by_task["2"].error is not None
+    assert "files_exist nowhere.txt" in by_task["2"].error
+    assert (await ledger.get("2")).status is TaskStatus.FAILED
+
+
+async def test_max_workers_and_double_spawn_are_refused_with_reasons(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    for index in range(5):
+        await ledger.create(NewTask(subject=f"t{index}", description="@hang"))
+    first = await swarm.spawn()
+    assert len(first.workers) == 3
+    assert {s["taskId"] for s in first.skipped} == {"4", "5"}
+    assert all("maxWorkers" in s["reason"] for s in first.skipped)
+    again = await swarm.spawn(["1"])
+    assert again.workers == []
+    assert "already being run by worker-1" in again.skipped[0]["reason"]
+    for worker in first.workers:
+        await swarm.close(worker["workerId"])
+
+
+async def test_close_stops_the_worker_and_every_grandchild(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create(NewTask(subject="spawns", description="@grandchildren"))
+    [worker] = (await swarm.spawn()).workers
+    log = Path(worker["log"])
+    with anyio.fail_after(30):
+        # Watching the log from outside: the worker has no other way to say it is ready.
+        while "started grandchildren" not in await _text(log):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    assert len(group_members(worker["pid"])) >= 3
+    closed = await swarm.close(worker["workerId"])
+    assert closed.state is WorkerState.CANCELLED
+    assert group_members(worker["pid"]) == []
+    task = await ledger.get("1")
+    assert task.status is TaskStatus.PENDING
+    assert task.owner is None
+
+
+async def _text(path: Path) -> str:
+    apath = anyio.Path(path)
+    return await apath.read_text() if await apath.exists() else ""
+
+
+async def test_wall_clock_limit_times_the_worker_out(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create(NewTask(subject="hangs", description="@hang"))
+    [worker] = (await swarm.spawn(timeout_seconds=0.5)).workers
+    result = await swarm.wait([worker["workerId"]], timeout=30)
+    [done] = result.done
+    assert done.state is WorkerState.TIMED_OUT
+    assert group_members(worker["pid"]) == []
+    assert (await ledger.get("1")).status is TaskStatus.FAILED
+
+
+async def test_wait_returns_each_result_once_and_times_out_with_what_runs(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create(NewTask(subject="quick", description=""))
+    await ledger.create(NewTask(subject="slow", description="@hang"))
+    spawned = await swarm.spawn()
+    first = await swarm.wait(mode="any", timeout=30)
+    assert [w.task_id for w in first.done] == ["1"]
+    assert first.running == [spawned.workers[1]["workerId"]]
+    assert not first.timed_out
+    second = await swarm.wait(timeout=0.3)
+    assert second.done == []
+    assert second.timed_out
+    # With ids, wait always answers for them, reported or not.
+    again = await swarm.wait([spawned.workers[0]["workerId"]], timeout=1)
+    assert [w.summary for w in again.done] == ["did task 1"]
+    await swarm.close(spawned.workers[1]["workerId"], TaskStatus.FAILED)
+    assert (await ledger.get("2")).status is TaskStatus.FAILED
+    assert json.dumps(again.done[0].model_dump(mode="json"))  # serialisable for the MCP layer

@@ -1,0 +1,99 @@
+"""spawn, wait and close_agent over real stdio, with a command runtime from mcp-swarm.toml."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from mcp_swarm.ledger import Ledger
+from mcp_swarm.models import TaskStatus
+from mcp_swarm.processes import group_members
+from mcp_swarm.store import Store
+from tests.mcp_client import call, refuse, stdio_parameters
+
+pytestmark = pytest.mark.anyio
+
+WORKER = r"""
+import json, os, sys, time
+prompt = open(sys.argv[1]).read()
+if "@hang" in prompt:
+    print("hanging", flush=True)
+    time.sleep(600)
+json.dump({"status": "done", "summary": "finished " + os.environ["SWARM_TASK_ID"]},
+          open(os.environ["SWARM_RESULT_FILE"], "w"))
+"""
+
+
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "worker.py").write_text(WORKER)
+    argv = [sys.executable, str(tmp_path / "worker.py"), "{prompt_file}"]
+    quoted = ", ".join(f'"{arg}"' for arg in argv)
+    (tmp_path / "mcp-swarm.toml").write_text(
+        f'default_runtime = "scripted"\n\n[runtimes.scripted]\ntype = "command"\nargv = [{quoted}]\n'
+    )
+    return tmp_path
+
+
+def client_for(tmp_path: Path) -> Client:
+    params = stdio_parameters(tmp_path / "unused.db", cwd=project(tmp_path))
+    params.args = ["serve"]
+    return Client(params, mode="legacy")
+
+
+async def test_the_seed_plan_runs_wave_by_wave_through_spawn_and_wait(tmp_path: Path) -> None:
+    async with client_for(tmp_path) as client:
+        await call(
+            client,
+            "TaskCreatePlan",
+            tasks=[
+                {"key": "model", "subject": "Create User model"},
+                {"key": "hash", "subject": "Add password hashing", "blockedBy": ["model"]},
+                {"key": "login", "subject": "Create login endpoint", "blockedBy": ["model"]},
+                {"key": "jwt", "subject": "Add JWT tokens", "blockedBy": ["login"]},
+                {"key": "tests", "subject": "Write tests", "blockedBy": ["hash", "login", "jwt"]},
+            ],
+        )
+        waves: list[list[str]] = []
+        while (spawned := await call(client, "spawn"))["workers"]:
+            waves.append(sorted(worker["taskId"] for worker in spawned["workers"]))
+            result = await call(client, "wait", timeoutSeconds=60)
+            assert "timedOut" not in result
+            for done in result["done"]:
+                assert done["state"] == "succeeded"
+                assert done["taskStatus"] == "completed"
+                assert done["summary"] == f"finished {done['taskId']}"
+                assert await anyio.Path(done["log"]).is_file()
+        assert waves == [["1"], ["2", "3"], ["4"], ["5"]]
+        assert (await call(client, "TaskList"))["counts"] == {"completed": 5, "ready": 0}
+
+
+async def test_bad_spawn_and_wait_arguments_are_refused(tmp_path: Path) -> None:
+    async with client_for(tmp_path) as client:
+        await call(client, "TaskCreate", subject="A", description="")
+        assert "unknown runtime 'bash'" in await refuse(client, "spawn", runtime="bash")
+        assert "no task with id 9" in await refuse(client, "spawn", taskIds=["1", "9"])
+        assert "maxWorkers" in await refuse(client, "spawn", maxWorkers=0)
+        assert "no worker worker-9" in await refuse(client, "wait", workerIds=["worker-9"])
+        assert "worker ids look like" in await refuse(client, "close_agent", workerId="1; rm -rf /")
+        # Nothing was assigned by the refused calls.
+        assert (await call(client, "TaskGet", taskId="1"))["status"] == "pending"
+
+
+async def test_closing_stdin_stops_workers_and_frees_their_tasks(tmp_path: Path) -> None:
+    async with client_for(tmp_path) as client:
+        await call(client, "TaskCreate", subject="hangs", description="@hang")
+        [worker] = (await call(client, "spawn"))["workers"]
+        assert group_members(worker["pid"]) != []
+        closed_at = time.monotonic()
+    # The client is gone (its end of stdin closed); the server stopped the worker on its way out.
+    assert group_members(worker["pid"]) == []
+    assert time.monotonic() - closed_at < 10
+    async with await Store.open(tmp_path / ".mcp-swarm" / "swarm.db") as store:
+        task = await Ledger(store).get("1")
+    assert task.status is TaskStatus.PENDING
+    assert task.owner is None
