@@ -322,6 +322,19 @@ def build_tools(state: _Ledger) -> list[Tool]:
         return answer(payload)
 
     @_guarded
+    async def send_input(
+        workerId: Annotated[str, Field(max_length=40, description="The worker to continue, e.g. worker-3")],
+        message: Annotated[
+            str, Field(min_length=1, max_length=50_000, description="What the worker should do next")
+        ],
+    ) -> CallToolResult:
+        """Continue an ended worker's own session (claude --resume, codex exec resume) with a
+        message, as its next attempt at the same task: the retry after a failed validation. Then
+        call wait again. A runtime without sessions (command) says so."""
+        worker = await state.workers().send_input(workerId, message)
+        return answer({"workerId": worker.id, "state": worker.state.value, "attempt": worker.attempt})
+
+    @_guarded
     async def close_agent(
         workerId: Annotated[str, Field(max_length=40, description="The worker to stop, e.g. worker-3")],
         taskStatus: Annotated[
@@ -335,6 +348,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
     return [
         _strict_tool(spawn, _WRITES),
         _strict_tool(wait, _WRITES),  # it marks results as handed over
+        _strict_tool(send_input, _WRITES),
         _strict_tool(close_agent, _UPDATES),
         _strict_tool(TaskCreate, _WRITES),
         _strict_tool(TaskCreatePlan, _WRITES),

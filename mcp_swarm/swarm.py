@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger import now, parse_task_id
-from mcp_swarm.models import Task, TaskStatus, Worker, WorkerState, worker_name
+from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
 from mcp_swarm.store import Store, Transaction
@@ -183,7 +183,7 @@ class Swarm:
             raise InvalidInput("maxWorkers must be at least 1")
         result = SpawnResult()
         at = now()
-        assigned: list[tuple[int, Task, int]] = []
+        assigned: list[tuple[int, Task]] = []
         async with self.store.write() as tx:
             candidates = await self._candidates(tx, task_ids)
             live = await tx.workers.live_count()
@@ -196,18 +196,62 @@ class Swarm:
                     result.skipped.append({"taskId": task.id, "reason": reason})
                     continue
                 number = await self._assign(tx, task, chosen, at)
-                assigned.append((number, task, await tx.workers.attempts(int(task.id))))
+                assigned.append((number, task))
                 live += 1
-        for number, task, attempt in assigned:
-            started = await self._start(number, task, chosen, model, instructions, timeout_seconds)
+        for number, task in assigned:
+            request = self._request(number, task, build_prompt(task, instructions), model)
+            started = await self._start(number, 1, chosen, chosen.argv(request), request, timeout_seconds)
             if started is None:
                 result.skipped.append({"taskId": task.id, "reason": await self._start_error(number)})
             else:
                 result.workers.append(
                     {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
-                     "attempt": attempt, "pid": started.identity.pid, "log": str(self._log(number))}
+                     "pid": started.identity.pid, "log": str(self._log(number))}
                 )  # fmt: skip
         return result
+
+    async def send_input(
+        self, worker_id: str, message: str, *, timeout_seconds: float | None = None
+    ) -> Worker:
+        """Continue an ended worker's own session with a message, as its next attempt."""
+        number = worker_number(worker_id)
+        if not message.strip():
+            raise InvalidInput("the message must not be empty")
+        at = now()
+        async with self.store.write() as tx:
+            worker = await tx.workers.get(number)
+            if worker is None:
+                raise InvalidInput(f"no worker {worker_id}; spawn returns the worker ids")
+            if worker.state in LIVE_WORKER_STATES:
+                raise InvalidInput(f"{worker_id} is still running; wait for it (or close_agent) first")
+            runtime = self._runtime(worker.runtime)
+            if worker.session_id is None:
+                raise RuntimeNotCapable(f"{worker_id} left no session to continue; spawn its task again")
+            task = await tx.tasks.get(int(worker.task_id))
+            if task is None or task.status is TaskStatus.DELETED:
+                raise InvalidInput(f"the task of {worker_id} was deleted")
+            holder = (await tx.workers.live_for_tasks([int(task.id)])).get(int(task.id))
+            if holder is not None:
+                raise InvalidInput(f"task {task.id} is being run by {holder}")
+            if task.blocked_by:
+                raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
+            request = self._request(number, task, message, None)
+            argv = runtime.resume_argv(request, worker.session_id, message)
+            await tx.workers.restart(number, attempt=worker.attempt, now=at)
+            await tx.tasks.update(
+                int(task.id), {"owner": worker.id, "status": TaskStatus.IN_PROGRESS.value}, at
+            )
+            await tx.tasks.record_events(
+                [
+                    (int(task.id), at, self.actor, "owner", task.owner, worker.id),
+                    (int(task.id), at, self.actor, "status", task.status.value, TaskStatus.IN_PROGRESS.value),
+                ]
+            )
+        await self._start(number, worker.attempt + 1, runtime, argv, request, timeout_seconds)
+        async with self.store.read() as tx:
+            restarted = await tx.workers.get(number)
+        assert restarted is not None
+        return restarted
 
     async def _candidates(self, tx: Transaction, task_ids: Sequence[str] | None) -> list[Task]:
         if task_ids is None:
@@ -224,11 +268,10 @@ class Swarm:
         return tasks
 
     async def _assign(self, tx: Transaction, task: Task, runtime: Runtime, at: str) -> int:
-        attempt = await tx.workers.attempts(int(task.id)) + 1
         number = await tx.workers.insert(
             task_id=int(task.id),
             runtime=runtime.name,
-            attempt=attempt,
+            attempt=1,
             cwd=str(self.project_dir),
             log="",
             now=at,
@@ -250,20 +293,9 @@ class Swarm:
     def _files(self, number: int) -> Path:
         return self.state_dir / "workers" / worker_name(number)
 
-    async def _start(
-        self,
-        number: int,
-        task: Task,
-        runtime: Runtime,
-        model: str | None,
-        instructions: str | None,
-        timeout_seconds: float | None,
-    ) -> RunningProcess | None:
+    def _request(self, number: int, task: Task, prompt: str, model: str | None) -> WorkerRequest:
         files = self._files(number)
-        files.mkdir(parents=True, exist_ok=True)
-        self._log(number).parent.mkdir(parents=True, exist_ok=True)
-        prompt = build_prompt(task, instructions)
-        request = WorkerRequest(
+        return WorkerRequest(
             worker_id=worker_name(number),
             task_id=task.id,
             prompt=prompt,
@@ -272,25 +304,41 @@ class Swarm:
             cwd=self.project_dir,
             model=model,
         )
-        request.prompt_file.write_text(prompt, encoding="utf-8")
+
+    async def _start(
+        self,
+        number: int,
+        attempt: int,
+        runtime: Runtime,
+        argv: list[str],
+        request: WorkerRequest,
+        timeout_seconds: float | None,
+    ) -> RunningProcess | None:
+        request.prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        request.prompt_file.write_text(request.prompt, encoding="utf-8")
+        request.result_file.unlink(missing_ok=True)
+        log = self._log(number)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # A later attempt appends to the same log; its reader must start after the earlier output.
+        offset = log.stat().st_size if log.exists() else 0
         env = runtime.environment(
             worker_environment(
                 os.environ,
                 self.env_allow,
                 {
-                    "SWARM_TASK_ID": task.id,
-                    "SWARM_WORKER_ID": worker_name(number),
+                    "SWARM_TASK_ID": request.task_id,
+                    "SWARM_WORKER_ID": request.worker_id,
                     "SWARM_DB": str(self.store.path),
                     "SWARM_RESULT_FILE": str(request.result_file),
                 },
             )
         )
         try:
-            process = await start_process(
-                runtime.argv(request), cwd=self.project_dir, env=env, output=self._log(number)
-            )
+            process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
         except ProcessStartError as exc:
-            await self._finish(number, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
+            await self._finish(
+                number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False
+            )
             return None
         async with self.store.write() as tx:
             await tx.workers.started(
@@ -298,8 +346,9 @@ class Swarm:
             )
         self._processes[number] = process
         assert self._group is not None
-        timeout = self.limits.timeout_seconds if timeout_seconds is None else timeout_seconds
-        self._group.start_soon(self._supervise, number, process, runtime.reader(request), request, timeout)
+        limit = self.limits.timeout_seconds if timeout_seconds is None else timeout_seconds
+        reader = runtime.reader(request)
+        self._group.start_soon(self._supervise, number, attempt, process, reader, request, limit, offset)
         return process
 
     async def _start_error(self, number: int) -> str:
@@ -312,13 +361,14 @@ class Swarm:
     async def _supervise(
         self,
         number: int,
+        attempt: int,
         process: RunningProcess,
         reader: OutputReader,
         request: WorkerRequest,
         limit: float,
+        offset: int,
     ) -> None:
         log = self._log(number)
-        offset = 0
         pending = b""
         last_output = time.monotonic()
         finished_at: float | None = None
@@ -370,11 +420,12 @@ class Swarm:
             reader.feed(pending.decode("utf-8", errors="replace"))
         self._processes.pop(number, None)
         with anyio.CancelScope(shield=True):
-            await self._judge(number, reader, request, exit_code, ended_by)
+            await self._judge(number, attempt, reader, request, exit_code, ended_by)
 
     async def _judge(
         self,
         number: int,
+        attempt: int,
         reader: OutputReader,
         request: WorkerRequest,
         exit_code: int,
@@ -390,10 +441,12 @@ class Swarm:
         }
         if ended_by is not None:
             state, error = ended_by
-            await self._finish(number, state, TaskStatus.FAILED, error=error, **details)
+            await self._finish(number, attempt, state, TaskStatus.FAILED, error=error, **details)
             return
         if not outcome.succeeded:
-            await self._finish(number, WorkerState.FAILED, TaskStatus.FAILED, error=outcome.error, **details)
+            await self._finish(
+                number, attempt, WorkerState.FAILED, TaskStatus.FAILED, error=outcome.error, **details
+            )
             return
         async with self.store.read() as tx:
             task = await tx.tasks.get(int(request.task_id))
@@ -407,6 +460,7 @@ class Swarm:
             error = "validation failed: " + "; ".join(failed)
             await self._finish(
                 number,
+                attempt,
                 WorkerState.SUCCEEDED,
                 TaskStatus.FAILED,
                 error=error,
@@ -415,11 +469,18 @@ class Swarm:
             )
         else:
             await self._finish(
-                number, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, validation=validation, **details
+                number, attempt, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, validation=validation, **details
             )
 
     async def _finish(
-        self, number: int, state: WorkerState, task_status: TaskStatus, *, report: bool = True, **details: Any
+        self,
+        number: int,
+        attempt: int | None,
+        state: WorkerState,
+        task_status: TaskStatus,
+        *,
+        report: bool = True,
+        **details: Any,
     ) -> bool:
         """Record a worker's end and its task's new status in one transaction, once."""
         at = now()
@@ -428,7 +489,12 @@ class Swarm:
             if worker is None:
                 return False
             recorded = await tx.workers.finish(
-                number, state=state, now=at, task_status=task_status, **details
+                number,
+                attempt=worker.attempt if attempt is None else attempt,
+                state=state,
+                now=at,
+                task_status=task_status,
+                **details,
             )
             if recorded:
                 task = await tx.tasks.get(int(worker.task_id))
@@ -513,7 +579,7 @@ class Swarm:
 
     async def _close(self, number: int, task_status: TaskStatus, state: WorkerState, error: str) -> None:
         # Record first, so the supervisor's own verdict, arriving after the kill, is refused.
-        await self._finish(number, state, task_status, error=error)
+        await self._finish(number, None, state, task_status, error=error)
         process = self._processes.pop(number, None)
         if process is not None:
             await process.stop(self.limits.stop_grace_seconds)

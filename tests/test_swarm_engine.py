@@ -10,10 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mcp_swarm.errors import InvalidInput, RuntimeNotCapable
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
 from mcp_swarm.processes import group_members
-from mcp_swarm.runtimes import CommandProfile, CommandRuntime
+from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm, WorkerLimits
 
@@ -199,3 +200,91 @@ async def test_wait_returns_each_result_once_and_times_out_with_what_runs(swarm:
     await swarm.close(spawned.workers[1]["workerId"], TaskStatus.FAILED)
     assert (await ledger.get("2")).status is TaskStatus.FAILED
     assert json.dumps(again.done[0].model_dump(mode="json"))  # serialisable for the MCP layer
+
+
+RESUMABLE = r"""
+import json, pathlib, sys
+if sys.argv[1] == "--resume":
+    session, message = sys.argv[2], sys.argv[3]
+    if "fix" in message:
+        pathlib.Path("fixed.txt").write_text("fixed")
+    print(json.dumps({"session": session, "summary": "resumed: " + message}))
+else:
+    pathlib.Path("first.txt").write_text("first")
+    print(json.dumps({"session": "session-42", "summary": "first attempt"}))
+"""
+
+
+class _JsonLineReader(OutputReader):
+    def __init__(self) -> None:
+        self.finished = False
+        self.last: dict[str, str] = {}
+
+    def feed(self, line: str) -> None:
+        if line.startswith("{"):
+            self.last = json.loads(line)
+            self.finished = True
+
+    def outcome(self, exit_code: int) -> Outcome:
+        return Outcome(
+            succeeded=exit_code == 0, summary=self.last.get("summary"), session_id=self.last.get("session")
+        )
+
+
+class _Resumable(Runtime):
+    """A runtime with sessions, as claude and codex have, in a dozen lines of Python."""
+
+    name = "resumable"
+
+    def __init__(self, script: Path) -> None:
+        self.script = script
+
+    def argv(self, request: WorkerRequest) -> list[str]:
+        return [sys.executable, str(self.script), request.prompt]
+
+    def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
+        return [sys.executable, str(self.script), "--resume", session_id, message]
+
+    def reader(self, request: WorkerRequest) -> OutputReader:
+        return _JsonLineReader()
+
+
+async def test_send_input_continues_the_session_as_the_next_attempt(swarm: Swarm, tmp_path: Path) -> None:
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE)
+    swarm.runtimes["resumable"] = _Resumable(script)
+    ledger = Ledger(swarm.store)
+    await ledger.create(
+        NewTask(subject="needs a retry", metadata={"validation": {"files_exist": ["fixed.txt"]}})
+    )
+    [worker] = (await swarm.spawn(runtime="resumable")).workers
+    [first] = (await swarm.wait(timeout=30)).done
+    assert first.task_status is TaskStatus.FAILED
+    assert first.session_id == "session-42"
+
+    continued = await swarm.send_input(worker["workerId"], "please fix it")
+    assert continued.attempt == 2
+    assert (await ledger.get("1")).status is TaskStatus.IN_PROGRESS
+    [second] = (await swarm.wait(timeout=30)).done
+    assert second.id == worker["workerId"]
+    assert second.attempt == 2
+    assert second.summary == "resumed: please fix it"
+    assert second.task_status is TaskStatus.COMPLETED
+    assert (await ledger.get("1")).status is TaskStatus.COMPLETED
+
+
+async def test_send_input_is_refused_where_it_cannot_work(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create(NewTask(subject="runs", description="@hang"))
+    await ledger.create(NewTask(subject="quick"))
+    spawned = await swarm.spawn()
+    running, quick = (w["workerId"] for w in spawned.workers)
+    with pytest.raises(InvalidInput, match="still running"):
+        await swarm.send_input(running, "more")
+    await swarm.wait([quick], timeout=30)
+    # The command runtime has no sessions to continue.
+    with pytest.raises(RuntimeNotCapable, match="no session"):
+        await swarm.send_input(quick, "more")
+    with pytest.raises(InvalidInput, match="no worker"):
+        await swarm.send_input("worker-99", "more")
+    await swarm.close(running)

@@ -45,7 +45,7 @@ async def test_tools_are_listed_with_contract_names_and_hints(client: Client) ->
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert set(tools) == {
         *("TaskCreate", "TaskCreatePlan", "TaskUpdate", "TaskGet", "TaskList"),
-        *("spawn", "wait", "close_agent"),
+        *("spawn", "wait", "send_input", "close_agent"),
     }
     for name, tool in tools.items():
         assert tool.annotations is not None

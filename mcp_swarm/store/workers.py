@@ -112,10 +112,23 @@ class WorkerQueries:
         )
         return bool(rows)
 
+    async def restart(self, number: int, *, attempt: int, now: str) -> bool:
+        """Begin attempt `attempt + 1` of an ended worker; False if it is live or has moved on."""
+        rows = await self._rows(
+            f"""UPDATE workers SET attempt = attempt + 1, state = 'starting', pid = NULL,
+                pid_start_time = NULL, exit_code = NULL, summary = NULL, error = NULL, cost_usd = NULL,
+                num_turns = NULL, validation = NULL, task_status = NULL, ended_at = NULL,
+                reported_at = NULL, started_at = ?
+            WHERE id = ? AND attempt = ? AND state NOT IN {_LIVE} RETURNING 1""",
+            (now, number, attempt),
+        )
+        return bool(rows)
+
     async def finish(
         self,
         number: int,
         *,
+        attempt: int,
         state: WorkerState,
         now: str,
         exit_code: int | None = None,
@@ -127,15 +140,17 @@ class WorkerQueries:
         validation: dict[str, Any] | None = None,
         task_status: TaskStatus | None = None,
     ) -> bool:
-        """Record a live worker's end; False if it had already ended (the first verdict stands)."""
+        """Record the end of a live worker's attempt; False if that attempt had already ended or
+        been superseded (the first verdict stands, and an old attempt's report is ignored)."""
         rows = await self._rows(
             f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
                 error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
                 num_turns = :num_turns, validation = :validation, task_status = :task_status,
                 ended_at = :now
-            WHERE id = :id AND state IN {_LIVE} RETURNING 1""",
+            WHERE id = :id AND attempt = :attempt AND state IN {_LIVE} RETURNING 1""",
             {
                 "id": number,
+                "attempt": attempt,
                 "state": state.value,
                 "exit_code": exit_code,
                 "summary": summary,
