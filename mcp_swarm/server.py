@@ -230,8 +230,16 @@ def build_tools(state: _Ledger) -> list[Tool]:
         taskId: Annotated[TaskId, Field(description="The id of the task")],
     ) -> CallToolResult:
         """Everything about one task: description, status, owner, blockedBy (open blockers only),
-        blocks, ready, metadata."""
-        return answer(await state.get().get(taskId))
+        blocks, ready, metadata, and the workers that ran it."""
+        task = await state.get().get(taskId)
+        payload = task.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        workers = await state.workers().workers_of(task.id)
+        if workers:
+            payload["workers"] = [
+                {"workerId": w.id, "state": w.state.value, "attempt": w.attempt, "log": w.log}
+                for w in workers
+            ]
+        return answer(payload)
 
     @_guarded
     async def TaskList(

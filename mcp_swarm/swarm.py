@@ -563,6 +563,10 @@ class Swarm:
                 running = [w.id for w in workers if w.ended_at is None]
         return done, running
 
+    async def workers_of(self, task_id: str) -> list[Worker]:
+        async with self.store.read() as tx:
+            return await tx.workers.for_task(parse_task_id(task_id))
+
     async def close(self, worker_id: str, task_status: TaskStatus = TaskStatus.PENDING) -> Worker:
         if task_status not in (TaskStatus.PENDING, TaskStatus.FAILED):
             raise InvalidInput("taskStatus must be 'pending' or 'failed'")

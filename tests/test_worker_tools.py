@@ -70,6 +70,11 @@ async def test_the_seed_plan_runs_wave_by_wave_through_spawn_and_wait(tmp_path: 
                 assert await anyio.Path(done["log"]).is_file()
         assert waves == [["1"], ["2", "3"], ["4"], ["5"]]
         assert (await call(client, "TaskList"))["counts"] == {"completed": 5, "ready": 0}
+        task = await call(client, "TaskGet", taskId="3")
+        assert task["owner"] == "worker-3"
+        assert [(w["workerId"], w["state"], w["attempt"]) for w in task["workers"]] == [
+            ("worker-3", "succeeded", 1)
+        ]
 
 
 async def test_bad_spawn_and_wait_arguments_are_refused(tmp_path: Path) -> None:
