@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mcp_swarm import __version__
 from mcp_swarm.config import Settings
-from mcp_swarm.errors import SwarmError
+from mcp_swarm.errors import SwarmError, TaskNotFound
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.models import (
     ActiveForm,
@@ -351,7 +351,12 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ) -> CallToolResult:
         """Stop a worker and every process it started; its task returns to pending (or failed)."""
         worker = await state.workers().close(workerId, TaskStatus(taskStatus))
-        return answer({"workerId": worker.id, "state": worker.state.value, "taskStatus": taskStatus})
+        # The task's real status: closing a worker that had already ended changes nothing.
+        try:
+            status = (await state.get().get(worker.task_id)).status.value
+        except TaskNotFound:
+            status = TaskStatus.DELETED.value
+        return answer({"workerId": worker.id, "state": worker.state.value, "taskStatus": status})
 
     return [
         _strict_tool(spawn, _WRITES),

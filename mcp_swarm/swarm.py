@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger import now, parse_task_id
+from mcp_swarm.logtail import LogTail
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
@@ -368,33 +369,17 @@ class Swarm:
         limit: float,
         offset: int,
     ) -> None:
-        log = self._log(number)
-        pending = b""
+        tail = LogTail(self._log(number), reader.feed, offset=offset)
         last_output = time.monotonic()
         finished_at: float | None = None
         ended_by: tuple[WorkerState, str] | None = None
-
-        def read_new() -> bool:
-            nonlocal offset, pending
-            try:
-                with log.open("rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read(1 << 20)
-            except OSError:
-                return False
-            if not chunk:
-                return False
-            offset += len(chunk)
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                reader.feed(line.decode("utf-8", errors="replace"))
-            return True
 
         async def watch() -> None:
             nonlocal last_output, finished_at, ended_by
             while True:
                 await anyio.sleep(self.limits.tail_interval)
-                if read_new():
+                # One chunk per look: a flood is read across looks, never all at once.
+                if tail.read_some():
                     last_output = time.monotonic()
                 if reader.finished and finished_at is None:
                     finished_at = time.monotonic()
@@ -415,9 +400,7 @@ class Swarm:
             ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
             await process.stop(self.limits.stop_grace_seconds)
         exit_code = await process.wait()
-        read_new()
-        if pending:
-            reader.feed(pending.decode("utf-8", errors="replace"))
+        tail.drain()
         self._processes.pop(number, None)
         with anyio.CancelScope(shield=True):
             await self._judge(number, attempt, reader, request, exit_code, ended_by)
@@ -603,7 +586,6 @@ def _clean(text: str | None) -> str | None:
     """A worker's words, made safe to show: control characters out, cut to a readable length."""
     if text is None:
         return None
-    text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
-    if len(text) > SUMMARY_LIMIT:
-        text = text[:SUMMARY_LIMIT] + " [cut; the full output is in the log]"
-    return text
+    cut = len(text) > SUMMARY_LIMIT
+    text = "".join(ch for ch in text[:SUMMARY_LIMIT] if ch in "\n\t" or ch.isprintable())
+    return text + " [cut; the full output is in the log]" if cut else text
