@@ -335,11 +335,15 @@ def build_tools(state: _Ledger) -> list[Tool]:
         message: Annotated[
             str, Field(min_length=1, max_length=50_000, description="What the worker should do next")
         ],
+        timeoutSeconds: Annotated[
+            float | None,
+            Field(gt=0, le=86_400, description="Wall-clock limit of this attempt (default 1800)"),
+        ] = None,
     ) -> CallToolResult:
         """Continue an ended worker's own session (claude --resume, codex exec resume) with a
         message, as its next attempt at the same task: the retry after a failed validation. Then
         call wait again. A runtime without sessions (command) says so."""
-        worker = await state.workers().send_input(workerId, message)
+        worker = await state.workers().send_input(workerId, message, timeout_seconds=timeoutSeconds)
         return answer({"workerId": worker.id, "state": worker.state.value, "attempt": worker.attempt})
 
     @_guarded
@@ -415,7 +419,7 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
                     timeout_seconds=settings.timeout_seconds,
                     idle_seconds=settings.idle_seconds,
                 ),
-                env_allow=settings.env_allow or DEFAULT_ENV_ALLOW,
+                env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
             )
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
             async with anyio.create_task_group() as group:

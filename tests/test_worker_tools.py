@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -102,3 +103,44 @@ async def test_closing_stdin_stops_workers_and_frees_their_tasks(tmp_path: Path)
         task = await Ledger(store).get("1")
     assert task.status is TaskStatus.PENDING
     assert task.owner is None
+
+
+@pytest.mark.parametrize(
+    ("allow", "expected"),
+    [
+        ("env_allow = []\n", set[str]()),
+        ('env_allow = ["KEEP_*"]\n', {"KEEP_ME"}),
+        ("", {"PATH", "ANTHROPIC_API_KEY"}),
+    ],
+)
+async def test_workers_get_only_the_allowed_environment(
+    tmp_path: Path, allow: str, expected: set[str]
+) -> None:
+    dump = tmp_path / "env.json"
+    script = f"import json, os; json.dump(sorted(os.environ), open({str(dump)!r}, 'w'))"
+    argv = ", ".join(f'"{arg}"' for arg in [sys.executable, "-c", script])
+    (tmp_path / "mcp-swarm.toml").write_text(
+        f'default_runtime = "dump"\n{allow}\n[runtimes.dump]\ntype = "command"\nargv = [{argv}]\n'
+    )
+    params = stdio_parameters(tmp_path / "unused.db", cwd=tmp_path)
+    params.args = ["serve"]
+    params.env = {
+        "PATH": "/usr/bin:/bin",
+        "ANTHROPIC_API_KEY": "sk-test",
+        "SECRET_TOKEN": "do-not-leak",
+        "KEEP_ME": "1",
+    }
+    async with Client(params, mode="legacy") as client:
+        await call(client, "TaskCreate", subject="dump", description="")
+        await call(client, "spawn")
+        await call(client, "wait", timeoutSeconds=30)
+    names = set(json.loads(await anyio.Path(dump).read_text()))
+    swarm_names = {"SWARM_TASK_ID", "SWARM_WORKER_ID", "SWARM_DB", "SWARM_RESULT_FILE"}
+    # Python itself may set LC_CTYPE on start (locale coercion); nothing else may appear.
+    passed = names - swarm_names - {"LC_CTYPE"}
+    if allow:
+        assert passed == expected
+    else:  # the default allow-list: what the SDK's client gives its server, less what is not allowed
+        assert expected <= passed <= expected | {"HOME", "SHELL", "TERM", "USER", "LOGNAME", "LANG"}
+    assert "SECRET_TOKEN" not in names
+    assert swarm_names <= names

@@ -107,7 +107,10 @@ class ClaudeStreamReader(OutputReader):
         is_error = bool(result.get("is_error")) or result.get("subtype") not in (None, "success")
         error: str | None = None
         if is_error:
-            error = f"claude reported an error ({result.get('subtype', 'error')}): {summary or 'no detail'}"
+            # An API failure comes as subtype "success" with is_error set and the HTTP status apart.
+            status = result.get("api_error_status")
+            kind = f"API error (HTTP {status})" if status else f"an error ({result.get('subtype', 'error')})"
+            error = f"claude reported {kind}: {summary or 'no detail'}"
         elif exit_code != 0:
             error = f"claude exited with status {exit_code} after a successful result"
         cost = result.get("total_cost_usd")

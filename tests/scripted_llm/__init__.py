@@ -1,9 +1,11 @@
 """Scripted LLM servers that let tests run real agent CLIs without a real model."""
 
 from .anthropic import (
+    APIErrorTurn,
     RecordedRequest,
     ScriptedAnthropicServer,
     ScriptedTurn,
+    ScriptStep,
     TextTurn,
     ToolCall,
     ToolResult,
@@ -25,6 +27,7 @@ from .openai import (
 )
 
 __all__ = [
+    "APIErrorTurn",
     "CallOutput",
     "CustomToolCall",
     "FailedResponseTurn",
@@ -34,6 +37,7 @@ __all__ = [
     "RecordedRequest",
     "ResponsesRequest",
     "ResponsesTurn",
+    "ScriptStep",
     "ScriptedAnthropicServer",
     "ScriptedOpenAIServer",
     "ScriptedTurn",

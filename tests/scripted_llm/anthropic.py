@@ -34,8 +34,10 @@ from typing import Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
 __all__ = [
+    "APIErrorTurn",
     "RecordedRequest",
     "RequestKind",
+    "ScriptStep",
     "ScriptedAnthropicServer",
     "ScriptedTurn",
     "TextTurn",
@@ -82,6 +84,24 @@ class ToolUseTurn:
 
 
 ScriptedTurn = TextTurn | ToolUseTurn
+
+
+@dataclass(frozen=True)
+class APIErrorTurn:
+    """The request is refused with ``status`` and an Anthropic-style ``{"type": "error", ...}`` body.
+
+    Claude Code 2.1.197 retries a 5xx with back-off for well over 40 s, but not a 400: that ends a
+    ``-p`` run at once (exit status 1) with a ``result`` event that has ``is_error: true``,
+    ``api_error_status`` and ``"result": "API Error: 400 <message>"``.
+    """
+
+    status: int = 400
+    message: str = "scripted API error"
+    type: str = "invalid_request_error"
+
+
+# Everything a script may hold: a turn of the model, or a refused request.
+ScriptStep = ScriptedTurn | APIErrorTurn
 
 
 @dataclass(frozen=True)
@@ -252,6 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer_messages(self, owner: ScriptedAnthropicServer, body: JSONObject) -> None:
         turn = owner.take_turn(self._recorded(body, "main" if owner.is_main(body) else "side"))
+        if isinstance(turn, APIErrorTurn):
+            error = {"type": "error", "error": {"type": turn.type, "message": turn.message}}
+            self._send_json(error, status=turn.status)
+            return
         model = str(body.get("model") or "claude-scripted")
         message = owner.build_message(turn, model)
         if body.get("stream") is True:
@@ -275,9 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return cast(JSONObject, parsed) if isinstance(parsed, dict) else None
 
-    def _send_json(self, payload: Mapping[str, Any]) -> None:
+    def _send_json(self, payload: Mapping[str, Any], status: int = HTTPStatus.OK) -> None:
         data = json.dumps(payload).encode()
-        self.send_response(HTTPStatus.OK)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -362,13 +386,13 @@ class ScriptedAnthropicServer:
 
     def __init__(
         self,
-        script: Sequence[ScriptedTurn],
+        script: Sequence[ScriptStep],
         *,
         final_text: str = "done",
         side_text: str = "Scripted session",
         classify: Callable[[Mapping[str, Any]], bool] = is_main_conversation,
     ) -> None:
-        self._script: list[ScriptedTurn] = list(script)
+        self._script: list[ScriptStep] = list(script)
         self.final_text = final_text
         self.side_text = side_text
         self._classify = classify
@@ -436,7 +460,7 @@ class ScriptedAnthropicServer:
     def is_main(self, body: Mapping[str, Any]) -> bool:
         return self._classify(body)
 
-    def take_turn(self, request: RecordedRequest) -> ScriptedTurn:
+    def take_turn(self, request: RecordedRequest) -> ScriptStep:
         """Record a ``/v1/messages`` request and pick its answer.
 
         Both happen under one lock so that concurrent requests cannot consume the script in an
