@@ -42,7 +42,8 @@ from mcp_swarm.models import (
 )
 from mcp_swarm.runtimes.registry import build_runtimes, default_runtime
 from mcp_swarm.store import Store
-from mcp_swarm.swarm import DEFAULT_ENV_ALLOW, Swarm, WorkerLimits
+from mcp_swarm.swarm import Swarm, WorkerLimits
+from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")

@@ -27,15 +27,9 @@ from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.validation import run_checks
+from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, clean_summary, worker_environment
 
 logger = logging.getLogger(__name__)
-
-SUMMARY_LIMIT = 1000
-# Names copied from the server's environment into a worker's; a trailing * matches a prefix.
-DEFAULT_ENV_ALLOW = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "TMPDIR", "SHELL",
-    "ANTHROPIC_*", "CLAUDE_CONFIG_DIR", "OPENAI_*", "CODEX_HOME", "NO_PROXY", "no_proxy",
-)  # fmt: skip
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 
@@ -69,35 +63,6 @@ def worker_number(worker_id: str) -> int:
     if prefix != "worker" or not number.isdigit() or str(int(number)) != number:
         raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
     return int(number)
-
-
-def build_prompt(task: Task, instructions: str | None) -> str:
-    lines = [
-        f"You are a worker of a swarm. Your one task is task {task.id}: {task.subject}",
-        "",
-        task.description or "(no further description)",
-    ]
-    validation = task.metadata.get("validation")
-    if validation:
-        lines += ["", f"Your work will be checked with: {validation}"]
-    if instructions:
-        lines += ["", instructions]
-    lines += [
-        "",
-        "Rules: work only on this task, in the current directory. Do not commit, and run no git "
-        "command that changes history. End with a short summary of what you did.",
-    ]
-    return "\n".join(lines)
-
-
-def worker_environment(
-    base: Mapping[str, str], allow: Sequence[str], extra: Mapping[str, str]
-) -> dict[str, str]:
-    prefixes = tuple(name[:-1] for name in allow if name.endswith("*"))
-    exact = {name for name in allow if not name.endswith("*")}
-    env = {key: value for key, value in base.items() if key in exact or key.startswith(prefixes)}
-    env.update(extra)
-    return env
 
 
 class Swarm:
@@ -417,7 +382,7 @@ class Swarm:
         outcome = reader.outcome(exit_code)
         details: dict[str, Any] = {
             "exit_code": exit_code,
-            "summary": _clean(outcome.summary),
+            "summary": clean_summary(outcome.summary),
             "session_id": outcome.session_id,
             "cost_usd": outcome.cost_usd,
             "num_turns": outcome.num_turns,
@@ -580,12 +545,3 @@ def _refusal(task: Task, live_worker: str | None) -> str | None:
     if task.blocked_by:
         return f"blocked by {', '.join(task.blocked_by)}"
     return None
-
-
-def _clean(text: str | None) -> str | None:
-    """A worker's words, made safe to show: control characters out, cut to a readable length."""
-    if text is None:
-        return None
-    cut = len(text) > SUMMARY_LIMIT
-    text = "".join(ch for ch in text[:SUMMARY_LIMIT] if ch in "\n\t" or ch.isprintable())
-    return text + " [cut; the full output is in the log]" if cut else text
