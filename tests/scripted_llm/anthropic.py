@@ -22,16 +22,12 @@ What Claude Code 2.1.197 sends in ``-p`` mode, as observed:
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self, cast
-from urllib.parse import urlsplit
+from typing import Any, Literal, cast
+
+from ._http import Exchange, JSONObject, RecordedHTTPRequest, ScriptedServer, chunks
 
 __all__ = [
     "APIErrorTurn",
@@ -47,7 +43,6 @@ __all__ = [
     "is_main_conversation",
 ]
 
-JSONObject = dict[str, Any]
 RequestKind = Literal["main", "side", "count_tokens", "other"]
 
 
@@ -105,28 +100,10 @@ ScriptStep = ScriptedTurn | APIErrorTurn
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
+class RecordedRequest(RecordedHTTPRequest):
     """One HTTP request as received, with the parsed JSON body when there was one."""
 
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: JSONObject | None
     kind: RequestKind
-
-    @property
-    def tool_names(self) -> list[str]:
-        """Names of the tools this request offered the model, in the order given."""
-        tools = self.body.get("tools") if self.body is not None else None
-        if not isinstance(tools, list):
-            return []
-        names: list[str] = []
-        for tool in cast(list[Any], tools):
-            if isinstance(tool, dict):
-                name = cast(JSONObject, tool).get("name")
-                if isinstance(name, str):
-                    names.append(name)
-        return names
 
 
 @dataclass(frozen=True)
@@ -219,112 +196,6 @@ def _side_reply(body: Mapping[str, Any] | None, text: str) -> str:
     return text
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    # Handler threads must never keep the test process alive after stop().
-    daemon_threads = True
-
-    def __init__(self, owner: ScriptedAnthropicServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 so the CLI's keep-alive connections are honoured for JSON replies; streamed replies
-    # close the connection instead of using chunked encoding, which every client handles.
-    protocol_version = "HTTP/1.1"
-
-    @property
-    def owner(self) -> ScriptedAnthropicServer:
-        return cast(_HTTPServer, self.server).owner
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The default writes every request to stderr, which drowns pytest's captured output.
-        pass
-
-    def do_HEAD(self) -> None:
-        self.owner.record(self._recorded(None, "other"))
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self.owner.record(self._recorded(None, "other"))
-        path = urlsplit(self.path).path
-        # An empty model list is a valid answer should the CLI ever validate its model name.
-        self._send_json({"data": [], "has_more": False} if path == "/v1/models" else {})
-
-    def do_POST(self) -> None:
-        owner = self.owner
-        body = self._read_json()
-        path = urlsplit(self.path).path
-        try:
-            if path == "/v1/messages/count_tokens":
-                owner.record(self._recorded(body, "count_tokens"))
-                self._send_json({"input_tokens": owner.usage_input_tokens})
-            elif path == "/v1/messages" and body is not None:
-                self._answer_messages(owner, body)
-            else:
-                owner.record(self._recorded(body, "other"))
-                self._send_json({})
-        except Exception as exc:  # the CLI only sees a closed socket; keep the cause for the test
-            owner.record_error(f"{self.command} {self.path}: {exc!r}")
-            raise
-
-    def _answer_messages(self, owner: ScriptedAnthropicServer, body: JSONObject) -> None:
-        turn = owner.take_turn(self._recorded(body, "main" if owner.is_main(body) else "side"))
-        if isinstance(turn, APIErrorTurn):
-            error = {"type": "error", "error": {"type": turn.type, "message": turn.message}}
-            self._send_json(error, status=turn.status)
-            return
-        model = str(body.get("model") or "claude-scripted")
-        message = owner.build_message(turn, model)
-        if body.get("stream") is True:
-            self._send_stream(message)
-        else:
-            self._send_json(message)
-
-    def _recorded(self, body: JSONObject | None, kind: RequestKind) -> RecordedRequest:
-        return RecordedRequest(
-            method=self.command, path=self.path, headers=dict(self.headers.items()), body=body, kind=kind
-        )
-
-    def _read_json(self) -> JSONObject | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        if not raw:
-            return None
-        try:
-            parsed: Any = json.loads(raw)
-        except ValueError:
-            return None
-        return cast(JSONObject, parsed) if isinstance(parsed, dict) else None
-
-    def _send_json(self, payload: Mapping[str, Any], status: int = HTTPStatus.OK) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_stream(self, message: JSONObject) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        for event in _stream_events(message):
-            frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            self.wfile.write(frame.encode())
-        self.wfile.flush()
-
-
-def _chunks(text: str, size: int) -> Iterator[str]:
-    for start in range(0, len(text), size):
-        yield text[start : start + size]
-
-
 def _stream_events(message: JSONObject) -> Iterator[JSONObject]:
     """The SSE events that together make up ``message``, as the real API streams them.
 
@@ -349,7 +220,7 @@ def _stream_events(message: JSONObject) -> Iterator[JSONObject]:
                 "index": index,
                 "content_block": {"type": "text", "text": ""},
             }
-            for piece in _chunks(cast(str, block["text"]), 16):
+            for piece in chunks(cast(str, block["text"]), 16):
                 yield {
                     "type": "content_block_delta",
                     "index": index,
@@ -361,7 +232,7 @@ def _stream_events(message: JSONObject) -> Iterator[JSONObject]:
                 "index": index,
                 "content_block": {**block, "input": {}},
             }
-            for piece in _chunks(json.dumps(block["input"]), 24):
+            for piece in chunks(json.dumps(block["input"]), 24):
                 yield {
                     "type": "content_block_delta",
                     "index": index,
@@ -376,13 +247,15 @@ def _stream_events(message: JSONObject) -> Iterator[JSONObject]:
     yield {"type": "message_stop"}
 
 
-class ScriptedAnthropicServer:
+class ScriptedAnthropicServer(ScriptedServer[ScriptStep, RecordedRequest]):
     """An Anthropic Messages API on 127.0.0.1 that plays back a fixed script.
 
     Use as a context manager; while it runs, ``base_url`` is what ``ANTHROPIC_BASE_URL`` should be.
     Main-conversation requests consume ``script`` in order; once it is exhausted they get
     ``final_text``. Side requests always get ``side_text``.
     """
+
+    _thread_name = "scripted-anthropic"
 
     def __init__(
         self,
@@ -392,90 +265,47 @@ class ScriptedAnthropicServer:
         side_text: str = "Scripted session",
         classify: Callable[[Mapping[str, Any]], bool] = is_main_conversation,
     ) -> None:
-        self._script: list[ScriptStep] = list(script)
-        self.final_text = final_text
-        self.side_text = side_text
+        super().__init__(script, request_type=RecordedRequest, final_text=final_text, side_text=side_text)
         self._classify = classify
         self.usage_input_tokens = 10
-        self._lock = threading.Lock()
-        self._script_done = threading.Condition(self._lock)
-        self._position = 0
-        self._requests: list[RecordedRequest] = []
-        self._errors: list[str] = []
-        self._ids = itertools.count(1)
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    # -- answering -------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._httpd is not None:
-            raise RuntimeError("server already started")
-        self._httpd = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="scripted-anthropic", kwargs={"poll_interval": 0.05}
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
+    def answer_get(self, path: str) -> JSONObject:
+        # An empty model list is a valid answer should the CLI ever validate its model name.
+        return {"data": [], "has_more": False} if path == "/v1/models" else {}
 
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        self._httpd, self._thread = None, None
-        if httpd is None:
+    def answer_post(self, exchange: Exchange, path: str, body: JSONObject | None) -> None:
+        if path == "/v1/messages/count_tokens":
+            self.record(self.recorded(exchange, body, "count_tokens"))
+            exchange.send_json({"input_tokens": self.usage_input_tokens})
+        elif path == "/v1/messages" and body is not None:
+            self._answer_messages(exchange, body)
+        else:
+            self.record(self.recorded(exchange, body, "other"))
+            exchange.send_json({})
+
+    def _answer_messages(self, exchange: Exchange, body: JSONObject) -> None:
+        turn = self.take_turn(self.recorded(exchange, body, "main" if self.is_main(body) else "side"))
+        if isinstance(turn, APIErrorTurn):
+            error = {"type": "error", "error": {"type": turn.type, "message": turn.message}}
+            exchange.send_json(error, status=turn.status)
             return
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    # -- what the handler calls ------------------------------------------------------------------
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def record_error(self, message: str) -> None:
-        with self._lock:
-            self._errors.append(message)
+        model = str(body.get("model") or "claude-scripted")
+        message = self.build_message(turn, model)
+        if body.get("stream") is True:
+            exchange.send_events(_stream_events(message))
+        else:
+            exchange.send_json(message)
 
     def is_main(self, body: Mapping[str, Any]) -> bool:
         return self._classify(body)
 
-    def take_turn(self, request: RecordedRequest) -> ScriptStep:
-        """Record a ``/v1/messages`` request and pick its answer.
+    def _reply_turn(self, text: str) -> ScriptStep:
+        return TextTurn(text)
 
-        Both happen under one lock so that concurrent requests cannot consume the script in an
-        order different from the one in which they were recorded.
-        """
-        with self._lock:
-            self._requests.append(request)
-            if request.kind != "main":
-                return TextTurn(_side_reply(request.body, self.side_text))
-            if self._position >= len(self._script):
-                return TextTurn(self.final_text)
-            turn = self._script[self._position]
-            self._position += 1
-            self._script_done.notify_all()
-            return turn
+    def _side_text(self, request: RecordedRequest) -> str:
+        return _side_reply(request.body, self.side_text)
 
     def build_message(self, turn: ScriptedTurn, model: str) -> JSONObject:
         content: list[JSONObject] = []
@@ -509,46 +339,7 @@ class ScriptedAnthropicServer:
             },
         }
 
-    def _new_id(self, prefix: str) -> str:
-        with self._lock:
-            return f"{prefix}_{next(self._ids):04d}"
-
     # -- what tests inspect ----------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, in arrival order."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def main_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.kind == "main"]
-
-    @property
-    def side_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.kind == "side"]
-
-    @property
-    def errors(self) -> list[str]:
-        """Exceptions raised while answering; the CLI itself would only report a dropped connection."""
-        with self._lock:
-            return list(self._errors)
-
-    @property
-    def turns_consumed(self) -> int:
-        with self._lock:
-            return self._position
-
-    @property
-    def script_exhausted(self) -> bool:
-        with self._lock:
-            return self._position >= len(self._script)
-
-    def wait_script_consumed(self, timeout: float) -> bool:
-        """Block until every scripted turn has been handed out (or ``timeout`` elapses)."""
-        with self._script_done:
-            return self._script_done.wait_for(lambda: self._position >= len(self._script), timeout)
 
     def tool_results(self) -> dict[str, ToolResult]:
         """Every ``tool_result`` the agent sent back, by ``tool_use_id``.
@@ -569,8 +360,3 @@ class ScriptedAnthropicServer:
         if tool_use_id not in results:
             raise KeyError(f"no tool_result for {tool_use_id!r}; received results for {sorted(results)}")
         return results[tool_use_id]
-
-    def offered_tools(self) -> list[str]:
-        """Tool names offered in the most recent main-conversation request."""
-        main = self.main_requests
-        return main[-1].tool_names if main else []

@@ -39,17 +39,22 @@ What ``codex exec`` 0.169 sends, as observed:
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self, cast
-from urllib.parse import urlsplit
+from typing import Any, Literal, cast
+
+from ._http import (
+    Exchange,
+    JSONObject,
+    RecordedHTTPRequest,
+    ScriptedServer,
+    chunks,
+    header_value,
+    parse_json_object,
+)
 
 __all__ = [
     "CallOutput",
@@ -66,7 +71,6 @@ __all__ = [
     "is_agent_turn",
 ]
 
-JSONObject = dict[str, Any]
 RequestKind = Literal["main", "side", "other"]
 
 TURN_METADATA_HEADER = "x-codex-turn-metadata"
@@ -170,19 +174,10 @@ class CallOutput:
 
 
 @dataclass(frozen=True)
-class ResponsesRequest:
+class ResponsesRequest(RecordedHTTPRequest):
     """One HTTP request as received, with the parsed JSON body when there was one."""
 
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: JSONObject | None
     kind: RequestKind
-
-    def header(self, name: str) -> str | None:
-        """A header by name, ignoring case as HTTP does."""
-        wanted = name.lower()
-        return next((value for key, value in self.headers.items() if key.lower() == wanted), None)
 
     @property
     def thread_id(self) -> str | None:
@@ -202,20 +197,9 @@ class ResponsesRequest:
             return []
         return [cast(JSONObject, item) for item in cast(list[Any], items) if isinstance(item, dict)]
 
-    @property
-    def tool_names(self) -> list[str]:
-        """Names of the top-level tools offered, in order; hosted tools without a name by type."""
-        tools = self.body.get("tools") if self.body is not None else None
-        if not isinstance(tools, list):
-            return []
-        names: list[str] = []
-        for tool in cast(list[Any], tools):
-            if isinstance(tool, dict):
-                typed = cast(JSONObject, tool)
-                name = typed.get("name", typed.get("type"))
-                if isinstance(name, str):
-                    names.append(name)
-        return names
+    def _tool_name(self, tool: JSONObject) -> Any:
+        # Hosted tools (``web_search``, ``tool_search``) have no name; they go by their type.
+        return tool.get("name", tool.get("type"))
 
     def messages(self, role: str) -> list[str]:
         """Texts of the ``message`` items with ``role`` in ``input``, in order."""
@@ -247,14 +231,9 @@ class ResponsesRequest:
 
 
 def _turn_metadata(headers: Mapping[str, str]) -> JSONObject:
-    raw = next((value for key, value in headers.items() if key.lower() == TURN_METADATA_HEADER), None)
-    if raw is None:
-        return {}
-    try:
-        parsed: Any = json.loads(raw)
-    except ValueError:
-        return {}
-    return cast(JSONObject, parsed) if isinstance(parsed, dict) else {}
+    raw = header_value(headers, TURN_METADATA_HEADER)
+    parsed = parse_json_object(raw) if raw is not None else None
+    return parsed if parsed is not None else {}
 
 
 def is_agent_turn(headers: Mapping[str, str]) -> bool:
@@ -268,114 +247,8 @@ def is_agent_turn(headers: Mapping[str, str]) -> bool:
     return kind is None or kind == "turn"
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    # Handler threads must never keep the test process alive after stop().
-    daemon_threads = True
-
-    def __init__(self, owner: ScriptedOpenAIServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 so the CLI's keep-alive connections are honoured for JSON replies; streamed replies
-    # close the connection instead of using chunked encoding, which every client handles.
-    protocol_version = "HTTP/1.1"
-
-    @property
-    def owner(self) -> ScriptedOpenAIServer:
-        return cast(_HTTPServer, self.server).owner
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The default writes every request to stderr, which drowns pytest's captured output.
-        pass
-
-    def do_HEAD(self) -> None:
-        self.owner.record(self._recorded(None, "other"))
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self.owner.record(self._recorded(None, "other"))
-        path = urlsplit(self.path).path
-        # Codex 0.169 did not list models against a custom provider; should it start to, an empty
-        # list in both the OpenAI shape ("data") and Codex's own ("models") keeps the bundled
-        # metadata in charge.
-        listing: JSONObject = {"object": "list", "data": [], "models": []}
-        self._send_json(HTTPStatus.OK, listing if path.endswith("/models") else {})
-
-    def do_POST(self) -> None:
-        owner = self.owner
-        body = self._read_json()
-        path = urlsplit(self.path).path
-        try:
-            if path.endswith("/responses") and body is not None:
-                self._answer_responses(owner, body)
-            else:
-                owner.record(self._recorded(body, "other"))
-                missing = _error_body(f"no such endpoint: {path}", "invalid_request_error")
-                self._send_json(HTTPStatus.NOT_FOUND, missing)
-        except Exception as exc:  # the CLI only sees a closed socket; keep the cause for the test
-            owner.record_error(f"{self.command} {self.path}: {exc!r}")
-            raise
-
-    def _answer_responses(self, owner: ScriptedOpenAIServer, body: JSONObject) -> None:
-        kind: RequestKind = "main" if owner.is_main(dict(self.headers.items())) else "side"
-        turn = owner.take_turn(self._recorded(body, kind))
-        if isinstance(turn, HTTPErrorTurn):
-            self._send_json(turn.status, _error_body(turn.message, turn.type, turn.code))
-            return
-        model = str(body.get("model") or "scripted-model")
-        self._send_stream(owner.build_events(turn, model))
-
-    def _recorded(self, body: JSONObject | None, kind: RequestKind) -> ResponsesRequest:
-        return ResponsesRequest(
-            method=self.command, path=self.path, headers=dict(self.headers.items()), body=body, kind=kind
-        )
-
-    def _read_json(self) -> JSONObject | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        if not raw:
-            return None
-        try:
-            parsed: Any = json.loads(raw)
-        except ValueError:
-            return None
-        return cast(JSONObject, parsed) if isinstance(parsed, dict) else None
-
-    def _send_json(self, status: int, payload: Mapping[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_stream(self, events: Sequence[JSONObject]) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        for event in events:
-            frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            self.wfile.write(frame.encode())
-        self.wfile.flush()
-
-
 def _error_body(message: str, error_type: str, code: str | None = None) -> JSONObject:
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-
-
-def _chunks(text: str, size: int) -> Iterator[str]:
-    # An empty text still gets one (empty) delta, as the real API sends for an empty argument list.
-    if not text:
-        yield ""
-    for start in range(0, len(text), size):
-        yield text[start : start + size]
 
 
 def _item_events(index: int, item: JSONObject) -> Iterator[JSONObject]:
@@ -392,7 +265,7 @@ def _item_events(index: int, item: JSONObject) -> Iterator[JSONObject]:
         }
         located = {"item_id": item_id, "output_index": index, "content_index": 0}
         yield {"type": "response.content_part.added", **located, "part": part}
-        for piece in _chunks(text, 16):
+        for piece in chunks(text, 16):
             yield {"type": "response.output_text.delta", **located, "delta": piece}
         yield {"type": "response.output_text.done", **located, "text": text}
         yield {"type": "response.content_part.done", **located, "part": {**part, "text": text}}
@@ -407,19 +280,21 @@ def _item_events(index: int, item: JSONObject) -> Iterator[JSONObject]:
             "item": {**item, "status": "in_progress", field_name: ""},
         }
         located = {"item_id": item_id, "output_index": index}
-        for piece in _chunks(full, 24):
+        for piece in chunks(full, 24):
             yield {"type": f"response.{prefix}.delta", **located, "delta": piece}
         yield {"type": f"response.{prefix}.done", **located, field_name: full}
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
 
 
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(ScriptedServer[ResponsesTurn, ResponsesRequest]):
     """An OpenAI Responses API on 127.0.0.1 that plays back a fixed script.
 
     Use as a context manager; while it runs, ``base_url`` is what a model provider's ``base_url``
     should be. Agent-loop requests consume ``script`` in order; once it is exhausted they get
     ``final_text``. Side requests always get ``side_text``.
     """
+
+    _thread_name = "scripted-openai"
 
     def __init__(
         self,
@@ -431,92 +306,47 @@ class ScriptedOpenAIServer:
         input_tokens: int = 10,
         output_tokens: int = 5,
     ) -> None:
-        self._script: list[ResponsesTurn] = list(script)
-        self.final_text = final_text
-        self.side_text = side_text
+        super().__init__(script, request_type=ResponsesRequest, final_text=final_text, side_text=side_text)
         self._classify = classify
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
-        self._lock = threading.Lock()
-        self._script_done = threading.Condition(self._lock)
-        self._position = 0
-        self._requests: list[ResponsesRequest] = []
-        self._errors: list[str] = []
-        self._ids = itertools.count(1)
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._httpd is not None:
-            raise RuntimeError("server already started")
-        self._httpd = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="scripted-openai", kwargs={"poll_interval": 0.05}
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        self._httpd, self._thread = None, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
         """The API root including ``/v1``, as OpenAI-compatible providers are configured."""
-        if self._httpd is None:
-            raise RuntimeError("server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{super().base_url}/v1"
 
-    # -- what the handler calls ------------------------------------------------------------------
+    # -- answering -------------------------------------------------------------------------------
 
-    def record(self, request: ResponsesRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
+    def answer_get(self, path: str) -> JSONObject:
+        # Codex 0.169 did not list models against a custom provider; should it start to, an empty
+        # list in both the OpenAI shape ("data") and Codex's own ("models") keeps the bundled
+        # metadata in charge.
+        listing: JSONObject = {"object": "list", "data": [], "models": []}
+        return listing if path.endswith("/models") else {}
 
-    def record_error(self, message: str) -> None:
-        with self._lock:
-            self._errors.append(message)
+    def answer_post(self, exchange: Exchange, path: str, body: JSONObject | None) -> None:
+        if path.endswith("/responses") and body is not None:
+            self._answer_responses(exchange, body)
+        else:
+            self.record(self.recorded(exchange, body, "other"))
+            missing = _error_body(f"no such endpoint: {path}", "invalid_request_error")
+            exchange.send_json(missing, status=HTTPStatus.NOT_FOUND)
+
+    def _answer_responses(self, exchange: Exchange, body: JSONObject) -> None:
+        kind: RequestKind = "main" if self.is_main(dict(exchange.headers.items())) else "side"
+        turn = self.take_turn(self.recorded(exchange, body, kind))
+        if isinstance(turn, HTTPErrorTurn):
+            exchange.send_json(_error_body(turn.message, turn.type, turn.code), status=turn.status)
+            return
+        model = str(body.get("model") or "scripted-model")
+        exchange.send_events(self.build_events(turn, model))
 
     def is_main(self, headers: Mapping[str, str]) -> bool:
         return self._classify(headers)
 
-    def take_turn(self, request: ResponsesRequest) -> ResponsesTurn:
-        """Record a ``/responses`` request and pick its answer.
-
-        Both happen under one lock so that concurrent requests cannot consume the script in an
-        order different from the one in which they were recorded.
-        """
-        with self._lock:
-            self._requests.append(request)
-            if request.kind != "main":
-                return MessageTurn(self.side_text)
-            if self._position >= len(self._script):
-                return MessageTurn(self.final_text)
-            turn = self._script[self._position]
-            self._position += 1
-            self._script_done.notify_all()
-            return turn
+    def _reply_turn(self, text: str) -> ResponsesTurn:
+        return MessageTurn(text)
 
     def build_events(self, turn: _StreamedTurn, model: str) -> list[JSONObject]:
         """The SSE events answering one request, numbered as the real API numbers them."""
@@ -591,46 +421,7 @@ class ScriptedOpenAIServer:
                     )
         return items
 
-    def _new_id(self, prefix: str) -> str:
-        with self._lock:
-            return f"{prefix}_{next(self._ids):04d}"
-
     # -- what tests inspect ----------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[ResponsesRequest]:
-        """Every request received so far, in arrival order."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def main_requests(self) -> list[ResponsesRequest]:
-        return [r for r in self.requests if r.kind == "main"]
-
-    @property
-    def side_requests(self) -> list[ResponsesRequest]:
-        return [r for r in self.requests if r.kind == "side"]
-
-    @property
-    def errors(self) -> list[str]:
-        """Exceptions raised while answering; the CLI itself would only report a dropped connection."""
-        with self._lock:
-            return list(self._errors)
-
-    @property
-    def turns_consumed(self) -> int:
-        with self._lock:
-            return self._position
-
-    @property
-    def script_exhausted(self) -> bool:
-        with self._lock:
-            return self._position >= len(self._script)
-
-    def wait_script_consumed(self, timeout: float) -> bool:
-        """Block until every scripted turn has been handed out (or ``timeout`` elapses)."""
-        with self._script_done:
-            return self._script_done.wait_for(lambda: self._position >= len(self._script), timeout)
 
     def call_outputs(self) -> dict[str, CallOutput]:
         """Every tool output the agent sent back, by ``call_id``.
@@ -650,8 +441,3 @@ class ScriptedOpenAIServer:
         if call_id not in outputs:
             raise KeyError(f"no output for call {call_id!r}; received outputs for {sorted(outputs)}")
         return outputs[call_id]
-
-    def offered_tools(self) -> list[str]:
-        """Top-level tool names offered in the most recent agent-loop request."""
-        main = self.main_requests
-        return main[-1].tool_names if main else []
