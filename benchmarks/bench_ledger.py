@@ -35,6 +35,11 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
+try:
+    from benchmarks._report import Check, load, quantile, report_targets
+except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
+    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+
 PING = "ping"
 CREATE = "TaskCreate"
 UPDATE = "TaskUpdate"
@@ -70,18 +75,11 @@ class SizeResult:
         return statistics.median(self.samples[op]) / 1e6
 
     def p95(self, op: str) -> float:
-        return _quantile(self.samples[op], 95) / 1e6
+        return quantile(self.samples[op], 95) / 1e6
 
     def vs_ping(self, op: str) -> float:
         floor = self.floors.get(op) or self.samples[PING]
         return self.p50(op) / (statistics.median(floor) / 1e6)
-
-
-def _quantile(data: Sequence[int], percent: int) -> float:
-    if len(data) < 2:
-        return float(data[0])
-    # "inclusive" interpolates between observed samples, so p95 never exceeds the slowest one.
-    return statistics.quantiles(data, n=100, method="inclusive")[percent - 1]
 
 
 def _text(result: CallToolResult, op: str) -> str:
@@ -271,12 +269,6 @@ def _print_size(result: SizeResult) -> None:
     )
 
 
-@dataclass
-class Check:
-    passed: bool | None  # None: printed for context, not a target
-    text: str
-
-
 def _checks(results: list[SizeResult]) -> list[Check]:
     checks: list[Check] = []
     for r in results:
@@ -321,10 +313,6 @@ def _checks(results: list[SizeResult]) -> list[Check]:
             )
         )
     return checks
-
-
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -372,7 +360,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         f"warm-up {args.warmup}"
     )
     # Client and server each need a core; anything else running skews every number, so say so.
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load()}")
     # This client's own full collections walk every object its imports made (~90,000), tens of ms
     # each, and land on whichever call is running: the server's tail, not ours, is what we measure.
     gc.collect()
@@ -385,16 +373,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
             _print_size(result)
             results.append(result)
 
-    print("\n== targets ==")
     checks = _checks(results)
-    for check in checks:
-        print(f"{({True: 'PASS', False: 'FAIL', None: 'INFO'})[check.passed]}  {check.text}")
-    met = sum(check.passed is True for check in checks)
-    missed = sum(check.passed is False for check in checks)
-    print(f"\nload average after: {_load()}")
-    # Not "N passed, N failed": CI reads a line of that shape as a test runner's verdict.
-    print(f"targets met: {met}, missed: {missed}; took {time.perf_counter() - started:.1f} s")
-    return 1 if missed else 0
+    return report_targets(checks, started)
 
 
 def run() -> None:

@@ -45,6 +45,11 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
+try:
+    from benchmarks._report import Check, load, quantile, report_targets
+except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
+    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+
 # Targets. The whole run may take at most 1.5 times the plain `xargs -P` baseline, and `wait` must
 # hand a worker's end to the Mayor within 20 ms at the median.
 RATIO_TARGET = 1.5
@@ -323,21 +328,11 @@ async def _run_probe(project: Path, args: argparse.Namespace) -> Probe:
 # -- report -------------------------------------------------------------------------------------
 
 
-def _quantile(data: Sequence[float], percent: int) -> float:
-    if len(data) < 2:
-        return data[0]
-    return statistics.quantiles(data, n=100, method="inclusive")[percent - 1]
-
-
 def _spread(data: Sequence[float], unit: str, digits: int = 1) -> str:
     return (
-        f"p50 {statistics.median(data):.{digits}f} {unit}, p95 {_quantile(data, 95):.{digits}f} {unit}, "
+        f"p50 {statistics.median(data):.{digits}f} {unit}, p95 {quantile(data, 95):.{digits}f} {unit}, "
         f"max {max(data):.{digits}f} {unit} (n={len(data)})"
     )
-
-
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _print_swarm(runs: list[SwarmRun], args: argparse.Namespace) -> None:
@@ -376,12 +371,6 @@ def _print_swarm(runs: list[SwarmRun], args: argparse.Namespace) -> None:
         f"  waves overlapped (a task starts once its own blockers are done): {overlap} ms per run, summed "
         "over the wave boundaries; xargs waves never overlap"
     )
-
-
-@dataclass
-class Check:
-    passed: bool | None  # None: printed for context, not a target
-    text: str
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -435,7 +424,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"worker: {' '.join(_trivial_argv())}")
     # Server, client and workers share the machine's cores; anything else running skews every number.
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load()}")
     # This client's own full collections would land on whichever call is running (see bench_ledger).
     gc.collect()
     gc.freeze()
@@ -455,7 +444,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             run, base = swarm_runs[-1], baselines[-1]
             print(
                 f"round {n + 1}: mcp-swarm {run.wall:.3f} s, xargs -P {args.workers} {base:.3f} s, "
-                f"ratio {run.wall / base:.2f}x; load {_load()}"
+                f"ratio {run.wall / base:.2f}x; load {load()}"
             )
         probe = await _run_probe(_project(workdir, args), args)
 
@@ -487,18 +476,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
         checks.append(
             Check(p50 < WAKE_P50_MS, f"wait wake-up p50 {p50:.2f} ms (target < {WAKE_P50_MS:g} ms)")
         )
-        checks.append(Check(None, f"wait wake-up p95 {_quantile(probe.latency_ms, 95):.2f} ms"))
+        checks.append(Check(None, f"wait wake-up p95 {quantile(probe.latency_ms, 95):.2f} ms"))
     else:
         checks.append(Check(False, "no wake-up of wait was measured: every probe ended before wait was sent"))
-    print("\n== targets ==")
-    for check in checks:
-        print(f"{({True: 'PASS', False: 'FAIL', None: 'INFO'})[check.passed]}  {check.text}")
-    met = sum(check.passed is True for check in checks)
-    missed = sum(check.passed is False for check in checks)
-    print(f"\nload average after: {_load()}")
-    # Not "N passed, N failed": CI reads a line of that shape as a test runner's verdict.
-    print(f"targets met: {met}, missed: {missed}; took {time.perf_counter() - begun:.1f} s")
-    return 1 if missed else 0
+    return report_targets(checks, begun)
 
 
 def run() -> None:

@@ -45,6 +45,7 @@ from tests.scripted_llm import (
     ToolCallsTurn,
     ToolUseTurn,
 )
+from tests.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
 
 pytestmark = pytest.mark.anyio
 
@@ -54,9 +55,6 @@ WORKER_TIMEOUT_SECONDS = 120
 WAIT_SECONDS = 150
 # What both CLIs exit with after a refused model call (claude: an is_error result; codex: turn.failed).
 FAILED_RUN_EXIT_CODE = 1
-
-CODEX_MODEL = "gpt-5.5"
-CODEX_KEY_VARIABLE = "SCRIPTED_OPENAI_API_KEY"
 
 
 # -- what the scripted model does, in the terms of either CLI ----------------------------------------
@@ -316,31 +314,8 @@ class CodexCLI(AgentCLI):
     def scripted(self, steps: Sequence[Step]) -> Generator[None]:
         with ScriptedOpenAIServer([self._turn(step) for step in steps]) as llm:
             self._llm = llm
-            self._write_codex_config(llm.base_url)
+            write_codex_config(self.codex_home, llm.base_url)
             yield
-
-    def _write_codex_config(self, base_url: str) -> None:
-        # Retries off: a refused call fails the turn at once instead of 30 times over some 25 s.
-        config = f"""\
-model = {_toml(CODEX_MODEL)}
-model_provider = "scripted"
-check_for_update_on_startup = false
-
-[model_providers.scripted]
-name = "Scripted"
-base_url = {_toml(base_url)}
-wire_api = "responses"
-env_key = {_toml(CODEX_KEY_VARIABLE)}
-request_max_retries = 0
-stream_max_retries = 0
-
-[features]
-plugins = false
-
-[analytics]
-enabled = false
-"""
-        (self.codex_home / "config.toml").write_text(config, encoding="utf-8")
 
     @property
     def llm(self) -> ScriptedOpenAIServer:

@@ -70,10 +70,9 @@ from tests.scripted_llm import (
     ScriptedOpenAIServer,
     ToolCallsTurn,
 )
+from tests.scripted_llm.codex_config import CODEX_KEY_VARIABLE, CODEX_MODEL, write_codex_config
 
 CLI_TIMEOUT_SECONDS = 120
-MODEL = "gpt-5.5"
-API_KEY_VARIABLE = "SCRIPTED_OPENAI_API_KEY"
 # What `codex exec` 0.169 exits with when the turn fails (`turn.failed`); success is 0.
 FAILED_TURN_EXIT_CODE = 1
 
@@ -118,40 +117,6 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path, home, codex_home, workdir, tmpdir)
 
 
-def _toml_string(value: str) -> str:
-    # A JSON string literal is a valid TOML basic string for the ASCII values written here.
-    return json.dumps(value)
-
-
-def _write_config(codex_home: Path, base_url: str) -> None:
-    config = f"""\
-model = {_toml_string(MODEL)}
-model_provider = "scripted"
-# Only the TUI checks for updates, but a worker must never depend on that staying true.
-check_for_update_on_startup = false
-
-[model_providers.scripted]
-name = "Scripted"
-base_url = {_toml_string(base_url)}
-wire_api = "responses"
-env_key = {_toml_string(API_KEY_VARIABLE)}
-request_max_retries = 0
-stream_max_retries = 0
-
-[features]
-plugins = false
-
-[analytics]
-enabled = false
-
-# Only the working directory is writable: by default /tmp and $TMPDIR would be as well.
-[sandbox_workspace_write]
-exclude_slash_tmp = true
-exclude_tmpdir_env_var = true
-"""
-    (codex_home / "config.toml").write_text(config, encoding="utf-8")
-
-
 def _hermetic_env(workspace: Workspace) -> dict[str, str]:
     env = {
         name: value
@@ -165,7 +130,7 @@ def _hermetic_env(workspace: Workspace) -> dict[str, str]:
         TMPDIR=str(workspace.tmpdir),
         NO_PROXY="127.0.0.1,localhost",
     )
-    env[API_KEY_VARIABLE] = "sk-scripted-test-key"
+    env[CODEX_KEY_VARIABLE] = "sk-scripted-test-key"
     return env
 
 
@@ -246,7 +211,7 @@ def _run_codex(
     session of their own from bubblewrap, but with ``--die-with-parent``, so a hung run cannot leave
     a shell behind. ``None`` stands for "timed out".
     """
-    _write_config(workspace.codex_home, llm.base_url)
+    write_codex_config(workspace.codex_home, llm.base_url, confine_tmp=True)
     argv = [codex, *args]
     started = time.monotonic()
     with subprocess.Popen(
@@ -491,7 +456,7 @@ def _sse_events(raw: bytes) -> list[dict[str, Any]]:
 
 
 _REQUEST: dict[str, Any] = {
-    "model": MODEL,
+    "model": CODEX_MODEL,
     "stream": True,
     "store": False,
     "tools": [{"type": "function", "name": "exec_command"}, {"type": "web_search"}],
