@@ -67,16 +67,19 @@ PROBE_SOURCE = (
 SKIPPED_FOR_LIMIT = "maxWorkers"  # how spawn's reason for a task left behind at the limit begins
 
 
-def _trivial_argv() -> list[str]:
+def _trivial_argv(work_ms: float = 0.0) -> list[str]:
     """The worker of the throughput run: about as little as a process can do, and it says when.
 
     date prints the time in ns to its stdout (the worker's log; the command runtime reports its
     last line as the summary) and exits: one small C program, no shell, the same argv every time.
+    With `work_ms`, the worker is `sleep` for that long instead (and says nothing): to see how the
+    engine's fixed cost per task weighs against workers that take some time.
     """
-    date = shutil.which("date")
-    if date is None:
-        raise RuntimeError("date is not on PATH")
-    return [date, "+%s%N"]
+    program = "sleep" if work_ms else "date"
+    path = shutil.which(program)
+    if path is None:
+        raise RuntimeError(f"{program} is not on PATH")
+    return [path, f"{work_ms / 1000:g}"] if work_ms else [path, "+%s%N"]
 
 
 def _probe_argv(sleep_seconds: float) -> list[str]:
@@ -110,7 +113,8 @@ def _project(workdir: Path, args: argparse.Namespace) -> Path:
     (project / "mcp-swarm.toml").write_text(
         f'default_runtime = "{TRIVIAL_RUNTIME}"\n'
         f"max_workers = {args.workers}\n\n"
-        f'[runtimes.{TRIVIAL_RUNTIME}]\ntype = "command"\nargv = {_toml_list(_trivial_argv())}\n\n'
+        f'[runtimes.{TRIVIAL_RUNTIME}]\ntype = "command"\n'
+        f"argv = {_toml_list(_trivial_argv(args.work_ms))}\n\n"
         f'[runtimes.{PROBE_RUNTIME}]\ntype = "command"\n'
         f"argv = {_toml_list(_probe_argv(args.probe_sleep))}\n",
         encoding="utf-8",
@@ -216,7 +220,8 @@ async def _run_swarm(project: Path, args: argparse.Namespace) -> SwarmRun:
                 for done in cast(list[dict[str, Any]], result.get("done", [])):
                     _check_succeeded(done)
                     in_flight.discard(done["workerId"])
-                    run.exit_to_result_ms.append((returned_ns - _exit_ns(done)) / 1e6)
+                    if not args.work_ms:
+                        run.exit_to_result_ms.append((returned_ns - _exit_ns(done)) / 1e6)
                     run.server_seconds.append(float(done.get("durationSeconds", 0.0)))
                     completed += 1
         run.wall = time.perf_counter() - started
@@ -273,7 +278,7 @@ async def _run_baseline(workdir: Path, args: argparse.Namespace) -> float:
         raise RuntimeError("xargs is not on PATH")
     # -I: one run per input line, and as no argument holds the {} the line itself is not passed on,
     # so every run has exactly the workers' argv.
-    command = [xargs, "-P", str(args.workers), "-I", "{}", *_trivial_argv()]
+    command = [xargs, "-P", str(args.workers), "-I", "{}", *_trivial_argv(args.work_ms)]
     lines = "".join(f"{j}\n" for j in range(args.per_wave)).encode()
     # Each program's output goes to a file, as each worker's goes to its log.
     handle, name = tempfile.mkstemp(prefix="baseline-", suffix=".log", dir=workdir)
@@ -285,7 +290,7 @@ async def _run_baseline(workdir: Path, args: argparse.Namespace) -> float:
             await anyio.run_process(command, input=lines, stdout=log.wrapped, stderr=log.wrapped, check=True)
         wall = time.perf_counter() - started
     runs = len((await output.read_text(encoding="utf-8")).split())
-    if runs != args.waves * args.per_wave:
+    if not args.work_ms and runs != args.waves * args.per_wave:
         raise RuntimeError(f"the baseline ran {runs} programs, not {args.waves * args.per_wave}")
     return wall
 
@@ -362,10 +367,11 @@ def _print_swarm(runs: list[SwarmRun], args: argparse.Namespace) -> None:
     print(
         f"  worker lifetime on the server (started_at to ended_at, ms resolution): {_spread(server_ms, 'ms')}"
     )
-    print(
-        "  worker exit to its result back at the Mayor (includes time spent in spawn): "
-        f"{_spread(exit_ms, 'ms')}"
-    )
+    if exit_ms:
+        print(
+            "  worker exit to its result back at the Mayor (includes time spent in spawn): "
+            f"{_spread(exit_ms, 'ms')}"
+        )
     overlap = ", ".join(f"{run.overlap_seconds * 1000:.0f}" for run in runs)
     print(
         f"  waves overlapped (a task starts once its own blockers are done): {overlap} ms per run, summed "
@@ -392,6 +398,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-warmup", type=int, default=3, help="untimed probes first (default: 3)")
     parser.add_argument(
         "--probe-sleep", type=float, default=0.05, help="seconds a probe worker sleeps (default: 0.05)"
+    )
+    parser.add_argument(
+        "--work-ms",
+        type=float,
+        default=0.0,
+        help="make each worker `sleep` this long instead of running `date` (default: 0, date)",
     )
     parser.add_argument(
         "--run-timeout", type=float, default=120.0, help="seconds one run may take at most (default: 120)"
@@ -422,7 +434,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         f"{args.waves} waves of {args.per_wave} ({args.blockers} blocker(s) each), {args.workers} workers, "
         f"{args.rounds} round(s)"
     )
-    print(f"worker: {' '.join(_trivial_argv())}")
+    print(f"worker: {' '.join(_trivial_argv(args.work_ms))}")
     # Server, client and workers share the machine's cores; anything else running skews every number.
     print(f"load average before: {load()}")
     # This client's own full collections would land on whichever call is running (see bench_ledger).

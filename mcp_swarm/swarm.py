@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.validation import run_checks
+from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, clean_summary, worker_environment
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,18 @@ class WorkerLimits:
 class SpawnResult:
     workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     skipped: list[dict[str, str]] = field(default_factory=list[dict[str, str]])
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """A worker's process, just started, and what its supervisor needs to judge it."""
+
+    number: int
+    attempt: int
+    process: RunningProcess
+    reader: OutputReader
+    request: WorkerRequest
+    offset: int  # where this attempt's output begins in the log
 
 
 @dataclass
@@ -89,6 +102,7 @@ class Swarm:
         self._processes: dict[int, RunningProcess] = {}
         self._changed = anyio.Event()
         self._group: TaskGroup | None = None
+        self._verdicts = VerdictRecorder(store, self._notify)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -149,31 +163,38 @@ class Swarm:
             raise InvalidInput("maxWorkers must be at least 1")
         result = SpawnResult()
         at = now()
-        assigned: list[tuple[int, Task]] = []
         async with self.store.write() as tx:
-            candidates = await self._candidates(tx, task_ids)
-            live = await tx.workers.live_count()
-            running = await tx.workers.live_for_tasks(int(t.id) for t in candidates)
-            for task in candidates:
+            free = max(0, limit - await tx.workers.live_count())
+            tasks, left_over = await self._candidates(tx, task_ids, free)
+            running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
+            chosen_tasks: list[Task] = []
+            for task in tasks:
                 reason = _refusal(task, running.get(int(task.id)))
-                if reason is None and live >= limit:
-                    reason = f"maxWorkers ({limit}) workers are already running; spawn it again after wait"
-                if reason is not None:
+                if reason is None and len(chosen_tasks) >= free:
+                    left_over.append(task.id)
+                elif reason is not None:
                     result.skipped.append({"taskId": task.id, "reason": reason})
+                else:
+                    chosen_tasks.append(task)
+            assigned = await self._assign(tx, chosen_tasks, chosen, at)
+        full = f"maxWorkers ({limit}) reached; spawn again after wait"
+        result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
+        # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
+        with anyio.CancelScope(shield=True):
+            launches: list[_Launch] = []
+            shared_env = self._shared_environment() if assigned else {}
+            for number, task in assigned:
+                request = self._request(number, task, build_prompt(task, instructions), model)
+                launch = await self._launch(number, 1, chosen, chosen.argv(request), request, shared_env)
+                if isinstance(launch, str):
+                    result.skipped.append({"taskId": task.id, "reason": launch})
                     continue
-                number = await self._assign(tx, task, chosen, at)
-                assigned.append((number, task))
-                live += 1
-        for number, task in assigned:
-            request = self._request(number, task, build_prompt(task, instructions), model)
-            started = await self._start(number, 1, chosen, chosen.argv(request), request, timeout_seconds)
-            if started is None:
-                result.skipped.append({"taskId": task.id, "reason": await self._start_error(number)})
-            else:
+                launches.append(launch)
                 result.workers.append(
                     {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
-                     "pid": started.identity.pid, "log": str(self._log(number))}
+                     "pid": launch.process.identity.pid, "log": str(self._log(number))}
                 )  # fmt: skip
+            await self._supervise_all(launches, timeout_seconds)
         return result
 
     async def send_input(
@@ -213,45 +234,53 @@ class Swarm:
                     (int(task.id), at, self.actor, "status", task.status.value, TaskStatus.IN_PROGRESS.value),
                 ]
             )
-        await self._start(number, worker.attempt + 1, runtime, argv, request, timeout_seconds)
+        with anyio.CancelScope(shield=True):
+            shared_env = self._shared_environment()
+            launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env)
+            if not isinstance(launch, str):
+                await self._supervise_all([launch], timeout_seconds)
         async with self.store.read() as tx:
             restarted = await tx.workers.get(number)
         assert restarted is not None
         return restarted
 
-    async def _candidates(self, tx: Transaction, task_ids: Sequence[str] | None) -> list[Task]:
-        if task_ids is None:
-            summaries = await tx.tasks.summaries(status=TaskStatus.PENDING)
-            numbers = [int(summary.id) for summary in summaries if summary.ready]
-        else:
-            numbers = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
-        tasks: list[Task] = []
-        for number in numbers:
-            task = await tx.tasks.get(number)
-            if task is None or task.status is TaskStatus.DELETED:
-                raise InvalidInput(f"no task with id {number}; nothing was spawned")
-            tasks.append(task)
-        return tasks
+    async def _candidates(
+        self, tx: Transaction, task_ids: Sequence[str] | None, free: int
+    ) -> tuple[list[Task], list[str]]:
+        """The tasks to consider, and the ids of ready tasks left over for want of a free slot.
 
-    async def _assign(self, tx: Transaction, task: Task, runtime: Runtime, at: str) -> int:
-        number = await tx.workers.insert(
-            task_id=int(task.id),
-            runtime=runtime.name,
-            attempt=1,
-            cwd=str(self.project_dir),
-            log="",
-            now=at,
+        Of the ready wave only as many tasks are read as there are free slots.
+        """
+        if task_ids is None:
+            ready = await tx.tasks.ready_ids()
+            return await tx.tasks.many(ready[:free]), [str(number) for number in ready[free:]]
+        numbers = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
+        tasks = await tx.tasks.many(numbers)
+        found = {int(task.id) for task in tasks if task.status is not TaskStatus.DELETED}
+        missing = [number for number in numbers if number not in found]
+        if missing:
+            raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
+        return tasks, []
+
+    async def _assign(
+        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str
+    ) -> list[tuple[int, Task]]:
+        """A worker for each task, and the task marked in_progress and owned by it."""
+        if not tasks:
+            return []
+        numbers = await tx.workers.insert_many(
+            [int(task.id) for task in tasks], runtime=runtime.name, cwd=str(self.project_dir), now=at
         )
-        await tx.workers.set_log(number, str(self._log(number)))
-        owner = worker_name(number)
-        await tx.tasks.update(int(task.id), {"owner": owner, "status": TaskStatus.IN_PROGRESS.value}, at)
-        await tx.tasks.record_events(
-            [
-                (int(task.id), at, self.actor, "owner", task.owner, owner),
-                (int(task.id), at, self.actor, "status", task.status.value, TaskStatus.IN_PROGRESS.value),
-            ]
-        )
-        return number
+        await tx.workers.set_logs({number: str(self._log(number)) for number in numbers.values()})
+        await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
+        in_progress = TaskStatus.IN_PROGRESS.value
+        events: list[tuple[int, str, str, str, Any, Any]] = []
+        for task in tasks:
+            owner = worker_name(numbers[int(task.id)])
+            events.append((int(task.id), at, self.actor, "owner", task.owner, owner))
+            events.append((int(task.id), at, self.actor, "status", task.status.value, in_progress))
+        await tx.tasks.record_events(events)
+        return [(numbers[int(task.id)], task) for task in tasks]
 
     def _log(self, number: int) -> Path:
         return self.state_dir / "logs" / f"{worker_name(number)}.log"
@@ -271,70 +300,71 @@ class Swarm:
             model=model,
         )
 
-    async def _start(
+    def _shared_environment(self) -> dict[str, str]:
+        """What every worker of one spawn inherits from ours: the allow-listed variables."""
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        return worker_environment(os.environ, self.env_allow, {"SWARM_DB": str(self.store.path)})
+
+    async def _launch(
         self,
         number: int,
         attempt: int,
         runtime: Runtime,
         argv: list[str],
         request: WorkerRequest,
-        timeout_seconds: float | None,
-    ) -> RunningProcess | None:
+        shared_env: Mapping[str, str],
+    ) -> _Launch | str:
+        """Start a worker's process; or record why it could not start (its task back to pending) and
+        return that reason. Its pid is recorded by `_supervise_all`."""
         request.prompt_file.parent.mkdir(parents=True, exist_ok=True)
         request.prompt_file.write_text(request.prompt, encoding="utf-8")
         request.result_file.unlink(missing_ok=True)
         log = self._log(number)
-        log.parent.mkdir(parents=True, exist_ok=True)
         # A later attempt appends to the same log; its reader must start after the earlier output.
         offset = log.stat().st_size if log.exists() else 0
         env = runtime.environment(
-            worker_environment(
-                os.environ,
-                self.env_allow,
-                {
-                    "SWARM_TASK_ID": request.task_id,
-                    "SWARM_WORKER_ID": request.worker_id,
-                    "SWARM_DB": str(self.store.path),
-                    "SWARM_RESULT_FILE": str(request.result_file),
-                },
-            )
+            {
+                **shared_env,
+                "SWARM_TASK_ID": request.task_id,
+                "SWARM_WORKER_ID": request.worker_id,
+                "SWARM_RESULT_FILE": str(request.result_file),
+            }
         )
         try:
             process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
         except ProcessStartError as exc:
             await self._finish(
-                number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False
+                Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
             )
-            return None
-        async with self.store.write() as tx:
-            await tx.workers.started(
-                number, pid=process.identity.pid, pid_start_time=process.identity.start_time
-            )
-        self._processes[number] = process
+            return str(exc)
+        return _Launch(number, attempt, process, runtime.reader(request), request, offset)
+
+    async def _supervise_all(self, launches: list[_Launch], timeout_seconds: float | None) -> None:
+        """Record the processes just started, all in one transaction, and supervise each."""
+        if not launches:
+            return
+        try:
+            async with self.store.write() as tx:
+                await tx.workers.started(
+                    (launch.number, launch.process.identity.pid, launch.process.identity.start_time)
+                    for launch in launches
+                )
+        except BaseException:
+            # Unrecorded, they could never be found again: stop them rather than leave them running.
+            for launch in launches:
+                await launch.process.stop(self.limits.stop_grace_seconds)
+            raise
         assert self._group is not None
         limit = self.limits.timeout_seconds if timeout_seconds is None else timeout_seconds
-        reader = runtime.reader(request)
-        self._group.start_soon(self._supervise, number, attempt, process, reader, request, limit, offset)
-        return process
-
-    async def _start_error(self, number: int) -> str:
-        async with self.store.read() as tx:
-            worker = await tx.workers.get(number)
-        return (worker.error if worker else None) or "the worker could not be started"
+        for launch in launches:
+            self._processes[launch.number] = launch.process
+            self._group.start_soon(self._supervise, launch, limit)
 
     # -- supervision ------------------------------------------------------------------------
 
-    async def _supervise(
-        self,
-        number: int,
-        attempt: int,
-        process: RunningProcess,
-        reader: OutputReader,
-        request: WorkerRequest,
-        limit: float,
-        offset: int,
-    ) -> None:
-        tail = LogTail(self._log(number), reader.feed, offset=offset)
+    async def _supervise(self, launch: _Launch, limit: float) -> None:
+        number, process, reader = launch.number, launch.process, launch.reader
+        tail = LogTail(self._log(number), reader.feed, offset=launch.offset)
         last_output = time.monotonic()
         finished_at: float | None = None
         ended_by: tuple[WorkerState, str] | None = None
@@ -368,99 +398,45 @@ class Swarm:
         tail.drain()
         self._processes.pop(number, None)
         with anyio.CancelScope(shield=True):
-            await self._judge(number, attempt, reader, request, exit_code, ended_by)
+            await self._judge(launch, exit_code, ended_by)
 
-    async def _judge(
-        self,
-        number: int,
-        attempt: int,
-        reader: OutputReader,
-        request: WorkerRequest,
-        exit_code: int,
-        ended_by: tuple[WorkerState, str] | None,
-    ) -> None:
-        outcome = reader.outcome(exit_code)
-        details: dict[str, Any] = {
-            "exit_code": exit_code,
-            "summary": clean_summary(outcome.summary),
-            "session_id": outcome.session_id,
-            "cost_usd": outcome.cost_usd,
-            "num_turns": outcome.num_turns,
-        }
+    async def _judge(self, launch: _Launch, exit_code: int, ended_by: tuple[WorkerState, str] | None) -> None:
+        outcome = launch.reader.outcome(exit_code)
+        verdict = Verdict(
+            launch.number,
+            launch.attempt,
+            WorkerState.SUCCEEDED,
+            TaskStatus.COMPLETED,
+            exit_code=exit_code,
+            summary=clean_summary(outcome.summary),
+            session_id=outcome.session_id,
+            cost_usd=outcome.cost_usd,
+            num_turns=outcome.num_turns,
+        )
         if ended_by is not None:
             state, error = ended_by
-            await self._finish(number, attempt, state, TaskStatus.FAILED, error=error, **details)
+            await self._finish(replace(verdict, state=state, task_status=TaskStatus.FAILED, error=error))
             return
         if not outcome.succeeded:
-            await self._finish(
-                number, attempt, WorkerState.FAILED, TaskStatus.FAILED, error=outcome.error, **details
-            )
+            failed = replace(verdict, state=WorkerState.FAILED, task_status=TaskStatus.FAILED)
+            await self._finish(replace(failed, error=outcome.error))
             return
-        async with self.store.read() as tx:
-            task = await tx.tasks.get(int(request.task_id))
-        checks = as_object(task.metadata.get("validation")) if task else None
-        validation: dict[str, Any] | None = None
+        async with self.store.read(snapshot=False) as tx:
+            metadata = await tx.tasks.metadata(int(launch.request.task_id))
+        checks = as_object(metadata.get("validation")) if metadata else None
         if checks:
             env = worker_environment(os.environ, self.env_allow, {})
-            validation = await run_checks(checks, request.cwd, env, self._files(number))
-        if validation is not None and not validation["passed"]:
-            failed = [check["check"] for check in validation["checks"] if not check["passed"]]
-            error = "validation failed: " + "; ".join(failed)
-            await self._finish(
-                number,
-                attempt,
-                WorkerState.SUCCEEDED,
-                TaskStatus.FAILED,
-                error=error,
-                validation=validation,
-                **details,
-            )
-        else:
-            await self._finish(
-                number, attempt, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, validation=validation, **details
-            )
+            validation = await run_checks(checks, launch.request.cwd, env, self._files(launch.number))
+            verdict = replace(verdict, validation=validation)
+            if not validation["passed"]:
+                failed = [check["check"] for check in validation["checks"] if not check["passed"]]
+                error = "validation failed: " + "; ".join(failed)
+                verdict = replace(verdict, task_status=TaskStatus.FAILED, error=error)
+        await self._finish(verdict)
 
-    async def _finish(
-        self,
-        number: int,
-        attempt: int | None,
-        state: WorkerState,
-        task_status: TaskStatus,
-        *,
-        report: bool = True,
-        **details: Any,
-    ) -> bool:
-        """Record a worker's end and its task's new status in one transaction, once."""
-        at = now()
-        async with self.store.write() as tx:
-            worker = await tx.workers.get(number)
-            if worker is None:
-                return False
-            recorded = await tx.workers.finish(
-                number,
-                attempt=worker.attempt if attempt is None else attempt,
-                state=state,
-                now=at,
-                task_status=task_status,
-                **details,
-            )
-            if recorded:
-                task = await tx.tasks.get(int(worker.task_id))
-                # Only the worker that owns the task may move it: a task reassigned since is not ours.
-                if task is not None and task.owner == worker.id and task.status is TaskStatus.IN_PROGRESS:
-                    changes: dict[str, Any] = {"status": task_status.value}
-                    events: list[tuple[int, str, str, str, Any, Any]] = [
-                        (int(task.id), at, worker.id, "status", task.status.value, task_status.value)
-                    ]
-                    if task_status is TaskStatus.PENDING:
-                        changes["owner"] = None
-                        events.append((int(task.id), at, worker.id, "owner", worker.id, None))
-                    await tx.tasks.update(int(task.id), changes, at)
-                    await tx.tasks.record_events(events)
-            if not report:
-                await tx.workers.mark_reported([number], at)
-        self._notify()
-        return recorded
+    async def _finish(self, verdict: Verdict) -> bool:
+        """Record a worker's end and its task's new status, once; False if it was already recorded."""
+        return await self._verdicts.record(verdict)
 
     # -- wait and close ---------------------------------------------------------------------
 
@@ -530,11 +506,13 @@ class Swarm:
         return closed
 
     async def _close(self, number: int, task_status: TaskStatus, state: WorkerState, error: str) -> None:
-        # Record first, so the supervisor's own verdict, arriving after the kill, is refused.
-        await self._finish(number, None, state, task_status, error=error)
-        process = self._processes.pop(number, None)
-        if process is not None:
-            await process.stop(self.limits.stop_grace_seconds)
+        # Shielded: a close that was begun is finished, so no recorded end is left with a live process.
+        with anyio.CancelScope(shield=True):
+            # Record first, so the supervisor's own verdict, arriving after the kill, is refused.
+            await self._finish(Verdict(number, None, state, task_status, error=error))
+            process = self._processes.pop(number, None)
+            if process is not None:
+                await process.stop(self.limits.stop_grace_seconds)
 
 
 def _refusal(task: Task, live_worker: str | None) -> str | None:

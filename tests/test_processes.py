@@ -7,10 +7,12 @@ which shares no code with the module under test.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -58,6 +60,11 @@ def our_stdin_is_an_open_pipe() -> Generator[None]:
         os.dup2(saved, 0)
         for fd in (saved, read_end, write_end):
             os.close(fd)
+
+
+def reaped(pid: int) -> bool:
+    """Whether pid is gone from /proc: exited and waited for, not even a zombie."""
+    return not Path(f"/proc/{pid}").exists()
 
 
 def command_name(pid: int) -> str:
@@ -364,3 +371,39 @@ async def test_stop_completes_when_its_caller_is_cancelled(lab: Lab) -> None:
         group.cancel_scope.cancel()
     assert process.returncode == -signal.SIGKILL
     assert group_members(process.pgid) == []
+
+
+async def test_many_children_are_waited_for_at_once_without_a_thread_each(lab: Lab) -> None:
+    """Each child's end wakes its waiter through a pidfd in the event loop: no watcher threads."""
+    threads_before = {thread.ident for thread in threading.enumerate()}
+    with anyio.fail_after(DEADLINE):
+        processes = [await lab.python(f"import sys; sys.exit({n})") for n in range(20)]
+        codes: dict[int, int] = {}
+
+        async def wait_for(n: int, process: RunningProcess) -> None:
+            codes[n] = await process.wait()
+
+        async with anyio.create_task_group() as group:
+            for n, process in enumerate(processes):
+                group.start_soon(wait_for, n, process)
+                # A second waiter on the same process gets the same answer.
+                group.start_soon(process.wait)
+    assert codes == {n: n for n in range(20)}
+    assert {thread.ident for thread in threading.enumerate()} <= threads_before
+    assert all(reaped(process.identity.pid) for process in processes)
+
+
+async def test_without_pidfds_a_thread_waits_and_the_exit_is_still_seen(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels before 5.3 (and some sandboxes) have no pidfd_open; the end is still reported."""
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    with anyio.fail_after(DEADLINE):
+        process = await lab.python("import sys; sys.exit(7)")
+        assert await process.wait() == 7
+    assert process.returncode == 7
+    assert reaped(process.identity.pid)  # no zombie left

@@ -121,9 +121,16 @@ class Store:
                 await self._writer.execute("COMMIT")
 
     @asynccontextmanager
-    async def read(self) -> AsyncGenerator[Transaction]:
-        """A consistent snapshot for reads that take more than one statement."""
+    async def read(self, *, snapshot: bool = True) -> AsyncGenerator[Transaction]:
+        """A consistent snapshot for reads that take more than one statement.
+
+        snapshot=False is for a single statement, which SQLite makes consistent on its own: it saves
+        the BEGIN and COMMIT round trips.
+        """
         async with self._read_lock:
+            if not snapshot:
+                yield Transaction(self._reader)
+                return
             await self._reader.execute("BEGIN")
             try:
                 yield Transaction(self._reader)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -45,6 +45,25 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _task(row: sqlite3.Row) -> Task:
+    status = TaskStatus(row["status"])
+    blocked_by = _id_list(row["open_blockers"])
+    return Task(
+        id=str(row["id"]),
+        subject=row["subject"],
+        description=row["description"],
+        active_form=row["active_form"],
+        status=status,
+        owner=row["owner"],
+        blocked_by=blocked_by,
+        blocks=_id_list(row["blocks"]),
+        ready=is_ready(status, blocked_by),
+        metadata=json.loads(row["metadata"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
 class TaskQueries:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -64,30 +83,31 @@ class TaskQueries:
     # -- reads ------------------------------------------------------------------------------
 
     async def get(self, task_id: int) -> Task | None:
+        found = await self.many([task_id])
+        return found[0] if found else None
+
+    async def many(self, task_ids: Sequence[int]) -> list[Task]:
+        """These tasks (deleted ones included), in the order asked; an unknown id is left out."""
         rows = await self._rows(
             f"SELECT t.*, ({_OPEN_BLOCKERS}) AS open_blockers, ({_BLOCKS}) AS blocks "
-            "FROM tasks t WHERE t.id = ?",
-            (task_id,),
+            "FROM json_each(?) AS wanted JOIN tasks t ON t.id = wanted.value ORDER BY wanted.key",
+            (json.dumps(list(task_ids)),),
         )
-        if not rows:
-            return None
-        row = rows[0]
-        status = TaskStatus(row["status"])
-        blocked_by = _id_list(row["open_blockers"])
-        return Task(
-            id=str(row["id"]),
-            subject=row["subject"],
-            description=row["description"],
-            active_form=row["active_form"],
-            status=status,
-            owner=row["owner"],
-            blocked_by=blocked_by,
-            blocks=_id_list(row["blocks"]),
-            ready=is_ready(status, blocked_by),
-            metadata=json.loads(row["metadata"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+        return [_task(row) for row in rows]
+
+    async def ready_ids(self) -> list[int]:
+        """Pending tasks that no open blocker holds up, oldest first: the ready wave."""
+        rows = await self._rows(
+            f"SELECT t.id FROM tasks t WHERE t.status = 'pending' AND NOT EXISTS ("
+            f" SELECT 1 FROM task_dependencies d JOIN tasks b ON b.id = d.blocker_id"
+            f" WHERE d.task_id = t.id AND b.status NOT IN {_RELEASED}) ORDER BY t.id"
         )
+        return [int(row[0]) for row in rows]
+
+    async def metadata(self, task_id: int) -> dict[str, Any] | None:
+        """A task's metadata alone; None if there is no such task."""
+        rows = await self._rows("SELECT metadata FROM tasks WHERE id = ?", (task_id,))
+        return cast(dict[str, Any], json.loads(rows[0][0])) if rows else None
 
     async def statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
         """The status of each of these ids that exists (deleted ones included)."""
@@ -224,6 +244,25 @@ class TaskQueries:
             f"UPDATE tasks SET {assignments}, updated_at = :updated_at WHERE id = :id",
             {**values, "updated_at": now, "id": task_id},
         )
+
+    async def assign(self, owners: Mapping[int, str], now: str) -> None:
+        """Mark each task in_progress with its owner (a worker), all in one statement."""
+        await self._conn.executemany(
+            "UPDATE tasks SET status = 'in_progress', owner = ?, updated_at = ? WHERE id = ?",
+            [(owner, now, task_id) for task_id, owner in owners.items()],
+        )
+
+    async def release(self, task_id: int, *, owner: str, status: TaskStatus, now: str) -> bool:
+        """Move a task its owner was running to `status`; False if it has another owner or is no
+        longer in_progress (it was reassigned or changed meanwhile, and is not the owner's to move).
+        Back to pending, it loses its owner, so that any worker may take it."""
+        rows = await self._rows(
+            "UPDATE tasks SET status = :status, updated_at = :now, "
+            "owner = CASE WHEN :status = 'pending' THEN NULL ELSE owner END "
+            "WHERE id = :id AND owner = :owner AND status = 'in_progress' RETURNING 1",
+            {"status": status.value, "now": now, "id": task_id, "owner": owner},
+        )
+        return bool(rows)
 
     async def record_events(self, events: Iterable[tuple[int, str, str, str, Any, Any]]) -> None:
         """Append (task_id, at, actor, field, old, new) rows to the history."""

@@ -93,24 +93,35 @@ class WorkerQueries:
         )
         return [_worker(row) for row in rows]
 
-    async def insert(self, *, task_id: int, runtime: str, attempt: int, cwd: str, log: str, now: str) -> int:
+    async def insert_many(
+        self, task_ids: Sequence[int], *, runtime: str, cwd: str, now: str
+    ) -> dict[int, int]:
+        """A new worker, attempt 1, for each of these tasks, in one statement: {task id: worker number}.
+
+        Each row's log is set by `set_logs` once its number is known.
+        """
         rows = await self._rows(
             "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at) "
-            "VALUES (?, ?, ?, 'starting', ?, ?, ?) RETURNING id",
-            (task_id, runtime, attempt, cwd, log, now),
+            "SELECT value, ?, 1, 'starting', ?, '', ? FROM json_each(?) RETURNING task_id, id",
+            (runtime, cwd, now, json.dumps(list(task_ids))),
         )
-        return int(rows[0][0])
+        return {int(row[0]): int(row[1]) for row in rows}
 
-    async def set_log(self, number: int, log: str) -> None:
-        await self._rows("UPDATE workers SET log = ? WHERE id = ?", (log, number))
+    async def set_logs(self, logs: Mapping[int, str]) -> None:
+        await self._conn.executemany(
+            "UPDATE workers SET log = ? WHERE id = ?", [(log, number) for number, log in logs.items()]
+        )
 
-    async def started(self, number: int, *, pid: int, pid_start_time: int) -> bool:
-        rows = await self._rows(
+    async def started(self, processes: Iterable[tuple[int, int, int]]) -> None:
+        """Record (worker number, pid, pid start time) of processes just started.
+
+        A worker whose verdict is already in (it ended, or was closed, first) keeps it.
+        """
+        await self._conn.executemany(
             "UPDATE workers SET state = 'running', pid = ?, pid_start_time = ? "
-            "WHERE id = ? AND state = 'starting' RETURNING 1",
-            (pid, pid_start_time, number),
+            "WHERE id = ? AND state = 'starting'",
+            [(pid, start_time, number) for number, pid, start_time in processes],
         )
-        return bool(rows)
 
     async def restart(self, number: int, *, attempt: int, now: str) -> bool:
         """Begin attempt `attempt + 1` of an ended worker; False if it is live or has moved on."""
@@ -128,7 +139,7 @@ class WorkerQueries:
         self,
         number: int,
         *,
-        attempt: int,
+        attempt: int | None,
         state: WorkerState,
         now: str,
         exit_code: int | None = None,
@@ -139,15 +150,17 @@ class WorkerQueries:
         num_turns: int | None = None,
         validation: dict[str, Any] | None = None,
         task_status: TaskStatus | None = None,
-    ) -> bool:
-        """Record the end of a live worker's attempt; False if that attempt had already ended or
-        been superseded (the first verdict stands, and an old attempt's report is ignored)."""
+    ) -> int | None:
+        """Record the end of a live worker's attempt and return its task's id; None if that attempt
+        had already ended or been superseded (the first verdict stands, and an old attempt's report
+        is ignored). `attempt` None: whichever attempt is live now (closing a worker)."""
         rows = await self._rows(
             f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
                 error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
                 num_turns = :num_turns, validation = :validation, task_status = :task_status,
                 ended_at = :now
-            WHERE id = :id AND attempt = :attempt AND state IN {_LIVE} RETURNING 1""",
+            WHERE id = :id AND (:attempt IS NULL OR attempt = :attempt) AND state IN {_LIVE}
+            RETURNING task_id""",
             {
                 "id": number,
                 "attempt": attempt,
@@ -163,7 +176,7 @@ class WorkerQueries:
                 "now": now,
             },
         )
-        return bool(rows)
+        return int(rows[0][0]) if rows else None
 
     async def mark_reported(self, numbers: Iterable[int], now: str) -> None:
         await self._rows(

@@ -1,0 +1,120 @@
+"""Workers' ends, recorded by the group-committing VerdictRecorder on a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.models import PlanTask, TaskStatus, WorkerState, worker_name
+from mcp_swarm.store import Store
+from mcp_swarm.verdicts import Verdict, VerdictRecorder
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await Store.open(tmp_path / "swarm.db") as store:
+        yield store
+
+
+async def assigned_workers(store: Store, count: int) -> list[int]:
+    """`count` tasks, each in_progress under a live worker of its own, as spawn leaves them."""
+    created = await Ledger(store).create_plan([PlanTask(subject=f"task {n}") for n in range(count)])
+    task_ids = [int(task_id) for task_id in created.ids]
+    at = now()
+    async with store.write() as tx:
+        numbers = await tx.workers.insert_many(task_ids, runtime="command", cwd="/", now=at)
+        await tx.workers.set_logs({number: f"/logs/{number}.log" for number in numbers.values()})
+        await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
+    return [numbers[task_id] for task_id in task_ids]
+
+
+async def test_workers_ending_together_are_each_recorded_once_with_their_task(store: Store) -> None:
+    numbers = await assigned_workers(store, 30)
+    notified: list[None] = []
+    recorder = VerdictRecorder(store, lambda: notified.append(None))
+    outcomes: dict[int, bool] = {}
+
+    async def end(number: int) -> None:
+        status = TaskStatus.COMPLETED if number % 2 else TaskStatus.FAILED
+        verdict = Verdict(number, 1, WorkerState.SUCCEEDED, status, exit_code=0, summary=f"w{number}")
+        outcomes[number] = await recorder.record(verdict)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for number in numbers:
+                group.start_soon(end, number)
+    assert outcomes == {number: True for number in numbers}
+    # Written together: fewer transactions than verdicts (each transaction notifies once).
+    assert 1 <= len(notified) < len(numbers)
+    async with store.read() as tx:
+        workers = await tx.workers.many(numbers)
+        tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in workers])}
+    for worker in workers:
+        number = int(worker.id.split("-")[1])
+        expected = TaskStatus.COMPLETED if number % 2 else TaskStatus.FAILED
+        assert (worker.state, worker.summary, worker.task_status) == (
+            WorkerState.SUCCEEDED,
+            f"w{number}",
+            expected,
+        )
+        assert tasks[worker.task_id].status is expected
+    history = await Ledger(store).history(limit=10_000)
+    status_events = [
+        event for event in history if event.field == "status" and event.actor.startswith("worker-")
+    ]
+    assert len(status_events) == len(numbers)
+
+
+async def test_a_second_verdict_for_the_same_attempt_is_refused_and_changes_nothing(store: Store) -> None:
+    [number] = await assigned_workers(store, 1)
+    recorder = VerdictRecorder(store, lambda: None)
+    assert await recorder.record(
+        Verdict(number, 1, WorkerState.CANCELLED, TaskStatus.PENDING, error="closed")
+    )
+    late = Verdict(number, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, summary="too late")
+    assert await recorder.record(late) is False
+    async with store.read() as tx:
+        worker = await tx.workers.get(number)
+        task = await tx.tasks.get(1)
+    assert worker is not None
+    assert task is not None
+    assert (worker.state, worker.error, worker.summary) == (WorkerState.CANCELLED, "closed", None)
+    # Back to pending, the task lost its owner, so that any worker may take it.
+    assert (task.status, task.owner) == (TaskStatus.PENDING, None)
+
+
+async def test_a_task_reassigned_meanwhile_is_not_moved_by_the_old_worker(store: Store) -> None:
+    [number] = await assigned_workers(store, 1)
+    async with store.write() as tx:
+        await tx.tasks.update(1, {"owner": "worker-99"}, now())
+    recorder = VerdictRecorder(store, lambda: None)
+    assert await recorder.record(Verdict(number, 1, WorkerState.FAILED, TaskStatus.FAILED, error="boom"))
+    task = await Ledger(store).get("1")
+    assert (task.status, task.owner) == (TaskStatus.IN_PROGRESS, "worker-99")
+
+
+async def test_a_verdict_cancelled_before_its_turn_is_withdrawn(store: Store) -> None:
+    first, second, third = await assigned_workers(store, 3)
+    recorder = VerdictRecorder(store, lambda: None)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group, store.write():
+            # The database is busy: the first verdict's batch waits for it, the second waits its turn,
+            # and the second's caller gives up.
+            group.start_soon(recorder.record, Verdict(first, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED))
+            await anyio.wait_all_tasks_blocked()
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await recorder.record(Verdict(second, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED))
+        # A later verdict's batch would carry the withdrawn one along, had it stayed queued.
+        assert await recorder.record(Verdict(third, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED))
+    async with store.read() as tx:
+        one, two = await tx.workers.many([first, second])
+    assert one.state is WorkerState.SUCCEEDED
+    assert two.state is WorkerState.STARTING
+    assert two.ended_at is None
