@@ -17,6 +17,8 @@ from typing import Self
 import aiosqlite
 import anyio
 
+from mcp_swarm.store.messages import MessageQueries
+from mcp_swarm.store.reservations import ReservationQueries
 from mcp_swarm.store.schema import MIGRATIONS, SCHEMA_VERSION
 from mcp_swarm.store.tasks import TaskQueries
 from mcp_swarm.store.workers import WorkerQueries
@@ -34,6 +36,8 @@ class Transaction:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.tasks = TaskQueries(conn)
         self.workers = WorkerQueries(conn)
+        self.messages = MessageQueries(conn)
+        self.reservations = ReservationQueries(conn)
 
 
 async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:

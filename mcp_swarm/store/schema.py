@@ -73,6 +73,44 @@ MIGRATIONS: list[str] = [
     CREATE INDEX workers_by_task ON workers (task_id, id);
     CREATE INDEX workers_live ON workers (state) WHERE state IN ('starting', 'running');
     """,
+    # 3: supervision that outlives a server (distributed mode, adoption after a restart).
+    """
+    -- local: a child process of the supervising server; distributed: a detached tmux session.
+    ALTER TABLE workers ADD COLUMN mode TEXT NOT NULL DEFAULT 'local'
+        CHECK (mode IN ('local', 'distributed'));
+    ALTER TABLE workers ADD COLUMN tmux_session TEXT;
+    -- The server process supervising a live worker, as "pid:start time": while it runs, no other
+    -- server adopts the worker.
+    ALTER TABLE workers ADD COLUMN supervisor TEXT;
+    """,
+    # 4: Agent Mail between the Mayor and workers, and advisory file reservations.
+    """
+    CREATE TABLE messages (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT NOT NULL,
+        sender    TEXT NOT NULL,     -- 'mayor' or a worker id
+        recipient TEXT NOT NULL,     -- 'mayor' or a worker id
+        task_id   INTEGER REFERENCES tasks (id),
+        type      TEXT NOT NULL CHECK (type IN
+                  ('progress', 'help_request', 'done', 'failed', 'blocked', 'instruction', 'info')),
+        subject   TEXT NOT NULL,
+        body      TEXT NOT NULL DEFAULT '',
+        read_at   TEXT
+    );
+    CREATE INDEX messages_by_recipient ON messages (recipient, id);
+
+    CREATE TABLE reservations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        holder      TEXT NOT NULL,   -- 'mayor' or a worker id
+        pattern     TEXT NOT NULL,   -- a path or glob, relative to the project
+        exclusive   INTEGER NOT NULL CHECK (exclusive IN (0, 1)),
+        reason      TEXT,
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL,
+        released_at TEXT
+    );
+    CREATE INDEX reservations_open ON reservations (expires_at) WHERE released_at IS NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
