@@ -214,6 +214,10 @@ class Worker(_Output):
     task_status: TaskStatus | None = None
     started_at: str
     ended_at: str | None = None
+    mode: str = "local"
+    tmux_session: str | None = None
+    # The server process supervising it while it is live, as "pid:start time".
+    supervisor: str | None = None
 
 
 def is_ready(status: TaskStatus, open_blockers: list[str]) -> bool:

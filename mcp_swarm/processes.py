@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import anyio
 
@@ -368,3 +368,91 @@ async def _gone(identity: ProcessIdentity, leader: _Child | None, *, resend: sig
         delay = min(2 * delay, _LAST_LOOK)
         if resend is not None:
             _signal_group(identity, resend)
+
+
+def this_process() -> ProcessIdentity:
+    """The identity of the running process: how a server names itself as a workers' supervisor."""
+    pid = os.getpid()
+    start_time = read_start_time(pid)
+    assert start_time is not None  # we are running
+    return ProcessIdentity(pid, start_time)
+
+
+def session_leaders_with(variable: str, value: str) -> list[ProcessIdentity]:
+    """Live session leaders whose environment has `variable=value`, as started (/proc/<pid>/environ).
+
+    This finds a worker whose pid was never recorded (its server died between starting it and
+    writing the pid down): every worker leads its own session and carries its id in its
+    environment. Processes of other users cannot be read and are left out.
+    """
+    wanted = f"{variable}={value}".encode()
+    found: list[ProcessIdentity] = []
+    for pid, stat in _processes():
+        if stat.sid != pid or stat.state in _EXITED:
+            continue
+        try:
+            environment = (_PROC / str(pid) / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environment.split(b"\0"):
+            found.append(ProcessIdentity(pid, stat.start_time))
+    return found
+
+
+async def wait_until_gone(identity: ProcessIdentity) -> None:
+    """Return once that process has exited; it need not be our child.
+
+    A pidfd turns readable when its process exits, child or not. It is opened before the start
+    time is checked, so it cannot name a later process that reused the pid. Without pidfds,
+    /proc is looked at with a growing delay, up to a second.
+    """
+    try:
+        pidfd = os.pidfd_open(identity.pid)
+    except ProcessLookupError:
+        return
+    except OSError:
+        pidfd = None
+    if pidfd is not None:
+        try:
+            if is_running(identity):
+                await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        return
+    delay = _FIRST_LOOK
+    while is_running(identity):
+        await anyio.sleep(delay)
+        delay = min(2 * delay, 1.0)
+
+
+class WorkerProcess(Protocol):
+    """What the engine supervises: our own child, or a process it adopted."""
+
+    identity: ProcessIdentity
+
+    async def wait(self) -> int | None: ...
+
+    async def stop(self, grace: float = 5.0) -> int | None: ...
+
+
+class AdoptedProcess:
+    """A worker process that is not our child: started by a server that died, or run by tmux.
+
+    Its exit code cannot be had from the kernel, so `exit_status` says what is known of it (the
+    status file a tmux session writes), or None.
+    """
+
+    def __init__(self, identity: ProcessIdentity, exit_status: Callable[[], int | None]) -> None:
+        self.identity = identity
+        self._exit_status = exit_status
+
+    def __repr__(self) -> str:
+        return f"AdoptedProcess(pid={self.identity.pid})"
+
+    async def wait(self) -> int | None:
+        await wait_until_gone(self.identity)
+        return self._exit_status()
+
+    async def stop(self, grace: float = 5.0) -> int | None:
+        await stop_group(self.identity, self.identity.pid, grace)
+        return self._exit_status()

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, Swarm
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.logtail import LogTail
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
-from mcp_swarm.processes import ProcessStartError, RunningProcess, start_process
+from mcp_swarm.processes import ProcessStartError, WorkerProcess, start_process, this_process
+from mcp_swarm.recovery import recover
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.validation import run_checks
@@ -58,7 +60,7 @@ class _Launch:
 
     number: int
     attempt: int
-    process: RunningProcess
+    process: WorkerProcess
     reader: OutputReader
     request: WorkerRequest
     offset: int  # where this attempt's output begins in the log
@@ -99,7 +101,11 @@ class Swarm:
         self.limits = limits or WorkerLimits()
         self.env_allow = tuple(env_allow)
         self.actor = actor
-        self._processes: dict[int, RunningProcess] = {}
+        self._processes: dict[int, WorkerProcess] = {}
+        # How this server names itself as the supervisor of its workers: no other server adopts
+        # them while this process runs (see recovery.py).
+        me = this_process()
+        self.supervisor = f"{me.pid}:{me.start_time}"
         self._changed = anyio.Event()
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
@@ -111,6 +117,7 @@ class Swarm:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
+                await recover(self)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
@@ -184,7 +191,7 @@ class Swarm:
             launches: list[_Launch] = []
             shared_env = self._shared_environment() if assigned else {}
             for number, task in assigned:
-                request = self._request(number, task, build_prompt(task, instructions), model)
+                request = self._request(number, task.id, build_prompt(task, instructions), model)
                 launch = await self._launch(number, 1, chosen, chosen.argv(request), request, shared_env)
                 if isinstance(launch, str):
                     result.skipped.append({"taskId": task.id, "reason": launch})
@@ -222,9 +229,9 @@ class Swarm:
                 raise InvalidInput(f"task {task.id} is being run by {holder}")
             if task.blocked_by:
                 raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
-            request = self._request(number, task, message, None)
+            request = self._request(number, task.id, message, None)
             argv = runtime.resume_argv(request, worker.session_id, message)
-            await tx.workers.restart(number, attempt=worker.attempt, now=at)
+            await tx.workers.restart(number, attempt=worker.attempt, now=at, supervisor=self.supervisor)
             await tx.tasks.update(
                 int(task.id), {"owner": worker.id, "status": TaskStatus.IN_PROGRESS.value}, at
             )
@@ -269,7 +276,11 @@ class Swarm:
         if not tasks:
             return []
         numbers = await tx.workers.insert_many(
-            [int(task.id) for task in tasks], runtime=runtime.name, cwd=str(self.project_dir), now=at
+            [int(task.id) for task in tasks],
+            runtime=runtime.name,
+            cwd=str(self.project_dir),
+            now=at,
+            supervisor=self.supervisor,
         )
         await tx.workers.set_logs({number: str(self._log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
@@ -288,11 +299,11 @@ class Swarm:
     def _files(self, number: int) -> Path:
         return self.state_dir / "workers" / worker_name(number)
 
-    def _request(self, number: int, task: Task, prompt: str, model: str | None) -> WorkerRequest:
+    def _request(self, number: int, task_id: str, prompt: str, model: str | None) -> WorkerRequest:
         files = self._files(number)
         return WorkerRequest(
             worker_id=worker_name(number),
-            task_id=task.id,
+            task_id=task_id,
             prompt=prompt,
             prompt_file=files / "prompt.md",
             result_file=files / "result.json",
@@ -354,11 +365,33 @@ class Swarm:
             for launch in launches:
                 await launch.process.stop(self.limits.stop_grace_seconds)
             raise
-        assert self._group is not None
         limit = self.limits.timeout_seconds if timeout_seconds is None else timeout_seconds
         for launch in launches:
-            self._processes[launch.number] = launch.process
-            self._group.start_soon(self._supervise, launch, limit)
+            self._watch(launch, limit)
+
+    def _watch(self, launch: _Launch, limit: float) -> None:
+        assert self._group is not None
+        self._processes[launch.number] = launch.process
+        self._group.start_soon(self._supervise, launch, limit)
+
+    async def adopt(self, worker: Worker, process: WorkerProcess, *, record_pid: bool) -> None:
+        """Supervise a live worker that another server (now gone) started, as if we had started it.
+
+        Its output is read from the start of its log; its time limit counts from its start.
+        """
+        number = worker_number(worker.id)
+        runtime = self.runtimes[worker.runtime]
+        if record_pid:
+            async with self.store.write() as tx:
+                await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
+        request = self._request(number, worker.task_id, "", None)
+        elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
+        launch = _Launch(number, worker.attempt, process, runtime.reader(request), request, offset=0)
+        self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
+
+    async def record(self, verdict: Verdict) -> bool:
+        """Record a worker's end (see verdicts.py); False if that attempt already had one."""
+        return await self._verdicts.record(verdict)
 
     # -- supervision ------------------------------------------------------------------------
 
@@ -400,7 +433,9 @@ class Swarm:
         with anyio.CancelScope(shield=True):
             await self._judge(launch, exit_code, ended_by)
 
-    async def _judge(self, launch: _Launch, exit_code: int, ended_by: tuple[WorkerState, str] | None) -> None:
+    async def _judge(
+        self, launch: _Launch, exit_code: int | None, ended_by: tuple[WorkerState, str] | None
+    ) -> None:
         outcome = launch.reader.outcome(exit_code)
         verdict = Verdict(
             launch.number,

@@ -225,7 +225,7 @@ class _JsonLineReader(OutputReader):
             self.last = json.loads(line)
             self.finished = True
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         return Outcome(
             succeeded=exit_code == 0, summary=self.last.get("summary"), session_id=self.last.get("session")
         )

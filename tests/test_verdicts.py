@@ -28,7 +28,7 @@ async def assigned_workers(store: Store, count: int) -> list[int]:
     task_ids = [int(task_id) for task_id in created.ids]
     at = now()
     async with store.write() as tx:
-        numbers = await tx.workers.insert_many(task_ids, runtime="command", cwd="/", now=at)
+        numbers = await tx.workers.insert_many(task_ids, runtime="command", cwd="/", now=at, supervisor="1:1")
         await tx.workers.set_logs({number: f"/logs/{number}.log" for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
     return [numbers[task_id] for task_id in task_ids]

@@ -191,7 +191,7 @@ class FinalEventReader(OutputReader):
             self.final = event
             self.finished = True
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         # The verdict is the final event's, whatever the exit code of a process stopped after it.
         if self.final is None:
             return Outcome(succeeded=False, error=f"no final event; exit code {exit_code}")
@@ -480,7 +480,7 @@ class SessionReader(OutputReader):
             self.last = event
             self.finished = True
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         summary = self.last.get("summary")
         session = self.last.get("session")
         return Outcome(

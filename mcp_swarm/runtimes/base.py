@@ -56,7 +56,9 @@ class OutputReader(ABC):
     def feed(self, line: str) -> None: ...
 
     @abstractmethod
-    def outcome(self, exit_code: int) -> Outcome: ...
+    def outcome(self, exit_code: int | None) -> Outcome:
+        """The evidence, once the process has ended. exit_code None: unknown, because the process
+        was adopted after a restart and was not our child; the output alone decides then."""
 
 
 class Runtime(ABC):

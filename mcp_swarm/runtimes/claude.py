@@ -93,13 +93,13 @@ class ClaudeStreamReader(OutputReader):
                 if block is not None and block.get("type") == "text":
                     self._last_text = str(block.get("text", ""))
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         result = self._result
         if result is None:
             return Outcome(
                 succeeded=False,
                 summary=self._last_text,
-                error=f"claude exited with status {exit_code} without a final result event",
+                error=f"claude exited ({_status(exit_code)}) without a final result event",
                 session_id=self._session_id,
             )
         text = result.get("result")
@@ -111,7 +111,7 @@ class ClaudeStreamReader(OutputReader):
             status = result.get("api_error_status")
             kind = f"API error (HTTP {status})" if status else f"an error ({result.get('subtype', 'error')})"
             error = f"claude reported {kind}: {summary or 'no detail'}"
-        elif exit_code != 0:
+        elif exit_code not in (0, None):
             error = f"claude exited with status {exit_code} after a successful result"
         cost = result.get("total_cost_usd")
         turns = result.get("num_turns")
@@ -123,3 +123,7 @@ class ClaudeStreamReader(OutputReader):
             cost_usd=float(cost) if isinstance(cost, int | float) else None,
             num_turns=turns if isinstance(turns, int) else None,
         )
+
+
+def _status(exit_code: int | None) -> str:
+    return "status unknown" if exit_code is None else f"status {exit_code}"

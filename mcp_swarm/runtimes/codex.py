@@ -77,12 +77,13 @@ class CodexEventReader(OutputReader):
                 self._failed = True
                 self.finished = True
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         error: str | None = None
         if self._failed or not self._completed:
             reason = self._errors[-1] if self._errors else "no turn.completed event"
-            error = f"codex did not complete its turn (exit status {exit_code}): {reason}"
-        elif exit_code != 0:
+            status = "unknown" if exit_code is None else exit_code
+            error = f"codex did not complete its turn (exit status {status}): {reason}"
+        elif exit_code not in (0, None):
             error = f"codex exited with status {exit_code} after completing its turn"
         return Outcome(
             succeeded=error is None,

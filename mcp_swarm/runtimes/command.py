@@ -69,12 +69,16 @@ class ResultFileReader(OutputReader):
         if line.strip():
             self._last_line = line.strip()
 
-    def outcome(self, exit_code: int) -> Outcome:
+    def outcome(self, exit_code: int | None) -> Outcome:
         report = read_result_file(self._result_file) or {}
         status = report.get("status")
         summary = report.get("summary")
         summary = summary if isinstance(summary, str) else self._last_line
-        if exit_code != 0:
+        if exit_code is None and status is None:
+            # Adopted after a restart: with no exit status, only a result file is evidence.
+            error = "exit status unknown (the server restarted while it ran) and no result file"
+            return Outcome(succeeded=False, summary=summary, error=error)
+        if exit_code not in (0, None):
             return Outcome(succeeded=False, summary=summary, error=_exit_error(exit_code))
         if status == "blocked":
             return Outcome(
@@ -95,8 +99,8 @@ def read_result_file(path: Path) -> dict[str, Any] | None:
     return as_object(data)
 
 
-def _exit_error(exit_code: int) -> str | None:
-    if exit_code == 0:
+def _exit_error(exit_code: int | None) -> str | None:
+    if exit_code is None or exit_code == 0:
         return None
     if exit_code < 0:
         return f"the command was ended by signal {-exit_code}"

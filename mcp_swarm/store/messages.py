@@ -1,10 +1,86 @@
-"""Every SQL statement about Agent Mail messages."""
+"""Every SQL statement about Agent Mail messages.
+
+Rows come back as plain `MessageRow` tuples: the engine (`mcp_swarm.mail`) owns the model, and
+importing it here would make the store depend on the engine that depends on the store.
+"""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
 import aiosqlite
+
+_COLUMNS = "id, at, sender, recipient, task_id, type, subject, body, read_at"
+
+
+class MessageRow(NamedTuple):
+    id: int
+    at: str
+    sender: str
+    recipient: str
+    task_id: int | None
+    type: str
+    subject: str
+    body: str
+    read_at: str | None
+
+
+def _row(row: sqlite3.Row) -> MessageRow:
+    return MessageRow(*row)
 
 
 class MessageQueries:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+
+    async def insert(
+        self,
+        *,
+        at: str,
+        sender: str,
+        recipient: str,
+        task_id: int | None,
+        type: str,
+        subject: str,
+        body: str,
+    ) -> MessageRow:
+        rows = await self._rows(
+            "INSERT INTO messages (at, sender, recipient, task_id, type, subject, body) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+            (at, sender, recipient, task_id, type, subject, body),
+        )
+        return _row(rows[0])
+
+    async def inbox(
+        self, recipient: str, *, since_id: int, limit: int, unread_only: bool
+    ) -> list[MessageRow]:
+        """Messages to `recipient` after `since_id`, oldest first."""
+        rows = await self._rows(
+            f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND id > ? "
+            "AND (NOT ? OR read_at IS NULL) ORDER BY id LIMIT ?",
+            (recipient, since_id, unread_only, limit),
+        )
+        return [_row(row) for row in rows]
+
+    async def unread(self, recipient: str, *, type: str, after_id: int) -> list[MessageRow]:
+        """Unread messages of one type to `recipient` after `after_id`, oldest first; none is marked."""
+        rows = await self._rows(
+            f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND type = ? AND id > ? "
+            "AND read_at IS NULL ORDER BY id",
+            (recipient, type, after_id),
+        )
+        return [_row(row) for row in rows]
+
+    async def mark_read(self, ids: Iterable[int], at: str) -> None:
+        # A message already read keeps the time it was first read.
+        await self._rows(
+            "UPDATE messages SET read_at = ? "
+            "WHERE id IN (SELECT value FROM json_each(?)) AND read_at IS NULL",
+            (at, json.dumps(sorted(set(ids)))),
+        )

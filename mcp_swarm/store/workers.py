@@ -40,6 +40,9 @@ def _worker(row: sqlite3.Row) -> Worker:
         task_status=None if row["task_status"] is None else TaskStatus(row["task_status"]),
         started_at=row["started_at"],
         ended_at=row["ended_at"],
+        mode=row["mode"],
+        tmux_session=row["tmux_session"],
+        supervisor=row["supervisor"],
     )
 
 
@@ -94,16 +97,23 @@ class WorkerQueries:
         return [_worker(row) for row in rows]
 
     async def insert_many(
-        self, task_ids: Sequence[int], *, runtime: str, cwd: str, now: str
+        self,
+        task_ids: Sequence[int],
+        *,
+        runtime: str,
+        cwd: str,
+        now: str,
+        supervisor: str,
+        mode: str = "local",
     ) -> dict[int, int]:
         """A new worker, attempt 1, for each of these tasks, in one statement: {task id: worker number}.
 
         Each row's log is set by `set_logs` once its number is known.
         """
         rows = await self._rows(
-            "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at) "
-            "SELECT value, ?, 1, 'starting', ?, '', ? FROM json_each(?) RETURNING task_id, id",
-            (runtime, cwd, now, json.dumps(list(task_ids))),
+            "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at, supervisor, mode) "
+            "SELECT value, ?, 1, 'starting', ?, '', ?, ?, ? FROM json_each(?) RETURNING task_id, id",
+            (runtime, cwd, now, supervisor, mode, json.dumps(list(task_ids))),
         )
         return {int(row[0]): int(row[1]) for row in rows}
 
@@ -123,15 +133,15 @@ class WorkerQueries:
             [(pid, start_time, number) for number, pid, start_time in processes],
         )
 
-    async def restart(self, number: int, *, attempt: int, now: str) -> bool:
+    async def restart(self, number: int, *, attempt: int, now: str, supervisor: str) -> bool:
         """Begin attempt `attempt + 1` of an ended worker; False if it is live or has moved on."""
         rows = await self._rows(
             f"""UPDATE workers SET attempt = attempt + 1, state = 'starting', pid = NULL,
                 pid_start_time = NULL, exit_code = NULL, summary = NULL, error = NULL, cost_usd = NULL,
                 num_turns = NULL, validation = NULL, task_status = NULL, ended_at = NULL,
-                reported_at = NULL, started_at = ?
+                reported_at = NULL, started_at = ?, supervisor = ?
             WHERE id = ? AND attempt = ? AND state NOT IN {_LIVE} RETURNING 1""",
-            (now, number, attempt),
+            (now, supervisor, number, attempt),
         )
         return bool(rows)
 
@@ -177,6 +187,21 @@ class WorkerQueries:
             },
         )
         return int(rows[0][0]) if rows else None
+
+    async def set_tmux_session(self, number: int, session: str) -> None:
+        await self._rows("UPDATE workers SET tmux_session = ? WHERE id = ?", (session, number))
+
+    async def claim(self, number: int, *, attempt: int, previous: str | None, supervisor: str) -> bool:
+        """Become the supervisor of a live worker, if its supervisor is still `previous`.
+
+        A compare-and-set: of two servers recovering at once, one adopts each worker.
+        """
+        rows = await self._rows(
+            f"UPDATE workers SET supervisor = ? WHERE id = ? AND attempt = ? AND supervisor IS ? "
+            f"AND state IN {_LIVE} RETURNING 1",
+            (supervisor, number, attempt, previous),
+        )
+        return bool(rows)
 
     async def mark_reported(self, numbers: Iterable[int], now: str) -> None:
         await self._rows(
