@@ -46,25 +46,62 @@ LogLevelOption = Annotated[
 ]
 
 
+ModeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        help="local (workers are this server's children) or distributed (each in a tmux session that "
+        "outlives the server); default: local",
+        show_default=False,
+    ),
+]
+WorkerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--worker",
+        help="Serve one worker instead of the Mayor: only its own task, its reports, its inbox and "
+        "its file reservations (the claude and codex runtimes configure this for their workers)",
+        show_default=False,
+    ),
+]
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"mcp-swarm: {message}", err=True)
     return typer.Exit(code=2)
 
 
 @app.command()
-def serve(db: DbOption = None, config: ConfigOption = None, log_level: LogLevelOption = None) -> None:
+def serve(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = None,
+    mode: ModeOption = None,
+    worker: WorkerOption = None,
+) -> None:
     """Speak MCP on stdin/stdout: register this command in Claude Code, Codex or any MCP client."""
     # Imported here so that `mcp-swarm --help` stays quick.
     from mcp_swarm.server import build_server
 
     try:
-        settings = load_settings(db=db, config=config, log_level=log_level)
+        settings = load_settings(db=db, config=config, log_level=log_level, mode=mode)
     except SwarmError as exc:
         raise _fail(str(exc)) from exc
     # stdout carries the protocol and nothing else: every log line goes to stderr.
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if worker is not None:
+        from mcp_swarm.worker_server import build_worker_server
+
+        try:
+            worker_server = build_worker_server(settings, worker)
+        except SwarmError as exc:
+            raise _fail(str(exc)) from exc
+        gc.collect()
+        gc.freeze()
+        worker_server.run("stdio")
+        return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
     # collector from walking it again on every full collection, which was the tail of TaskList.

@@ -19,6 +19,12 @@ from mcp_swarm.errors import InvalidInput
 CONFIG_FILE_NAME = "mcp-swarm.toml"
 STATE_DIR_NAME = ".mcp-swarm"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# local: workers are children of the server and end with it. distributed: each worker runs in a
+# detached tmux session of its own and outlives the server and the Mayor's session.
+Mode = Literal["local", "distributed"]
+MODES: tuple[Mode, ...] = ("local", "distributed")
+# tmux's own socket directory, under a name of the swarm's: never the user's default server.
+DEFAULT_TMUX_SOCKET = "mcp-swarm"
 
 
 class RuntimeSettings(BaseModel):
@@ -49,6 +55,8 @@ class FileSettings(BaseModel):
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     idle_seconds: Annotated[float, Field(gt=0)] | None = None
     env_allow: list[str] | None = None
+    mode: Mode | None = None
+    tmux_socket: str | None = None
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
 
@@ -64,6 +72,8 @@ class Settings(BaseModel):
     timeout_seconds: float = 30 * 60
     idle_seconds: float = 10 * 60
     env_allow: tuple[str, ...] | None = None
+    mode: Mode = "local"
+    tmux_socket: str = DEFAULT_TMUX_SOCKET
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
     @property
@@ -91,6 +101,7 @@ def load_settings(
     db: Path | None = None,
     config: Path | None = None,
     log_level: str | None = None,
+    mode: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve the settings for a server or a CLI command started in `cwd`."""
@@ -122,6 +133,11 @@ def load_settings(
         except ValueError as exc:
             raise InvalidInput("MCP_SWARM_MAX_WORKERS must be a whole number") from exc
 
+    chosen_mode = mode or env.get("MCP_SWARM_MODE") or file.mode or "local"
+    if chosen_mode not in MODES:
+        raise InvalidInput(f"unknown mode {chosen_mode!r}; use local or distributed")
+    tmux_socket = env.get("MCP_SWARM_TMUX_SOCKET") or file.tmux_socket or DEFAULT_TMUX_SOCKET
+
     return Settings(
         project_dir=project_dir,
         db_path=db_path.resolve(),
@@ -132,5 +148,7 @@ def load_settings(
         timeout_seconds=file.timeout_seconds or 30 * 60,
         idle_seconds=file.idle_seconds or 10 * 60,
         env_allow=None if file.env_allow is None else tuple(file.env_allow),
+        mode=chosen_mode,  # type: ignore[arg-type]
+        tmux_socket=tmux_socket,
         runtimes=file.runtimes,
     )

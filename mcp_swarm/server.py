@@ -7,10 +7,8 @@ and as text; fields that are empty, null or false are left out.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal, ParamSpec
@@ -19,12 +17,12 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from mcp_types import CallToolResult
+from pydantic import Field
 
 from mcp_swarm import __version__
 from mcp_swarm.config import Settings
-from mcp_swarm.errors import SwarmError, TaskNotFound
+from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.models import (
     ActiveForm,
@@ -43,6 +41,7 @@ from mcp_swarm.models import (
 from mcp_swarm.runtimes.registry import build_runtimes, default_runtime
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm, WorkerLimits
+from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW
 
 logger = logging.getLogger(__name__)
@@ -59,36 +58,6 @@ mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
 5. Repeat until TaskList shows every task completed; close_agent stops a worker.
 A failed task keeps blocking its dependents; a deleted one no longer blocks. State is kept in
 SQLite, so it survives restarts and can be shared by several sessions."""
-
-_READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-_WRITES = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-)
-_UPDATES = ToolAnnotations(
-    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-)
-
-
-def answer(data: BaseModel | dict[str, Any], *, include: set[str] | None = None) -> CallToolResult:
-    """A compact JSON answer; defaults (None, empty lists, False) are dropped to save context."""
-    if isinstance(data, BaseModel):
-        payload: dict[str, Any] = data.model_dump(
-            mode="json", by_alias=True, exclude_defaults=True, include=include
-        )
-    else:
-        payload = data
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=payload)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts: list[str] = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "input"
-        parts.append(f"{where}: {error['msg']}")
-    return "invalid input: " + "; ".join(parts)
 
 
 class _Ledger:
@@ -109,35 +78,8 @@ class _Ledger:
         return self.swarm
 
 
-def _guarded(
-    fn: Callable[P, Coroutine[Any, Any, CallToolResult]],
-) -> Callable[P, Coroutine[Any, Any, CallToolResult]]:
-    """Turn domain errors into tool errors whose message is the caller's to act on."""
-
-    @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
-        try:
-            return await fn(*args, **kwargs)
-        except SwarmError as exc:
-            raise ToolError(str(exc)) from exc
-        except ValidationError as exc:
-            raise ToolError(_validation_message(exc)) from exc
-
-    return call
-
-
-def _strict_tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> Tool:
-    """A tool whose arguments are refused if the schema does not name them, as Claude Code's are."""
-    tool = Tool.from_function(fn, annotations=annotations)
-    loose = tool.fn_metadata.arg_model
-    strict = type(loose.__name__, (loose,), {"model_config": {**loose.model_config, "extra": "forbid"}})
-    tool.fn_metadata.arg_model = strict
-    tool.parameters = strict.model_json_schema(by_alias=True)
-    return tool
-
-
 def build_tools(state: _Ledger) -> list[Tool]:
-    @_guarded
+    @guarded
     async def TaskCreate(
         subject: Annotated[
             Subject, Field(description="A brief title, in the imperative: 'Add login endpoint'")
@@ -167,7 +109,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         task = await state.get().create(new)
         return answer(task, include={"id", "subject", "status", "blocked_by"})
 
-    @_guarded
+    @guarded
     async def TaskCreatePlan(
         tasks: Annotated[
             list[PlanTask],
@@ -187,7 +129,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         {"key": "login", "subject": "Create login endpoint", "blockedBy": ["model"]}]"""
         return answer(await state.get().create_plan(tasks))
 
-    @_guarded
+    @guarded
     async def TaskUpdate(
         taskId: Annotated[TaskId, Field(description="The id of the task to update")],
         status: Annotated[
@@ -226,7 +168,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         )
         return answer(await state.get().update(taskId, changes))
 
-    @_guarded
+    @guarded
     async def TaskGet(
         taskId: Annotated[TaskId, Field(description="The id of the task")],
     ) -> CallToolResult:
@@ -242,7 +184,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             ]
         return answer(payload)
 
-    @_guarded
+    @guarded
     async def TaskList(
         status: Annotated[TaskStatus | None, Field(description="Only tasks with this status")] = None,
         ready: Annotated[
@@ -256,7 +198,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         listing = await state.get().list(status=status, ready=ready, owner=owner)
         return answer(listing.to_wire())
 
-    @_guarded
+    @guarded
     async def spawn(
         ctx: Context,
         taskIds: Annotated[
@@ -300,7 +242,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         )
         return answer({"workers": result.workers, "skipped": result.skipped})
 
-    @_guarded
+    @guarded
     async def wait(
         ctx: Context,
         workerIds: Annotated[
@@ -330,7 +272,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             payload["timedOut"] = True
         return answer(payload)
 
-    @_guarded
+    @guarded
     async def send_input(
         workerId: Annotated[str, Field(max_length=40, description="The worker to continue, e.g. worker-3")],
         message: Annotated[
@@ -347,7 +289,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         worker = await state.workers().send_input(workerId, message, timeout_seconds=timeoutSeconds)
         return answer({"workerId": worker.id, "state": worker.state.value, "attempt": worker.attempt})
 
-    @_guarded
+    @guarded
     async def close_agent(
         workerId: Annotated[str, Field(max_length=40, description="The worker to stop, e.g. worker-3")],
         taskStatus: Annotated[
@@ -364,15 +306,15 @@ def build_tools(state: _Ledger) -> list[Tool]:
         return answer({"workerId": worker.id, "state": worker.state.value, "taskStatus": status})
 
     return [
-        _strict_tool(spawn, _WRITES),
-        _strict_tool(wait, _WRITES),  # it marks results as handed over
-        _strict_tool(send_input, _WRITES),
-        _strict_tool(close_agent, _UPDATES),
-        _strict_tool(TaskCreate, _WRITES),
-        _strict_tool(TaskCreatePlan, _WRITES),
-        _strict_tool(TaskUpdate, _UPDATES),
-        _strict_tool(TaskGet, _READ_ONLY),
-        _strict_tool(TaskList, _READ_ONLY),
+        strict_tool(spawn, WRITES),
+        strict_tool(wait, WRITES),  # it marks results as handed over
+        strict_tool(send_input, WRITES),
+        strict_tool(close_agent, UPDATES),
+        strict_tool(TaskCreate, WRITES),
+        strict_tool(TaskCreatePlan, WRITES),
+        strict_tool(TaskUpdate, UPDATES),
+        strict_tool(TaskGet, READ_ONLY),
+        strict_tool(TaskList, READ_ONLY),
     ]
 
 
