@@ -309,6 +309,7 @@ class Swarm:
             result_file=files / "result.json",
             cwd=self.project_dir,
             model=model,
+            swarm_db=self.store.path,
         )
 
     def _shared_environment(self) -> dict[str, str]:

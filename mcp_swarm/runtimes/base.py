@@ -29,6 +29,8 @@ class WorkerRequest:
     result_file: Path
     cwd: Path
     model: str | None = None
+    # The swarm's database: agent runtimes give their worker `mcp-swarm serve --worker` on it.
+    swarm_db: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
