@@ -180,6 +180,21 @@ class Mailbox:
         return [_message(row) for row in rows]
 
 
+    async def take_help_requests(self) -> list[Message]:
+        """Unread help requests to the Mayor, marked read as they are handed over (by `wait`).
+
+        A plain read comes first, so that the usual case (none) costs no write transaction.
+        """
+        if not await self.help_requests():
+            return []
+        at = self._clock()
+        async with self.store.write() as tx:
+            rows = await tx.messages.unread(MAYOR, type=MessageType.HELP_REQUEST.value, after_id=0)
+            if rows:
+                await tx.messages.mark_read([row.id for row in rows], at)
+        return [_message(row) for row in rows]
+
+
 def _message_type(value: str) -> MessageType:
     # The MCP layer may hand over the plain string it received.
     try:

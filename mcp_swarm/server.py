@@ -24,6 +24,7 @@ from mcp_swarm import __version__
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.ledger import Ledger
+from mcp_swarm.mail_tools import build_mail_tools
 from mcp_swarm.models import (
     ActiveForm,
     Description,
@@ -258,7 +259,9 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ) -> CallToolResult:
         """Block until workers finish (wakes the moment one ends), at most timeoutSeconds. Returns
         {done: [{workerId, taskId, state, taskStatus, exitCode, summary, durationSeconds, costUsd,
-        log, validation, error}], running, timedOut}. Without workerIds each result is returned once."""
+        log, validation, error}], running, helpRequests, timedOut}. Without workerIds each result is
+        returned once. It also returns at once when a worker asks the Mayor for help (helpRequests):
+        answer with send_message, or close_agent."""
 
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
@@ -268,6 +271,8 @@ def build_tools(state: _Ledger) -> list[Tool]:
             "done": [_worker_result(w) for w in result.done],
             "running": result.running,
         }
+        if result.help_requests:
+            payload["helpRequests"] = [message.to_wire() for message in result.help_requests]
         if result.timed_out:
             payload["timedOut"] = True
         return answer(payload)
@@ -315,6 +320,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(TaskUpdate, UPDATES),
         strict_tool(TaskGet, READ_ONLY),
         strict_tool(TaskList, READ_ONLY),
+        *build_mail_tools(state.workers),
     ]
 
 

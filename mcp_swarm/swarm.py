@@ -23,9 +23,11 @@ from anyio.abc import TaskGroup
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.logtail import LogTail
+from mcp_swarm.mail import Mailbox, Message
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import ProcessStartError, WorkerProcess, start_process, this_process
 from mcp_swarm.recovery import recover
+from mcp_swarm.reservations import Reservations
 from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.validation import run_checks
@@ -35,6 +37,9 @@ from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, clean_summary, 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
+# How often `wait` looks for changes made by other processes (workers' reports through their own
+# server, workers of another Mayor's server); its own workers wake it at once.
+CROSS_PROCESS_LOOK = 0.1
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class WaitResult:
     done: list[Worker]
     running: list[str]
     timed_out: bool
+    help_requests: list[Message] = field(default_factory=list[Message])
 
 
 def worker_number(worker_id: str) -> int:
@@ -109,6 +115,8 @@ class Swarm:
         self._changed = anyio.Event()
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
+        self.mail = Mailbox(store)
+        self.reservations = Reservations(store)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -498,19 +506,30 @@ class Swarm:
         deadline = time.monotonic() + timeout
         while True:
             changed = self._changed
+            version = await self.store.data_version()
             done, running = await self._status(numbers)
-            enough = (done and mode == "any") or not running
+            help_requests = await self.mail.take_help_requests()
+            enough = (done and mode == "any") or not running or bool(help_requests)
             remaining = deadline - time.monotonic()
             if enough or remaining <= 0:
                 if numbers is None and done:
                     async with self.store.write() as tx:
                         await tx.workers.mark_reported([int(w.id.split("-")[1]) for w in done], now())
-                return WaitResult(done=done, running=running, timed_out=not enough)
+                return WaitResult(done, running, timed_out=not enough, help_requests=help_requests)
             if progress is not None:
                 await progress(float(len(done)), float(len(done) + len(running)), f"{len(running)} running")
-            # Our own workers wake us at once; workers of another server are seen within a second.
-            with anyio.move_on_after(min(remaining, 1.0)):
+            await self._until_changed(changed, version, deadline)
+
+    async def _until_changed(self, changed: anyio.Event, version: int, deadline: float) -> None:
+        """Until our own workers change something (an event: at once), another process commits to
+        the database (a worker's report, another server's worker: seen within CROSS_PROCESS_LOOK
+        seconds), or the deadline."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            with anyio.move_on_after(min(remaining, CROSS_PROCESS_LOOK)):
                 await changed.wait()
+                return
+            if await self.store.data_version() != version:
+                return
 
     async def _status(self, numbers: list[int] | None) -> tuple[list[Worker], list[str]]:
         async with self.store.read() as tx:

@@ -142,6 +142,13 @@ class Store:
                 with anyio.CancelScope(shield=True):
                     await self._reader.execute("COMMIT")
 
+    async def data_version(self) -> int:
+        """A number that changes whenever another connection (another process, or our writer)
+        commits to the file: a cheap way to notice work done elsewhere without re-reading it."""
+        async with self._read_lock:
+            rows = await self._reader.execute_fetchall("PRAGMA data_version")
+            return int(next(iter(rows))[0])
+
     async def integrity_check(self) -> list[str]:
         """SQLite's own verdict on the file and the foreign keys: empty when all is well."""
         async with self._read_lock:
