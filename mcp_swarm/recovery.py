@@ -94,12 +94,19 @@ async def recover(swarm: Swarm) -> Recovered:
     recovered = Recovered(adopted, lost, time.perf_counter() - began)
     if adopted or lost:
         logger.warning(
-            "recovered after a restart: adopted %s, lost %s (%.3f s)",
-            ", ".join(adopted) or "none",
-            ", ".join(lost) or "none",
+            "recovered after a restart in %.3f s: adopted %d (%s), lost %d (%s)",
             recovered.seconds,
+            len(adopted),
+            _some(adopted),
+            len(lost),
+            _some(lost),
         )
     return recovered
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 async def _adopt(swarm: Swarm, worker: Worker) -> bool:
