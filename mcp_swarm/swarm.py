@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,17 +22,16 @@ from anyio.abc import TaskGroup
 
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger import now, parse_task_id
-from mcp_swarm.logtail import LogTail
 from mcp_swarm.mail import Mailbox, Message
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import ProcessStartError, WorkerProcess, start_process, this_process
 from mcp_swarm.recovery import recover
 from mcp_swarm.reservations import Reservations
-from mcp_swarm.runtimes.base import OutputReader, Runtime, WorkerRequest, as_object
+from mcp_swarm.runtimes.base import Runtime, WorkerRequest
 from mcp_swarm.store import Store, Transaction
-from mcp_swarm.validation import run_checks
+from mcp_swarm.supervision import Launch, WorkerLimits, judge, watch_until_end
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
-from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, clean_summary, worker_environment
+from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, worker_environment
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +41,10 @@ ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 CROSS_PROCESS_LOOK = 0.1
 
 
-@dataclass(frozen=True)
-class WorkerLimits:
-    max_workers: int = 5
-    timeout_seconds: float = 30 * 60
-    idle_seconds: float = 10 * 60
-    # How long a process may linger after its runtime's final event before it is stopped.
-    linger_seconds: float = 10.0
-    stop_grace_seconds: float = 5.0
-    tail_interval: float = 0.2
-
-
 @dataclass
 class SpawnResult:
     workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     skipped: list[dict[str, str]] = field(default_factory=list[dict[str, str]])
-
-
-@dataclass(frozen=True)
-class _Launch:
-    """A worker's process, just started, and what its supervisor needs to judge it."""
-
-    number: int
-    attempt: int
-    process: WorkerProcess
-    reader: OutputReader
-    request: WorkerRequest
-    offset: int  # where this attempt's output begins in the log
 
 
 @dataclass
@@ -196,7 +172,7 @@ class Swarm:
         result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
         with anyio.CancelScope(shield=True):
-            launches: list[_Launch] = []
+            launches: list[Launch] = []
             shared_env = self._shared_environment() if assigned else {}
             for number, task in assigned:
                 request = self._request(number, task.id, build_prompt(task, instructions), model)
@@ -333,7 +309,7 @@ class Swarm:
         argv: list[str],
         request: WorkerRequest,
         shared_env: Mapping[str, str],
-    ) -> _Launch | str:
+    ) -> Launch | str:
         """Start a worker's process; or record why it could not start (its task back to pending) and
         return that reason. Its pid is recorded by `_supervise_all`."""
         request.prompt_file.parent.mkdir(parents=True, exist_ok=True)
@@ -357,9 +333,9 @@ class Swarm:
                 Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
             )
             return str(exc)
-        return _Launch(number, attempt, process, runtime.reader(request), request, offset)
+        return Launch(number, attempt, process, runtime.reader(request), request, offset)
 
-    async def _supervise_all(self, launches: list[_Launch], timeout_seconds: float | None) -> None:
+    async def _supervise_all(self, launches: list[Launch], timeout_seconds: float | None) -> None:
         """Record the processes just started, all in one transaction, and supervise each."""
         if not launches:
             return
@@ -378,7 +354,7 @@ class Swarm:
         for launch in launches:
             self._watch(launch, limit)
 
-    def _watch(self, launch: _Launch, limit: float) -> None:
+    def _watch(self, launch: Launch, limit: float) -> None:
         assert self._group is not None
         self._processes[launch.number] = launch.process
         self._group.start_soon(self._supervise, launch, limit)
@@ -395,7 +371,7 @@ class Swarm:
                 await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
         request = self._request(number, worker.task_id, "", None)
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
-        launch = _Launch(number, worker.attempt, process, runtime.reader(request), request, offset=0)
+        launch = Launch(number, worker.attempt, process, runtime.reader(request), request, offset=0)
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
 
     async def record(self, verdict: Verdict) -> bool:
@@ -404,79 +380,15 @@ class Swarm:
 
     # -- supervision ------------------------------------------------------------------------
 
-    async def _supervise(self, launch: _Launch, limit: float) -> None:
-        number, process, reader = launch.number, launch.process, launch.reader
-        tail = LogTail(self._log(number), reader.feed, offset=launch.offset)
-        last_output = time.monotonic()
-        finished_at: float | None = None
-        ended_by: tuple[WorkerState, str] | None = None
-
-        async def watch() -> None:
-            nonlocal last_output, finished_at, ended_by
-            while True:
-                await anyio.sleep(self.limits.tail_interval)
-                # One chunk per look: a flood is read across looks, never all at once.
-                if tail.read_some():
-                    last_output = time.monotonic()
-                if reader.finished and finished_at is None:
-                    finished_at = time.monotonic()
-                if finished_at is not None and time.monotonic() - finished_at > self.limits.linger_seconds:
-                    await process.stop(self.limits.stop_grace_seconds)
-                    return
-                if time.monotonic() - last_output > self.limits.idle_seconds:
-                    ended_by = (WorkerState.TIMED_OUT, f"no output for {self.limits.idle_seconds:g} s")
-                    await process.stop(self.limits.stop_grace_seconds)
-                    return
-
-        with anyio.move_on_after(limit) as deadline:
-            async with anyio.create_task_group() as group:
-                group.start_soon(watch)
-                await process.wait()
-                group.cancel_scope.cancel()
-        if deadline.cancelled_caught:
-            ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
-            await process.stop(self.limits.stop_grace_seconds)
-        exit_code = await process.wait()
-        tail.drain()
-        self._processes.pop(number, None)
+    async def _supervise(self, launch: Launch, limit: float) -> None:
+        exit_code, ended_by = await watch_until_end(launch, self._log(launch.number), limit, self.limits)
+        self._processes.pop(launch.number, None)
         with anyio.CancelScope(shield=True):
-            await self._judge(launch, exit_code, ended_by)
-
-    async def _judge(
-        self, launch: _Launch, exit_code: int | None, ended_by: tuple[WorkerState, str] | None
-    ) -> None:
-        outcome = launch.reader.outcome(exit_code)
-        verdict = Verdict(
-            launch.number,
-            launch.attempt,
-            WorkerState.SUCCEEDED,
-            TaskStatus.COMPLETED,
-            exit_code=exit_code,
-            summary=clean_summary(outcome.summary),
-            session_id=outcome.session_id,
-            cost_usd=outcome.cost_usd,
-            num_turns=outcome.num_turns,
-        )
-        if ended_by is not None:
-            state, error = ended_by
-            await self._finish(replace(verdict, state=state, task_status=TaskStatus.FAILED, error=error))
-            return
-        if not outcome.succeeded:
-            failed = replace(verdict, state=WorkerState.FAILED, task_status=TaskStatus.FAILED)
-            await self._finish(replace(failed, error=outcome.error))
-            return
-        async with self.store.read(snapshot=False) as tx:
-            metadata = await tx.tasks.metadata(int(launch.request.task_id))
-        checks = as_object(metadata.get("validation")) if metadata else None
-        if checks:
-            env = worker_environment(os.environ, self.env_allow, {})
-            validation = await run_checks(checks, launch.request.cwd, env, self._files(launch.number))
-            verdict = replace(verdict, validation=validation)
-            if not validation["passed"]:
-                failed = [check["check"] for check in validation["checks"] if not check["passed"]]
-                error = "validation failed: " + "; ".join(failed)
-                verdict = replace(verdict, task_status=TaskStatus.FAILED, error=error)
-        await self._finish(verdict)
+            checks_env = worker_environment(os.environ, self.env_allow, {})
+            verdict = await judge(
+                launch, exit_code, ended_by, self.store, checks_env, self._files(launch.number)
+            )
+            await self._finish(verdict)
 
     async def _finish(self, verdict: Verdict) -> bool:
         """Record a worker's end and its task's new status, once; False if it was already recorded."""

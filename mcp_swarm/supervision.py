@@ -1,0 +1,129 @@
+"""Supervising one worker: from its start to the evidence of how it ended, and the verdict on it.
+
+The supervisor wakes the moment the process exits (an event, not a poll), tails the log for the
+runtime's final event and for silence, enforces the time limits, and turns the evidence (exit
+status, final event, the task's validation checks) into a `Verdict`. Recording it is the
+caller's part.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import anyio
+
+from mcp_swarm.logtail import LogTail
+from mcp_swarm.models import TaskStatus, WorkerState
+from mcp_swarm.processes import WorkerProcess
+from mcp_swarm.runtimes.base import OutputReader, WorkerRequest, as_object
+from mcp_swarm.store import Store
+from mcp_swarm.validation import run_checks
+from mcp_swarm.verdicts import Verdict
+from mcp_swarm.worker_io import clean_summary
+
+EndedBy = tuple[WorkerState, str]
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    max_workers: int = 5
+    timeout_seconds: float = 30 * 60
+    idle_seconds: float = 10 * 60
+    # How long a process may linger after its runtime's final event before it is stopped.
+    linger_seconds: float = 10.0
+    stop_grace_seconds: float = 5.0
+    tail_interval: float = 0.2
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A worker's process, just started (or adopted), and what its supervisor needs to judge it."""
+
+    number: int
+    attempt: int
+    process: WorkerProcess
+    reader: OutputReader
+    request: WorkerRequest
+    offset: int  # where this attempt's output begins in the log
+
+
+async def watch_until_end(
+    launch: Launch, log: Path, limit: float, limits: WorkerLimits
+) -> tuple[int | None, EndedBy | None]:
+    """Until the process has ended: its exit status, and why the engine ended it, if it did."""
+    process, reader = launch.process, launch.reader
+    tail = LogTail(log, reader.feed, offset=launch.offset)
+    last_output = time.monotonic()
+    finished_at: float | None = None
+    ended_by: EndedBy | None = None
+
+    async def watch() -> None:
+        nonlocal last_output, finished_at, ended_by
+        while True:
+            await anyio.sleep(limits.tail_interval)
+            # One chunk per look: a flood is read across looks, never all at once.
+            if tail.read_some():
+                last_output = time.monotonic()
+            if reader.finished and finished_at is None:
+                finished_at = time.monotonic()
+            if finished_at is not None and time.monotonic() - finished_at > limits.linger_seconds:
+                await process.stop(limits.stop_grace_seconds)
+                return
+            if time.monotonic() - last_output > limits.idle_seconds:
+                ended_by = (WorkerState.TIMED_OUT, f"no output for {limits.idle_seconds:g} s")
+                await process.stop(limits.stop_grace_seconds)
+                return
+
+    with anyio.move_on_after(limit) as deadline:
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await process.wait()
+            group.cancel_scope.cancel()
+    if deadline.cancelled_caught:
+        ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
+        await process.stop(limits.stop_grace_seconds)
+    exit_code = await process.wait()
+    tail.drain()
+    return exit_code, ended_by
+
+
+async def judge(
+    launch: Launch,
+    exit_code: int | None,
+    ended_by: EndedBy | None,
+    store: Store,
+    checks_env: Mapping[str, str],
+    files: Path,
+) -> Verdict:
+    """The verdict on an ended attempt: the runtime's evidence, then the task's validation checks."""
+    outcome = launch.reader.outcome(exit_code)
+    verdict = Verdict(
+        launch.number,
+        launch.attempt,
+        WorkerState.SUCCEEDED,
+        TaskStatus.COMPLETED,
+        exit_code=exit_code,
+        summary=clean_summary(outcome.summary),
+        session_id=outcome.session_id,
+        cost_usd=outcome.cost_usd,
+        num_turns=outcome.num_turns,
+    )
+    if ended_by is not None:
+        state, error = ended_by
+        return replace(verdict, state=state, task_status=TaskStatus.FAILED, error=error)
+    if not outcome.succeeded:
+        return replace(verdict, state=WorkerState.FAILED, task_status=TaskStatus.FAILED, error=outcome.error)
+    async with store.read(snapshot=False) as tx:
+        metadata = await tx.tasks.metadata(int(launch.request.task_id))
+    checks = as_object(metadata.get("validation")) if metadata else None
+    if not checks:
+        return verdict
+    validation = await run_checks(checks, launch.request.cwd, checks_env, files)
+    verdict = replace(verdict, validation=validation)
+    if validation["passed"]:
+        return verdict
+    failed = [check["check"] for check in validation["checks"] if not check["passed"]]
+    return replace(verdict, task_status=TaskStatus.FAILED, error="validation failed: " + "; ".join(failed))
