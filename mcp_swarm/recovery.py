@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mcp_swarm.distributed import exit_status_of, status_file, tmux_process
 from mcp_swarm.models import TaskStatus, Worker, WorkerState
 from mcp_swarm.processes import (
     AdoptedProcess,
@@ -32,6 +33,7 @@ from mcp_swarm.processes import (
     session_leaders_with,
     stop_group,
 )
+from mcp_swarm.tmux import session_name
 from mcp_swarm.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -55,6 +57,12 @@ def supervisor_alive(supervisor: str | None) -> bool:
     if not (pid.isdigit() and start_time.isdigit()):
         return False
     return is_running(ProcessIdentity(int(pid), int(start_time)))
+
+
+def recorded_identity(worker: Worker) -> ProcessIdentity | None:
+    if worker.pid is None or worker.pid_start_time is None:
+        return None
+    return ProcessIdentity(worker.pid, worker.pid_start_time)
 
 
 def locate(worker: Worker) -> ProcessIdentity | None:
@@ -111,6 +119,8 @@ def _some(names: list[str], shown: int = 10) -> str:
 
 async def _adopt(swarm: Swarm, worker: Worker) -> bool:
     number = int(worker.id.split("-")[1])
+    if worker.mode == "distributed":
+        return await _adopt_distributed(swarm, worker, number)
     identity = locate(worker)
     if identity is not None and worker.runtime in swarm.runtimes:
         process = AdoptedProcess(identity, exit_status=lambda: None)
@@ -122,5 +132,25 @@ async def _adopt(swarm: Swarm, worker: Worker) -> bool:
         error = f"its runtime {worker.runtime!r} is no longer configured; it was stopped after a restart"
     else:
         error = "its process was gone when the server restarted; its task is pending again"
+    await swarm.record(Verdict(number, worker.attempt, WorkerState.LOST, TaskStatus.PENDING, error=error))
+    return False
+
+
+async def _adopt_distributed(swarm: Swarm, worker: Worker, number: int) -> bool:
+    """A worker in a tmux session: its wrapper records the exit status, so one that ended while no
+    server ran is judged as if it had been watched."""
+    files = swarm.worker_files(number)
+    ended = exit_status_of(status_file(files, worker.attempt))() is not None
+    identity = recorded_identity(worker)
+    if identity is not None and worker.runtime in swarm.runtimes and (ended or is_running(identity)):
+        await swarm.adopt(worker, tmux_process(identity, files, worker.attempt), record_pid=False)
+        return True
+    # Its wrapper's pid was never recorded (the server died while starting it), or it is gone
+    # with no exit status: the session, if any, is ended before the task is freed, so that the
+    # task never runs twice at once.
+    await swarm.tmux.kill_session(worker.tmux_session or session_name(worker.id))
+    if identity is not None:
+        await stop_group(identity, identity.pid, swarm.limits.stop_grace_seconds)
+    error = "its tmux session ended with no exit status while no server ran; its task is pending again"
     await swarm.record(Verdict(number, worker.attempt, WorkerState.LOST, TaskStatus.PENDING, error=error))
     return False

@@ -179,8 +179,10 @@ def build_tools(state: _Ledger) -> list[Tool]:
         payload = task.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         workers = await state.workers().workers_of(task.id)
         if workers:
+            swarm = state.workers()
             payload["workers"] = [
                 {"workerId": w.id, "state": w.state.value, "attempt": w.attempt, "log": w.log}
+                | ({"attach": hint} if (hint := swarm.attach_hint(w)) else {})
                 for w in workers
             ]
         return answer(payload)
@@ -224,6 +226,13 @@ def build_tools(state: _Ledger) -> list[Tool]:
         timeoutSeconds: Annotated[
             float | None, Field(gt=0, le=86_400, description="Wall-clock limit per worker (default 1800)")
         ] = None,
+        mode: Annotated[
+            Literal["local", "distributed"] | None,
+            Field(
+                description="local: workers are this server's children; distributed: each in a tmux "
+                "session of its own that outlives the server (default: the configured mode)"
+            ),
+        ] = None,
     ) -> CallToolResult:
         """Start a fresh worker agent for each task of the wave, in parallel, and return at once.
         Each task is assigned (owner worker-N, in_progress) before its worker starts; a task that
@@ -240,6 +249,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             model=model,
             instructions=instructions,
             timeout_seconds=timeoutSeconds,
+            mode=mode,
         )
         return answer({"workers": result.workers, "skipped": result.skipped})
 
@@ -268,7 +278,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
 
         result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
         payload: dict[str, Any] = {
-            "done": [_worker_result(w) for w in result.done],
+            "done": [_worker_result(w, state.workers().attach_hint(w)) for w in result.done],
             "running": result.running,
         }
         if result.help_requests:
@@ -324,7 +334,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ]
 
 
-def _worker_result(worker: Worker) -> dict[str, Any]:
+def _worker_result(worker: Worker, attach: str | None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "workerId": worker.id,
         "taskId": worker.task_id,
@@ -337,6 +347,7 @@ def _worker_result(worker: Worker) -> dict[str, Any]:
         "costUsd": worker.cost_usd,
         "log": worker.log,
         "validation": worker.validation,
+        "attach": attach,
     }
     return {key: value for key, value in result.items() if value is not None}
 
@@ -369,6 +380,8 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
                     idle_seconds=settings.idle_seconds,
                 ),
                 env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
+                mode=settings.mode,
+                tmux_socket=settings.tmux_socket,
             )
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
             async with anyio.create_task_group() as group:

@@ -48,6 +48,8 @@ class Launch:
     reader: OutputReader
     request: WorkerRequest
     offset: int  # where this attempt's output begins in the log
+    # Distributed mode: the tmux session it runs in; it outlives this server.
+    tmux_session: str | None = None
 
 
 async def watch_until_end(

@@ -20,16 +20,26 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from mcp_swarm.config import DEFAULT_TMUX_SOCKET, MODES, Mode
+from mcp_swarm.distributed import start_in_tmux
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.mail import Mailbox, Message
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
-from mcp_swarm.processes import ProcessStartError, WorkerProcess, start_process, this_process
+from mcp_swarm.processes import (
+    ProcessIdentity,
+    ProcessStartError,
+    WorkerProcess,
+    start_process,
+    stop_group,
+    this_process,
+)
 from mcp_swarm.recovery import recover
 from mcp_swarm.reservations import Reservations
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.supervision import Launch, WorkerLimits, judge, watch_until_end
+from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, worker_environment
 
@@ -74,6 +84,8 @@ class Swarm:
         limits: WorkerLimits | None = None,
         env_allow: Sequence[str] = DEFAULT_ENV_ALLOW,
         actor: str = "mayor",
+        mode: Mode = "local",
+        tmux_socket: str = DEFAULT_TMUX_SOCKET,
     ) -> None:
         self.store = store
         self.runtimes = dict(runtimes)
@@ -92,6 +104,11 @@ class Swarm:
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
         self.mail = Mailbox(store)
+        self.mode: Mode = mode
+        self.tmux = Tmux(tmux_socket)
+        # Workers of this server that run in tmux sessions: they outlive it, so it never stops them
+        # on its way out.
+        self._sessions: dict[int, str] = {}
         self.reservations = Reservations(store)
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -110,8 +127,11 @@ class Swarm:
                 await self.stop_all()
 
     async def stop_all(self) -> None:
-        """Stop every worker this process started, returning their tasks to pending."""
-        numbers = list(self._processes)
+        """Stop every local worker this process started, returning their tasks to pending.
+
+        Workers in tmux sessions go on; the next server on the database adopts them.
+        """
+        numbers = [number for number in self._processes if number not in self._sessions]
         async with anyio.create_task_group() as group:
             for number in numbers:
                 group.start_soon(
@@ -145,10 +165,14 @@ class Swarm:
         model: str | None = None,
         instructions: str | None = None,
         timeout_seconds: float | None = None,
+        mode: str | None = None,
     ) -> SpawnResult:
         if self._group is None:
             raise SwarmError("the engine is not running; try again")
         chosen = self._runtime(runtime)
+        if mode not in (None, *MODES):
+            raise InvalidInput(f"unknown mode {mode!r}; use local or distributed")
+        chosen_mode: Mode = self.mode if mode is None else mode  # type: ignore[assignment]
         limit = self.limits.max_workers if max_workers is None else max_workers
         if limit < 1:
             raise InvalidInput("maxWorkers must be at least 1")
@@ -167,7 +191,7 @@ class Swarm:
                     result.skipped.append({"taskId": task.id, "reason": reason})
                 else:
                     chosen_tasks.append(task)
-            assigned = await self._assign(tx, chosen_tasks, chosen, at)
+            assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
         full = f"maxWorkers ({limit}) reached; spawn again after wait"
         result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
@@ -176,15 +200,17 @@ class Swarm:
             shared_env = self._shared_environment() if assigned else {}
             for number, task in assigned:
                 request = self._request(number, task.id, build_prompt(task, instructions), model)
-                launch = await self._launch(number, 1, chosen, chosen.argv(request), request, shared_env)
+                argv = chosen.argv(request)
+                launch = await self._launch(number, 1, chosen, argv, request, shared_env, chosen_mode)
                 if isinstance(launch, str):
                     result.skipped.append({"taskId": task.id, "reason": launch})
                     continue
                 launches.append(launch)
-                result.workers.append(
-                    {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
-                     "pid": launch.process.identity.pid, "log": str(self._log(number))}
-                )  # fmt: skip
+                started = {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
+                           "pid": launch.process.identity.pid, "log": str(self._log(number))}  # fmt: skip
+                if launch.tmux_session is not None:
+                    started["attach"] = self.tmux.attach_command(launch.tmux_session)
+                result.workers.append(started)
             await self._supervise_all(launches, timeout_seconds)
         return result
 
@@ -227,7 +253,8 @@ class Swarm:
             )
         with anyio.CancelScope(shield=True):
             shared_env = self._shared_environment()
-            launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env)
+            mode: Mode = "distributed" if worker.mode == "distributed" else "local"
+            launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env, mode)
             if not isinstance(launch, str):
                 await self._supervise_all([launch], timeout_seconds)
         async with self.store.read() as tx:
@@ -254,7 +281,7 @@ class Swarm:
         return tasks, []
 
     async def _assign(
-        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str
+        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: Mode
     ) -> list[tuple[int, Task]]:
         """A worker for each task, and the task marked in_progress and owned by it."""
         if not tasks:
@@ -265,6 +292,7 @@ class Swarm:
             cwd=str(self.project_dir),
             now=at,
             supervisor=self.supervisor,
+            mode=mode,
         )
         await tx.workers.set_logs({number: str(self._log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
@@ -282,6 +310,18 @@ class Swarm:
 
     def _files(self, number: int) -> Path:
         return self.state_dir / "workers" / worker_name(number)
+
+    def attach_hint(self, worker: Worker) -> str | None:
+        """How to watch a worker's tmux session: while it runs, and after a failure (it is kept)."""
+        if worker.tmux_session is None or (
+            worker.state is WorkerState.SUCCEEDED and worker.task_status is TaskStatus.COMPLETED
+        ):
+            return None
+        return self.tmux.attach_command(worker.tmux_session)
+
+    def worker_files(self, number: int) -> Path:
+        """The directory of a worker's prompt, result file and exit statuses."""
+        return self._files(number)
 
     def _request(self, number: int, task_id: str, prompt: str, model: str | None) -> WorkerRequest:
         files = self._files(number)
@@ -309,6 +349,7 @@ class Swarm:
         argv: list[str],
         request: WorkerRequest,
         shared_env: Mapping[str, str],
+        mode: Mode,
     ) -> Launch | str:
         """Start a worker's process; or record why it could not start (its task back to pending) and
         return that reason. Its pid is recorded by `_supervise_all`."""
@@ -326,14 +367,21 @@ class Swarm:
                 "SWARM_RESULT_FILE": str(request.result_file),
             }
         )
+        session: str | None = None
         try:
-            process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
-        except ProcessStartError as exc:
+            if mode == "distributed":
+                process, session = await start_in_tmux(
+                    self.tmux, request.worker_id, attempt, argv, cwd=self.project_dir, env=env, log=log,
+                    files=self._files(number),
+                )  # fmt: skip
+            else:
+                process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
+        except (ProcessStartError, TmuxError) as exc:
             await self._finish(
                 Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
             )
             return str(exc)
-        return Launch(number, attempt, process, runtime.reader(request), request, offset)
+        return Launch(number, attempt, process, runtime.reader(request), request, offset, session)
 
     async def _supervise_all(self, launches: list[Launch], timeout_seconds: float | None) -> None:
         """Record the processes just started, all in one transaction, and supervise each."""
@@ -345,6 +393,9 @@ class Swarm:
                     (launch.number, launch.process.identity.pid, launch.process.identity.start_time)
                     for launch in launches
                 )
+                for launch in launches:
+                    if launch.tmux_session is not None:
+                        await tx.workers.set_tmux_session(launch.number, launch.tmux_session)
         except BaseException:
             # Unrecorded, they could never be found again: stop them rather than leave them running.
             for launch in launches:
@@ -357,6 +408,8 @@ class Swarm:
     def _watch(self, launch: Launch, limit: float) -> None:
         assert self._group is not None
         self._processes[launch.number] = launch.process
+        if launch.tmux_session is not None:
+            self._sessions[launch.number] = launch.tmux_session
         self._group.start_soon(self._supervise, launch, limit)
 
     async def adopt(self, worker: Worker, process: WorkerProcess, *, record_pid: bool) -> None:
@@ -371,7 +424,10 @@ class Swarm:
                 await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
         request = self._request(number, worker.task_id, "", None)
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
-        launch = Launch(number, worker.attempt, process, runtime.reader(request), request, offset=0)
+        reader = runtime.reader(request)
+        launch = Launch(
+            number, worker.attempt, process, reader, request, offset=0, tmux_session=worker.tmux_session
+        )
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
 
     async def record(self, verdict: Verdict) -> bool:
@@ -389,6 +445,11 @@ class Swarm:
                 launch, exit_code, ended_by, self.store, checks_env, self._files(launch.number)
             )
             await self._finish(verdict)
+            self._sessions.pop(launch.number, None)
+            # A completed worker's session has nothing more to show; a failed one is kept for
+            # inspection (tmux attach) until close_agent.
+            if launch.tmux_session is not None and verdict.task_status is TaskStatus.COMPLETED:
+                await self.tmux.kill_session(launch.tmux_session)
 
     async def _finish(self, verdict: Verdict) -> bool:
         """Record a worker's end and its task's new status, once; False if it was already recorded."""
@@ -467,6 +528,17 @@ class Swarm:
         if worker is None:
             raise InvalidInput(f"no worker {worker_id!r}; spawn returns the worker ids")
         await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor")
+        with anyio.CancelScope(shield=True):
+            if worker.state in LIVE_WORKER_STATES and worker.pid and worker.pid_start_time:
+                # Supervised by another server (another Mayor's session): stopped all the same.
+                await stop_group(
+                    ProcessIdentity(worker.pid, worker.pid_start_time),
+                    worker.pid,
+                    self.limits.stop_grace_seconds,
+                )
+            if worker.tmux_session is not None:
+                # Running, or kept after a failure for inspection: closing removes it.
+                await self.tmux.kill_session(worker.tmux_session)
         async with self.store.read() as tx:
             closed = await tx.workers.get(number)
         assert closed is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -66,3 +68,34 @@ async def refuse(client: Client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"{tool}({arguments}) should have been refused, got {text_of(result)}"
     return text_of(result)
+
+
+@asynccontextmanager
+async def project_session(project: Path) -> AsyncGenerator[Client]:
+    """A Mayor's session on `mcp-swarm serve` started in `project`, whose server the test may kill.
+
+    A server killed under the client makes the client's own exit fail; only that exit is excused,
+    so a failure in the body still fails the test.
+    """
+    params = stdio_parameters(project / "unused.db", cwd=project)
+    params.args = ["serve"]
+    session = Client(params, mode="legacy")
+    client = await session.__aenter__()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await session.__aexit__(None, None, None)
+
+
+def serving(project: Path) -> list[int]:
+    """The pids of the `mcp-swarm serve` processes running in `project`, from /proc."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in argv and Path(os.readlink(entry / "cwd")) == project:
+                found.append(int(entry.name))
+    return found

@@ -15,7 +15,6 @@ import random
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.processes import group_members
-from tests.mcp_client import call, stdio_parameters
+from tests.mcp_client import call, project_session, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -58,22 +57,6 @@ def project(tmp_path: Path, *extra: str) -> Path:
     return tmp_path
 
 
-@contextlib.asynccontextmanager
-async def mayor(tmp_path: Path) -> AsyncGenerator[Client]:
-    """A Mayor's session on the project; the server may be SIGKILLed while it lasts."""
-    params = stdio_parameters(tmp_path / "unused.db", cwd=tmp_path)
-    params.args = ["serve"]
-    session = Client(params, mode="legacy")
-    client = await session.__aenter__()
-    try:
-        yield client
-    finally:
-        # A server killed under the client makes the client's exit raise; what is tested is the
-        # file. Only the exit is excused: a failure in the body still fails the test.
-        with contextlib.suppress(Exception):
-            await session.__aexit__(None, None, None)
-
-
 def database(tmp_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{tmp_path / '.mcp-swarm' / 'swarm.db'}?mode=ro", uri=True)
 
@@ -85,19 +68,6 @@ def rows(tmp_path: Path, sql: str) -> list[Any]:
 
 def server_pids(tmp_path: Path) -> set[int]:
     return {int(s.split(":")[0]) for (s,) in rows(tmp_path, "SELECT DISTINCT supervisor FROM workers")}
-
-
-def serving(tmp_path: Path) -> list[int]:
-    """The `mcp-swarm serve` processes running in this project, found in /proc."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"serve" in argv and Path(os.readlink(entry / "cwd")) == tmp_path:
-                found.append(int(entry.name))
-    return found
 
 
 def completed_tasks(tmp_path: Path) -> int:
@@ -126,7 +96,7 @@ async def started(gates: Path, worker_id: str) -> int:
 
 async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_lost(tmp_path: Path) -> None:
     gates = project(tmp_path) / "gates"
-    async with mayor(tmp_path) as client:
+    async with project_session(tmp_path) as client:
         await call(client, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 4)])
         workers = (await call(client, "spawn"))["workers"]
         assert [w["workerId"] for w in workers] == ["worker-1", "worker-2", "worker-3"]
@@ -140,7 +110,7 @@ async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_los
             await anyio.sleep(0.01)
     check_invariants(tmp_path)
 
-    async with mayor(tmp_path) as client:
+    async with project_session(tmp_path) as client:
         task3 = await call(client, "TaskGet", taskId="3")
         assert task3["status"] == "pending"
         assert "owner" not in task3
@@ -176,11 +146,11 @@ async def test_sigkill_at_random_points_loses_no_task_and_runs_none_twice_at_onc
     rng = random.Random(seed)
     project(tmp_path, "0.2")
     total = 40
-    async with mayor(tmp_path) as client:
+    async with project_session(tmp_path) as client:
         await call(client, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(total)])
     kills = 0
     while kills < 5 and completed_tasks(tmp_path) < total:
-        async with mayor(tmp_path) as client, anyio.create_task_group() as group:
+        async with project_session(tmp_path) as client, anyio.create_task_group() as group:
             spawned = anyio.Event()
 
             async def mayor_loop(client: Client = client, spawned: anyio.Event = spawned) -> None:
@@ -201,7 +171,7 @@ async def test_sigkill_at_random_points_loses_no_task_and_runs_none_twice_at_onc
     assert kills >= 2, f"the plan ended before the server was killed twice (seed {seed})"
 
     # One last server runs the plan to the end.
-    async with mayor(tmp_path) as client:
+    async with project_session(tmp_path) as client:
         with anyio.fail_after(DEADLINE):
             while completed_tasks(tmp_path) < total:
                 await call(client, "spawn")
