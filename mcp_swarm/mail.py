@@ -179,7 +179,6 @@ class Mailbox:
             rows = await tx.messages.unread(MAYOR, type=MessageType.HELP_REQUEST.value, after_id=after_id)
         return [_message(row) for row in rows]
 
-
     async def take_help_requests(self) -> list[Message]:
         """Unread help requests to the Mayor, marked read as they are handed over (by `wait`).
 
