@@ -188,3 +188,30 @@ async def test_sigkill_at_random_points_loses_no_task_and_runs_none_twice_at_onc
         if task == next_task:
             assert end is not None, f"task {task} has a live worker and a later one (seed {seed})"
             assert end <= next_start, f"runs of task {task} overlapped (seed {seed})"
+
+
+async def test_a_second_server_sees_the_first_ones_workers_and_leaves_them_alone(tmp_path: Path) -> None:
+    gates = project(tmp_path) / "gates"
+    async with project_session(tmp_path) as first:
+        await call(first, "TaskCreatePlan", tasks=[{"subject": "one"}, {"subject": "two"}])
+        [one] = (await call(first, "spawn", taskIds=["1"]))["workers"]
+        await started(gates, one["workerId"])
+        [first_server] = serving(tmp_path)
+        async with project_session(tmp_path) as second:
+            # The first server runs: its worker is not adopted, and the second one sees it running.
+            assert (await call(second, "wait", timeoutSeconds=0))["running"] == [one["workerId"]]
+            assert server_pids(tmp_path) == {first_server}
+            # A spawn of the second server never takes the first one's task.
+            spawned = await call(second, "spawn")
+            assert [w["taskId"] for w in spawned["workers"]] == ["2"]
+            [two] = spawned["workers"]
+            await started(gates, two["workerId"])
+            # The first server's worker ends: the second server's wait notices it, through the file.
+            (gates / f"go-{one['workerId']}").write_text("")
+            result = await call(second, "wait", workerIds=[one["workerId"]], timeoutSeconds=20)
+            [done] = result["done"]
+            assert (done["workerId"], done["taskStatus"]) == (one["workerId"], "completed")
+            (gates / f"go-{two['workerId']}").write_text("")
+            await call(second, "wait", workerIds=[two["workerId"]], timeoutSeconds=20)
+    check_invariants(tmp_path)
+    assert rows(tmp_path, "SELECT id, state FROM workers ORDER BY id") == [(1, "succeeded"), (2, "succeeded")]
