@@ -139,7 +139,7 @@ async def _adopt(swarm: Swarm, worker: Worker) -> bool:
 async def _adopt_distributed(swarm: Swarm, worker: Worker, number: int) -> bool:
     """A worker in a tmux session: its wrapper records the exit status, so one that ended while no
     server ran is judged as if it had been watched."""
-    files = swarm.worker_files(number)
+    files = swarm.launcher.files(number)
     ended = exit_status_of(status_file(files, worker.attempt))() is not None
     identity = recorded_identity(worker)
     if identity is not None and worker.runtime in swarm.runtimes and (ended or is_running(identity)):

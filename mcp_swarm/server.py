@@ -57,8 +57,11 @@ mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
 4. wait() blocks until workers end; each result says whether its task completed (the worker
    succeeded and the task's metadata.validation checks passed) or failed, and why.
 5. Repeat until TaskList shows every task completed; close_agent stops a worker.
-A failed task keeps blocking its dependents; a deleted one no longer blocks. State is kept in
-SQLite, so it survives restarts and can be shared by several sessions."""
+wait also returns at once when a worker asks for help (helpRequests): answer with send_message.
+Workers report progress to your inbox (fetch_inbox) and reserve the files they edit
+(list_reservations shows who edits what). A failed task keeps blocking its dependents; a
+deleted one no longer blocks. State is kept in SQLite, so it survives restarts (running workers
+are adopted) and can be shared by several sessions."""
 
 
 class _Ledger:
@@ -182,7 +185,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             swarm = state.workers()
             payload["workers"] = [
                 {"workerId": w.id, "state": w.state.value, "attempt": w.attempt, "log": w.log}
-                | ({"attach": hint} if (hint := swarm.attach_hint(w)) else {})
+                | ({"attach": hint} if (hint := swarm.launcher.attach_hint(w)) else {})
                 for w in workers
             ]
         return answer(payload)
@@ -278,7 +281,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
 
         result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
         payload: dict[str, Any] = {
-            "done": [_worker_result(w, state.workers().attach_hint(w)) for w in result.done],
+            "done": [_worker_result(w, state.workers().launcher.attach_hint(w)) for w in result.done],
             "running": result.running,
         }
         if result.help_requests:

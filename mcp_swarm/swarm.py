@@ -9,7 +9,6 @@ final event and for silence, and records the verdict once.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from mcp_swarm.config import DEFAULT_TMUX_SOCKET, MODES, Mode
-from mcp_swarm.distributed import start_in_tmux
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
+from mcp_swarm.launcher import Launcher
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.mail import Mailbox, Message
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
@@ -30,7 +29,6 @@ from mcp_swarm.processes import (
     ProcessIdentity,
     ProcessStartError,
     WorkerProcess,
-    start_process,
     stop_group,
     this_process,
 )
@@ -41,7 +39,7 @@ from mcp_swarm.store import Store, Transaction
 from mcp_swarm.supervision import Launch, WorkerLimits, judge, watch_until_end
 from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
-from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt, worker_environment
+from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +104,13 @@ class Swarm:
         self.mail = Mailbox(store)
         self.mode: Mode = mode
         self.tmux = Tmux(tmux_socket)
+        self.launcher = Launcher(
+            state_dir=state_dir,
+            project_dir=project_dir,
+            db_path=store.path,
+            env_allow=env_allow,
+            tmux=self.tmux,
+        )
         # Workers of this server that run in tmux sessions: they outlive it, so it never stops them
         # on its way out.
         self._sessions: dict[int, str] = {}
@@ -197,17 +202,18 @@ class Swarm:
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
         with anyio.CancelScope(shield=True):
             launches: list[Launch] = []
-            shared_env = self._shared_environment() if assigned else {}
+            shared_env = self.launcher.shared_environment() if assigned else {}
             for number, task in assigned:
-                request = self._request(number, task.id, build_prompt(task, instructions), model)
+                request = self.launcher.request(number, task.id, build_prompt(task, instructions), model)
                 argv = chosen.argv(request)
                 launch = await self._launch(number, 1, chosen, argv, request, shared_env, chosen_mode)
                 if isinstance(launch, str):
                     result.skipped.append({"taskId": task.id, "reason": launch})
                     continue
                 launches.append(launch)
+                pid, log = launch.process.identity.pid, str(self.launcher.log(number))
                 started = {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
-                           "pid": launch.process.identity.pid, "log": str(self._log(number))}  # fmt: skip
+                           "pid": pid, "log": log}  # fmt: skip
                 if launch.tmux_session is not None:
                     started["attach"] = self.tmux.attach_command(launch.tmux_session)
                 result.workers.append(started)
@@ -239,7 +245,7 @@ class Swarm:
                 raise InvalidInput(f"task {task.id} is being run by {holder}")
             if task.blocked_by:
                 raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
-            request = self._request(number, task.id, message, None)
+            request = self.launcher.request(number, task.id, message, None)
             argv = runtime.resume_argv(request, worker.session_id, message)
             await tx.workers.restart(number, attempt=worker.attempt, now=at, supervisor=self.supervisor)
             await tx.tasks.update(
@@ -252,7 +258,7 @@ class Swarm:
                 ]
             )
         with anyio.CancelScope(shield=True):
-            shared_env = self._shared_environment()
+            shared_env = self.launcher.shared_environment()
             mode: Mode = "distributed" if worker.mode == "distributed" else "local"
             launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env, mode)
             if not isinstance(launch, str):
@@ -294,7 +300,7 @@ class Swarm:
             supervisor=self.supervisor,
             mode=mode,
         )
-        await tx.workers.set_logs({number: str(self._log(number)) for number in numbers.values()})
+        await tx.workers.set_logs({number: str(self.launcher.log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
         in_progress = TaskStatus.IN_PROGRESS.value
         events: list[tuple[int, str, str, str, Any, Any]] = []
@@ -304,42 +310,6 @@ class Swarm:
             events.append((int(task.id), at, self.actor, "status", task.status.value, in_progress))
         await tx.tasks.record_events(events)
         return [(numbers[int(task.id)], task) for task in tasks]
-
-    def _log(self, number: int) -> Path:
-        return self.state_dir / "logs" / f"{worker_name(number)}.log"
-
-    def _files(self, number: int) -> Path:
-        return self.state_dir / "workers" / worker_name(number)
-
-    def attach_hint(self, worker: Worker) -> str | None:
-        """How to watch a worker's tmux session: while it runs, and after a failure (it is kept)."""
-        if worker.tmux_session is None or (
-            worker.state is WorkerState.SUCCEEDED and worker.task_status is TaskStatus.COMPLETED
-        ):
-            return None
-        return self.tmux.attach_command(worker.tmux_session)
-
-    def worker_files(self, number: int) -> Path:
-        """The directory of a worker's prompt, result file and exit statuses."""
-        return self._files(number)
-
-    def _request(self, number: int, task_id: str, prompt: str, model: str | None) -> WorkerRequest:
-        files = self._files(number)
-        return WorkerRequest(
-            worker_id=worker_name(number),
-            task_id=task_id,
-            prompt=prompt,
-            prompt_file=files / "prompt.md",
-            result_file=files / "result.json",
-            cwd=self.project_dir,
-            model=model,
-            swarm_db=self.store.path,
-        )
-
-    def _shared_environment(self) -> dict[str, str]:
-        """What every worker of one spawn inherits from ours: the allow-listed variables."""
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        return worker_environment(os.environ, self.env_allow, {"SWARM_DB": str(self.store.path)})
 
     async def _launch(
         self,
@@ -353,35 +323,13 @@ class Swarm:
     ) -> Launch | str:
         """Start a worker's process; or record why it could not start (its task back to pending) and
         return that reason. Its pid is recorded by `_supervise_all`."""
-        request.prompt_file.parent.mkdir(parents=True, exist_ok=True)
-        request.prompt_file.write_text(request.prompt, encoding="utf-8")
-        request.result_file.unlink(missing_ok=True)
-        log = self._log(number)
-        # A later attempt appends to the same log; its reader must start after the earlier output.
-        offset = log.stat().st_size if log.exists() else 0
-        env = runtime.environment(
-            {
-                **shared_env,
-                "SWARM_TASK_ID": request.task_id,
-                "SWARM_WORKER_ID": request.worker_id,
-                "SWARM_RESULT_FILE": str(request.result_file),
-            }
-        )
-        session: str | None = None
         try:
-            if mode == "distributed":
-                process, session = await start_in_tmux(
-                    self.tmux, request.worker_id, attempt, argv, cwd=self.project_dir, env=env, log=log,
-                    files=self._files(number),
-                )  # fmt: skip
-            else:
-                process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
+            return await self.launcher.start(number, attempt, runtime, argv, request, shared_env, mode)
         except (ProcessStartError, TmuxError) as exc:
             await self._finish(
                 Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
             )
             return str(exc)
-        return Launch(number, attempt, process, runtime.reader(request), request, offset, session)
 
     async def _supervise_all(self, launches: list[Launch], timeout_seconds: float | None) -> None:
         """Record the processes just started, all in one transaction, and supervise each."""
@@ -422,7 +370,7 @@ class Swarm:
         if record_pid:
             async with self.store.write() as tx:
                 await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
-        request = self._request(number, worker.task_id, "", None)
+        request = self.launcher.request(number, worker.task_id, "", None)
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
         reader = runtime.reader(request)
         launch = Launch(
@@ -437,12 +385,14 @@ class Swarm:
     # -- supervision ------------------------------------------------------------------------
 
     async def _supervise(self, launch: Launch, limit: float) -> None:
-        exit_code, ended_by = await watch_until_end(launch, self._log(launch.number), limit, self.limits)
+        exit_code, ended_by = await watch_until_end(
+            launch, self.launcher.log(launch.number), limit, self.limits
+        )
         self._processes.pop(launch.number, None)
         with anyio.CancelScope(shield=True):
-            checks_env = worker_environment(os.environ, self.env_allow, {})
+            checks_env = self.launcher.checks_environment()
             verdict = await judge(
-                launch, exit_code, ended_by, self.store, checks_env, self._files(launch.number)
+                launch, exit_code, ended_by, self.store, checks_env, self.launcher.files(launch.number)
             )
             await self._finish(verdict)
             self._sessions.pop(launch.number, None)

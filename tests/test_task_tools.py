@@ -46,10 +46,11 @@ async def test_tools_are_listed_with_contract_names_and_hints(client: Client) ->
     assert set(tools) == {
         *("TaskCreate", "TaskCreatePlan", "TaskUpdate", "TaskGet", "TaskList"),
         *("spawn", "wait", "send_input", "close_agent"),
+        *("send_message", "fetch_inbox", "list_reservations", "reserve_files", "release_files"),
     }
     for name, tool in tools.items():
         assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is (name in {"TaskGet", "TaskList"}), name
+        assert tool.annotations.read_only_hint is (name in {"TaskGet", "TaskList", "list_reservations"}), name
         assert tool.input_schema.get("additionalProperties") is False, name
         assert tool.description
     update = tools["TaskUpdate"].input_schema["properties"]
