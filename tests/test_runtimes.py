@@ -6,7 +6,10 @@ against a mock model), as kept in the project's shared reference material.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from mcp_swarm.errors import RuntimeNotCapable
 from mcp_swarm.runtimes import (
     ClaudeProfile,
     ClaudeRuntime,
+    CodexProfile,
     CodexRuntime,
     CommandProfile,
     CommandRuntime,
@@ -22,6 +26,7 @@ from mcp_swarm.runtimes import (
     Runtime,
     WorkerRequest,
 )
+from mcp_swarm.runtimes.codex import toml_string
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTILE_PROMPT = "-rf; $(touch pwned) `id` && echo 'x' | cat > /tmp/out"
@@ -68,7 +73,66 @@ def test_claude_command_line_keeps_the_prompt_one_argument(tmp_path: Path) -> No
 
 def test_claude_worker_does_not_inherit_the_mayors_session_markers() -> None:
     env = ClaudeRuntime().environment({"CLAUDECODE": "1", "CLAUDE_CODE_ENTRYPOINT": "cli", "PATH": "/bin"})
-    assert env == {"PATH": "/bin"}
+    # Told to wait for its MCP server (the swarm's) before the first model request.
+    assert env == {"PATH": "/bin", "MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "60000"}
+    # A value the user chose is kept.
+    assert ClaudeRuntime().environment({"MCP_CONNECT_TIMEOUT_MS": "5"})["MCP_CONNECT_TIMEOUT_MS"] == "5"
+
+
+def swarm_request(tmp_path: Path) -> WorkerRequest:
+    return dataclasses.replace(request(tmp_path), swarm_db=tmp_path / "state dir" / "swarm.db")
+
+
+def test_claude_worker_gets_its_swarm_server_and_only_it(tmp_path: Path) -> None:
+    runtime = ClaudeRuntime(ClaudeProfile(model="sonnet"))
+    db = tmp_path / "state dir" / "swarm.db"
+    server = [sys.executable, "-m", "mcp_swarm", "serve", "--worker", "worker-7", "--db", str(db)]
+    for argv in (
+        runtime.argv(swarm_request(tmp_path)),
+        runtime.resume_argv(swarm_request(tmp_path), "session-1", "Fix the failing check"),
+    ):
+        config = json.loads(argv[argv.index("--mcp-config") + 1])
+        assert config == {
+            "mcpServers": {"swarm": {"type": "stdio", "command": server[0], "args": server[1:]}}
+        }
+        # Next comes another flag: --mcp-config takes several values, and must take only this one.
+        assert argv[argv.index("--mcp-config") + 2] == "--strict-mcp-config"
+        allowed = argv[argv.index("--allowedTools") + 1].split(",")
+        assert allowed == ["Read", "Edit", "Write", "Glob", "Grep", "mcp__swarm"]
+        assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+    # The swarm's tools are allowed even where the profile allows nothing else.
+    bare = ClaudeRuntime(ClaudeProfile(allowed_tools=())).argv(swarm_request(tmp_path))
+    assert bare[bare.index("--allowedTools") + 1] == "mcp__swarm"
+    # Without a swarm database there is no MCP server at all.
+    plain = runtime.argv(request(tmp_path))
+    assert "--mcp-config" not in plain
+    assert "mcp__swarm" not in plain[plain.index("--allowedTools") + 1]
+
+
+def test_codex_worker_gets_its_swarm_server_before_the_prompt_and_on_resume(tmp_path: Path) -> None:
+    db = tmp_path / "state dir" / "swarm.db"
+    runtime = CodexRuntime(CodexProfile(extra_args=("--strict-config",)))
+    argv = runtime.argv(swarm_request(tmp_path))
+    resumed = runtime.resume_argv(swarm_request(tmp_path), "thread-1", "-again")
+    for args in (argv, resumed):
+        overrides = [args[i + 1] for i, arg in enumerate(args) if arg == "-c"]
+        values = dict(override.split("=", 1) for override in overrides)
+        assert tomllib.loads(f"command = {values['mcp_servers.swarm.command']}") == {
+            "command": sys.executable
+        }
+        assert tomllib.loads(f"args = {values['mcp_servers.swarm.args']}") == {
+            "args": ["-m", "mcp_swarm", "serve", "--worker", "worker-7", "--db", str(db)]
+        }
+    assert argv[-2:] == ["--", "Do task 1"]
+    # The overrides are options of `codex exec`: before `resume`, as -C and --sandbox are.
+    assert resumed.index("-c") < resumed.index("resume")
+    assert resumed[-4:] == ["resume", "thread-1", "--", "-again"]
+    assert "-c" not in runtime.argv(request(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["/plain/path.db", '/odd dir/é😀/q"uote\\back\x7f.db'])
+def test_codex_overrides_are_toml_strings(text: str) -> None:
+    assert tomllib.loads(f"x = {toml_string(text)}") == {"x": text}
 
 
 def test_claude_reads_the_final_result_event(tmp_path: Path) -> None:

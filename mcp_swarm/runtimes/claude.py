@@ -2,10 +2,16 @@
 
 The final `result` event carries the verdict. `claude -p` can exit 0 after an API error, so
 `is_error` is read, never the exit code alone.
+
+A worker of a swarm (the request names the swarm's database) gets the worker-side server,
+`mcp-swarm serve --worker <id> --db <db>`, as its only MCP server, named `swarm`: its tools reach
+the agent as `mcp__swarm__my_task`, `mcp__swarm__report_progress`... and are allowed without a
+prompt, which a headless run has nobody to answer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +25,15 @@ from mcp_swarm.runtimes.base import (
     as_object,
     json_event,
 )
+from mcp_swarm.worker_server import SERVER_NAME, worker_command
 
 # Set by a Claude Code session for its own children; a worker that inherits them believes it is
 # nested inside the Mayor's session and behaves differently.
 _NESTING_VARIABLES = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+# `claude -p` sends its first model request while MCP servers are still starting unless told to
+# wait (the model then sees no swarm tools on its first turn, and is told to call my_task first);
+# and it waits only 5 s by default, short for a Python server starting beside several others.
+_MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "60000"}
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,13 @@ class ClaudeRuntime(Runtime):
     def _common(self, request: WorkerRequest) -> list[str]:
         profile = self.profile
         args = ["--output-format", "stream-json", "--verbose", "--permission-mode", profile.permission_mode]
-        if profile.allowed_tools:
-            args += ["--allowedTools", ",".join(profile.allowed_tools)]
+        allowed = list(profile.allowed_tools)
+        if request.swarm_db is not None:
+            args += _swarm_server(request)
+            # The server name allows every tool of the server; they are the worker's own.
+            allowed.append(f"mcp__{SERVER_NAME}")
+        if allowed:
+            args += ["--allowedTools", ",".join(allowed)]
         model = request.model or profile.model
         if model:
             args += ["--model", model]
@@ -66,7 +82,25 @@ class ClaudeRuntime(Runtime):
         return ClaudeStreamReader()
 
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
-        return {key: value for key, value in env.items() if key not in _NESTING_VARIABLES}
+        # The MCP variables only matter when there is an MCP server, and a value given is kept.
+        kept = {key: value for key, value in env.items() if key not in _NESTING_VARIABLES}
+        return {**_MCP_WAIT, **kept}
+
+
+def _swarm_server(request: WorkerRequest) -> list[str]:
+    """The flags that give a worker its swarm server, and no other.
+
+    --strict-mcp-config: without it the worker would also load the user's and the project's MCP
+    servers, and the usual setup (`claude mcp add swarm -- mcp-swarm serve` in the project) would
+    hand every worker the Mayor's own server: spawn, TaskUpdate on any task, under the very name
+    of this one. A worker sees its swarm server only, whatever the user has configured.
+    """
+    assert request.swarm_db is not None
+    command = worker_command(request.worker_id, request.swarm_db)
+    server = {"type": "stdio", "command": command[0], "args": command[1:]}
+    config = json.dumps({"mcpServers": {SERVER_NAME: server}}, separators=(",", ":"))
+    # The JSON itself as the value: no file to write, to clean up or to race for.
+    return ["--mcp-config", config, "--strict-mcp-config"]
 
 
 class ClaudeStreamReader(OutputReader):

@@ -3,15 +3,21 @@
 Success is read from the events, not from the exit status alone: a completed turn and no
 `turn.failed`. An `error` event alone is not a failure: codex prints "Reconnecting... n/5" as
 `error` events while it retries, and a retry that then succeeds completes the turn.
+
+A worker of a swarm (the request names the swarm's database) gets the worker-side server,
+`mcp-swarm serve --worker <id> --db <db>`, as the MCP server `swarm`, through `-c` overrides of
+the configuration; the model sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mcp_swarm.runtimes.base import Outcome, OutputReader, Runtime, WorkerRequest, as_object, json_event
+from mcp_swarm.worker_server import SERVER_NAME, worker_command
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class CodexRuntime(Runtime):
         model = request.model or self.profile.model
         if model:
             args += ["--model", model]
+        if request.swarm_db is not None:
+            args += _swarm_server(request)
         return [*args, *self.profile.extra_args]
 
     def argv(self, request: WorkerRequest) -> list[str]:
@@ -44,6 +52,33 @@ class CodexRuntime(Runtime):
 
     def reader(self, request: WorkerRequest) -> OutputReader:
         return CodexEventReader()
+
+
+def _swarm_server(request: WorkerRequest) -> list[str]:
+    """The `-c` overrides that register the worker's swarm server (values are TOML).
+
+    As seen with Codex 0.169: `exec` takes them before `resume` as well; it starts MCP servers
+    outside its sandbox (the server may write a database outside the workspace) and calls their
+    tools without asking. It offers MCP tools to the model behind `tool_search`: the model finds
+    them there and calls them in the namespace `mcp__swarm`; the `--json` events show each call as
+    an `mcp_tool_call` item of server `swarm`.
+
+    Codex has no counterpart of Claude's --strict-mcp-config short of ignoring the user's whole
+    configuration (model provider included), so a worker keeps the user's other MCP servers. A
+    user's own `[mcp_servers.swarm]` (the Mayor's, registered as the README says) gets our command
+    and arguments instead of its own: a worker never gets the Mayor's server under this name.
+    """
+    assert request.swarm_db is not None
+    command = worker_command(request.worker_id, request.swarm_db)
+    table = f"mcp_servers.{SERVER_NAME}"
+    args = "[" + ", ".join(toml_string(arg) for arg in command[1:]) + "]"
+    return ["-c", f"{table}.command={toml_string(command[0])}", "-c", f"{table}.args={args}"]
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, but for two: TOML wants DEL escaped, and has
+    no surrogate escapes (hence the non-ASCII characters written as they are)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 class CodexEventReader(OutputReader):
