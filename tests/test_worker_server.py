@@ -6,7 +6,6 @@ ledger, a worker row for some of them, each such task in_progress and owned by i
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -328,20 +327,3 @@ def test_split_text_makes_a_subject_from_the_first_line() -> None:
     assert split_text("first\nsecond") == ("first", "first\nsecond")
     subject, body = split_text("x" * 300)
     assert (len(subject), subject[-1], body) == (200, "…", "x" * 300)
-
-
-async def test_one_report_round_trip_over_stdio_is_quick(swarm: tuple[Path, dict[str, str]]) -> None:
-    """A report is in the Mayor's inbox when the tool call returns; that takes milliseconds."""
-    db, _ = swarm
-    async with worker("stdio", db, "worker-1") as client, await Store.open(db) as store:
-        mailbox = Mailbox(store)
-        timings: list[float] = []
-        for n in range(20):
-            started = time.perf_counter()
-            await call(client, "report_progress", message=f"step {n}")
-            [message] = await mailbox.fetch_inbox(MAYOR, unread_only=True)
-            timings.append(time.perf_counter() - started)
-            assert (message.sender, message.task_id, message.subject) == ("worker-1", "1", f"step {n}")
-    timings.sort()
-    # Generous: a loaded CI machine; the median is typically a few milliseconds.
-    assert timings[len(timings) // 2] < 1.0, timings

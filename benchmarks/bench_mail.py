@@ -1,0 +1,138 @@
+"""The cost of a message round trip, Mayor to worker and back, through Agent Mail over stdio.
+
+Run: `python benchmarks/bench_mail.py` (`--trips N`). Two real servers on one database, as in a
+swarm: the Mayor's (`mcp-swarm serve`) and a worker's (`mcp-swarm serve --worker worker-1`), each
+driven by the SDK's client over stdio. One round trip: the Mayor's `send_message` to the worker,
+the worker's `fetch_inbox` until the message is there, its `send_message` back, and the Mayor's
+`fetch_inbox` until the reply is there. Messages are read by asking, as agents do, so the round
+trip is four tool calls when nothing has to be asked twice. The baseline, in the same run, is four
+MCP `ping`s, two on each connection: the transport's own cost for as many round trips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import TextContent
+
+from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.models import PlanTask, worker_name
+from mcp_swarm.store import Store
+
+try:
+    from benchmarks._report import Check, load, quantile, report_targets
+except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
+    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+
+# A round trip should cost no more than a handful of the transport's own round trips.
+RATIO_TARGET = 3.0
+
+
+async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    if result.is_error:
+        raise RuntimeError(f"{tool} failed: {block.text}")
+    return cast(dict[str, Any], json.loads(block.text))
+
+
+async def _swarm(db: Path) -> str:
+    """One task run by one worker, as spawn leaves them; the worker's id."""
+    async with await Store.open(db) as store:
+        created = await Ledger(store).create_plan([PlanTask(subject="Answer the Mayor")])
+        at = now()
+        async with store.write() as tx:
+            numbers = await tx.workers.insert_many(
+                [int(created.ids[0])], runtime="command", cwd=str(db.parent), now=at, supervisor="1:1"
+            )
+            await tx.tasks.assign({task: worker_name(n) for task, n in numbers.items()}, at)
+    return worker_name(next(iter(numbers.values())))
+
+
+def _server(db: Path, *extra: str) -> Client:
+    args = ["-m", "mcp_swarm", "serve", "--db", str(db), *extra]
+    return Client(StdioServerParameters(command=sys.executable, args=args, cwd=db.parent), mode="legacy")
+
+
+async def _until_message(client: Client, since: int) -> tuple[dict[str, Any], int]:
+    """Ask for the inbox until a message after `since` is there; it, and how many asks it took."""
+    asks = 0
+    while True:
+        asks += 1
+        messages = (await _call(client, "fetch_inbox", sinceId=since))["messages"]
+        if messages:
+            return messages[-1], asks
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--trips", type=int, default=200, help="timed round trips (default: 200)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed ones first (default: 10)")
+    args = parser.parse_args(argv)
+    print(f"Agent Mail round trip over stdio, {args.trips} trips; Python {sys.version.split()[0]}")
+    print(f"load average before: {load()}")
+    begun = time.perf_counter()
+    trips: list[float] = []
+    pings: list[float] = []
+    extra_asks = 0
+    with tempfile.TemporaryDirectory(prefix="mcp-swarm-mail-") as scratch:
+        db = Path(scratch) / "swarm.db"
+        worker_id = await _swarm(db)
+        async with _server(db) as mayor, _server(db, "--worker", worker_id) as worker:
+            mayor_seen = worker_seen = 0
+            for n in range(args.warmup + args.trips):
+                started = time.perf_counter()
+                await _call(mayor, "send_message", to=worker_id, subject=f"question {n}")
+                question, asks = await _until_message(worker, worker_seen)
+                worker_seen = question["id"]
+                await _call(worker, "send_message", subject=f"answer {n}", type="info")
+                answer, more = await _until_message(mayor, mayor_seen)
+                mayor_seen = answer["id"]
+                took = time.perf_counter() - started
+                if answer["subject"] != f"answer {n}" or question["subject"] != f"question {n}":
+                    raise RuntimeError(f"round trip {n} mixed up its messages: {question} / {answer}")
+                started = time.perf_counter()
+                # The session's ping, as in bench_ledger: the one request that crosses the whole stack
+                # and no tool (Client.send_ping only adds a deprecation warning to it).
+                await mayor.session.send_ping()
+                await worker.session.send_ping()
+                await worker.session.send_ping()
+                await mayor.session.send_ping()
+                baseline = time.perf_counter() - started
+                if n >= args.warmup:
+                    trips.append(took * 1000)
+                    pings.append(baseline * 1000)
+                    extra_asks += asks + more - 2
+    trip, ping = statistics.median(trips), statistics.median(pings)
+    print("\n== Mayor -> worker -> Mayor ==")
+    print(f"  round trip: p50 {trip:.2f} ms, p95 {quantile(trips, 95):.2f} ms, max {max(trips):.2f} ms")
+    print(f"  four pings (baseline): p50 {ping:.2f} ms, p95 {quantile(pings, 95):.2f} ms")
+    print(f"  ratio {trip / ping:.2f}x; inbox asks that came back empty: {extra_asks} in {args.trips} trips")
+    checks = [
+        Check(
+            trip / ping <= RATIO_TARGET,
+            f"round trip {trip / ping:.2f}x four pings (target <= {RATIO_TARGET:g}x)",
+        ),
+        Check(None, f"round trip p50 {trip:.2f} ms"),
+    ]
+    return report_targets(checks, begun)
+
+
+def run() -> None:
+    sys.exit(anyio.run(main, backend="asyncio"))
+
+
+if __name__ == "__main__":
+    run()
