@@ -230,6 +230,8 @@ async def test_two_servers_racing_spawn_never_assign_one_task_twice(tmp_path: Pa
     db = tmp_path / "state" / "swarm.db"
     spawned: list[tuple[int, str, str]] = []  # (server, taskId, workerId), from every spawn answer
     refused: list[str] = []
+    taken = ("already being run by", "its status is")  # how a spawn says another spawn had the task
+    collided: set[int] = set()  # the servers whose spawns found a task taken by another spawn
 
     async def caller(client: Client, server: int, number: int) -> None:
         rng = random.Random(f"{server}-{number}")
@@ -248,6 +250,8 @@ async def test_two_servers_racing_spawn_never_assign_one_task_twice(tmp_path: Pa
                 result = await call(client, "spawn", taskIds=batch, maxWorkers=256)
             spawned.extend((server, w["taskId"], w["workerId"]) for w in result["workers"])
             refused.extend(s["reason"] for s in result["skipped"])
+            if any(s["reason"].startswith(taken) for s in result["skipped"]):
+                collided.add(server)
             await call(client, "wait", mode="any", timeoutSeconds=0.2)
             rounds += 1
         while (await call(client, "wait", timeoutSeconds=10))["running"]:
@@ -274,9 +278,11 @@ async def test_two_servers_racing_spawn_never_assign_one_task_twice(tmp_path: Pa
     task_ids = [str(n) for n in range(1, TASKS + 1)]
     # Each task was handed out by exactly one spawn answer, and both servers handed some out.
     assert sorted((task_id for _, task_id, _ in spawned), key=int) == task_ids
-    assert {server for server, _, _ in spawned} == {0, 1}
+    # Both servers took part in the race: each handed tasks out, or lost some to the other (which
+    # one wins how often is up to the scheduler).
+    assert {server for server, _, _ in spawned} | collided == {0, 1}
     # The callers did collide: tasks were refused because another spawn had them first.
-    assert any(reason.startswith(("already being run by", "its status is")) for reason in refused)
+    assert collided
     allowed = ("already being run by", "its status is", "blocked by")
     assert [reason for reason in refused if not reason.startswith(allowed)] == []
 
