@@ -8,6 +8,7 @@ final event and for silence, and records the verdict once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from mcp_swarm.processes import (
 from mcp_swarm.recovery import recover
 from mcp_swarm.reservations import Reservations
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
+from mcp_swarm.scopes import clash, scope_of
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.supervision import Launch, WorkerLimits, judge, watch_until_end
 from mcp_swarm.tmux import Tmux, TmuxError
@@ -185,17 +187,7 @@ class Swarm:
         at = now()
         async with self.store.write() as tx:
             free = max(0, limit - await tx.workers.live_count())
-            tasks, left_over = await self._candidates(tx, task_ids, free)
-            running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
-            chosen_tasks: list[Task] = []
-            for task in tasks:
-                reason = _refusal(task, running.get(int(task.id)))
-                if reason is None and len(chosen_tasks) >= free:
-                    left_over.append(task.id)
-                elif reason is not None:
-                    result.skipped.append({"taskId": task.id, "reason": reason})
-                else:
-                    chosen_tasks.append(task)
+            chosen_tasks, left_over = await self._choose(tx, task_ids, free, result)
             assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
         full = f"maxWorkers ({limit}) reached; spawn again after wait"
         result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
@@ -268,23 +260,55 @@ class Swarm:
         assert restarted is not None
         return restarted
 
-    async def _candidates(
-        self, tx: Transaction, task_ids: Sequence[str] | None, free: int
+    async def _choose(
+        self, tx: Transaction, task_ids: Sequence[str] | None, free: int, result: SpawnResult
     ) -> tuple[list[Task], list[str]]:
-        """The tasks to consider, and the ids of ready tasks left over for want of a free slot.
+        """The tasks to start, at most `free`; the others go to `result.skipped` with the reason,
+        except ready tasks left over for want of a slot, whose ids are returned.
 
-        Of the ready wave only as many tasks are read as there are free slots.
+        Of the ready wave only as many tasks are read as there are slots to fill, and more only
+        when some of those cannot start (a write scope overlapping a running task's, say).
         """
         if task_ids is None:
-            ready = await tx.tasks.ready_ids()
-            return await tx.tasks.many(ready[:free]), [str(number) for number in ready[free:]]
-        numbers = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
-        tasks = await tx.tasks.many(numbers)
-        found = {int(task.id) for task in tasks if task.status is not TaskStatus.DELETED}
-        missing = [number for number in numbers if number not in found]
-        if missing:
-            raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
-        return tasks, []
+            queue = await tx.tasks.ready_ids()
+        else:
+            queue = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
+            found = {int(t.id) for t in await tx.tasks.many(queue) if t.status is not TaskStatus.DELETED}
+            if missing := [number for number in queue if number not in found]:
+                raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
+        chosen: list[Task] = []
+        left_over: list[str] = []
+        scopes: dict[str, list[str]] | None = None
+        while queue and (len(chosen) < free or task_ids is not None):
+            # Named tasks are all looked at, so that each gets its own reason if it cannot start.
+            size = len(queue) if task_ids is not None else free - len(chosen)
+            batch, queue = queue[:size], queue[size:]
+            tasks = await tx.tasks.many(batch)
+            running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
+            if scopes is None and any("files" in t.metadata for t in tasks):
+                # Write scopes of the running tasks, and of those chosen here as they are: one
+                # working tree never has two tasks at once whose declared files overlap.
+                scopes = await _live_scopes(tx)
+                scopes.update({t.id: scope_of(t) for t in chosen})
+            for task in tasks:
+                reason = _refusal(task, running.get(int(task.id)))
+                scope: list[str] = []
+                if reason is None and scopes is not None:
+                    try:
+                        scope = scope_of(task)
+                    except InvalidInput as exc:
+                        reason = str(exc)
+                    else:
+                        reason = clash(scope, scopes) if scope else None
+                if reason is not None:
+                    result.skipped.append({"taskId": task.id, "reason": reason})
+                elif len(chosen) >= free:
+                    left_over.append(task.id)
+                else:
+                    chosen.append(task)
+                    if scopes is not None:
+                        scopes[task.id] = scope
+        return chosen, left_over + [str(number) for number in queue]
 
     async def _assign(
         self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: Mode
@@ -502,6 +526,15 @@ class Swarm:
             process = self._processes.pop(number, None)
             if process is not None:
                 await process.stop(self.limits.stop_grace_seconds)
+
+
+async def _live_scopes(tx: Transaction) -> dict[str, list[str]]:
+    live = [int(worker.task_id) for worker in await tx.workers.live()]
+    scopes: dict[str, list[str]] = {}
+    for task in await tx.tasks.many(live):
+        with contextlib.suppress(InvalidInput):  # a malformed scope was refused when it was spawned
+            scopes[task.id] = scope_of(task)
+    return scopes
 
 
 def _refusal(task: Task, live_worker: str | None) -> str | None:
