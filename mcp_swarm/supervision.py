@@ -9,9 +9,10 @@ caller's part.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 
@@ -25,6 +26,17 @@ from mcp_swarm.verdicts import Verdict
 from mcp_swarm.worker_io import clean_summary
 
 EndedBy = tuple[WorkerState, str]
+
+
+class CompletionHook(Protocol):
+    """A last check of a task whose worker succeeded and whose validation passed, run by the
+    server: `ol hero ratchet` for a task imported from OL, closing the bead of a beads task.
+
+    It answers None when the task is none of its business, else a check result in the form of
+    `run_checks`' ({"check", "passed", "detail"?}); a failed one fails the task with its detail.
+    """
+
+    async def __call__(self, metadata: Mapping[str, Any], cwd: Path) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ async def judge(
     store: Store,
     checks_env: Mapping[str, str],
     files: Path,
+    hooks: Sequence[CompletionHook] = (),
 ) -> Verdict:
     """The verdict on an ended attempt: the runtime's evidence, then the task's validation checks."""
     outcome = launch.reader.outcome(exit_code)
@@ -121,11 +134,24 @@ async def judge(
     async with store.read(snapshot=False) as tx:
         metadata = await tx.tasks.metadata(int(launch.request.task_id))
     checks = as_object(metadata.get("validation")) if metadata else None
-    if not checks:
+    validation: dict[str, Any] | None = None
+    if checks:
+        validation = await run_checks(checks, launch.request.cwd, checks_env, files)
+    if (validation is None or validation["passed"]) and metadata:
+        for hook in hooks:
+            result = await hook(metadata, launch.request.cwd)
+            if result is not None:
+                validation = validation or {"passed": True, "checks": []}
+                validation["checks"].append(result)
+                validation["passed"] = validation["passed"] and bool(result["passed"])
+    if validation is None:
         return verdict
-    validation = await run_checks(checks, launch.request.cwd, checks_env, files)
     verdict = replace(verdict, validation=validation)
     if validation["passed"]:
         return verdict
-    failed = [check["check"] for check in validation["checks"] if not check["passed"]]
+    failed = [
+        f"{check['check']}: {check['detail']}" if check.get("detail") else check["check"]
+        for check in validation["checks"]
+        if not check["passed"]
+    ]
     return replace(verdict, task_status=TaskStatus.FAILED, error="validation failed: " + "; ".join(failed))

@@ -38,7 +38,7 @@ from mcp_swarm.reservations import Reservations
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
 from mcp_swarm.scopes import clash, scope_of
 from mcp_swarm.store import Store, Transaction
-from mcp_swarm.supervision import Launch, WorkerLimits, judge, watch_until_end
+from mcp_swarm.supervision import CompletionHook, Launch, WorkerLimits, judge, watch_until_end
 from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt
@@ -86,6 +86,7 @@ class Swarm:
         actor: str = "mayor",
         mode: Mode = "local",
         tmux_socket: str = DEFAULT_TMUX_SOCKET,
+        hooks: Sequence[CompletionHook] = (),
     ) -> None:
         self.store = store
         self.runtimes = dict(runtimes)
@@ -104,6 +105,7 @@ class Swarm:
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
         self.mail = Mailbox(store)
+        self.hooks = tuple(hooks)
         self.mode: Mode = mode
         self.tmux = Tmux(tmux_socket)
         self.launcher = Launcher(
@@ -415,9 +417,8 @@ class Swarm:
         self._processes.pop(launch.number, None)
         with anyio.CancelScope(shield=True):
             checks_env = self.launcher.checks_environment()
-            verdict = await judge(
-                launch, exit_code, ended_by, self.store, checks_env, self.launcher.files(launch.number)
-            )
+            files = self.launcher.files(launch.number)
+            verdict = await judge(launch, exit_code, ended_by, self.store, checks_env, files, self.hooks)
             await self._finish(verdict)
             self._sessions.pop(launch.number, None)
             # A completed worker's session has nothing more to show; a failed one is kept for

@@ -476,7 +476,7 @@ async def test_send_input_retries_a_failed_validation_in_the_same_conversation(a
     # The worker itself succeeded; its task did not pass the check.
     assert (first["state"], first["taskStatus"]) == ("succeeded", "failed"), agent.explain(first)
     assert first["summary"] == OTHER_TEXT, agent.explain(first)
-    assert first["error"] == "validation failed: files_exist fixed.txt", agent.explain(first)
+    assert first["error"] == "validation failed: files_exist fixed.txt: missing", agent.explain(first)
     assert first["validation"] == {
         "passed": False,
         "checks": [{"check": "files_exist fixed.txt", "passed": False, "detail": "missing"}],
