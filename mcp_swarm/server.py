@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal, ParamSpec
 
 import anyio
@@ -21,8 +22,10 @@ from mcp_types import CallToolResult
 from pydantic import Field
 
 from mcp_swarm import __version__
+from mcp_swarm.completion_hooks import completion_hooks
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import TaskNotFound
+from mcp_swarm.import_tools import build_import_tools
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.mail_tools import build_mail_tools
 from mcp_swarm.models import (
@@ -334,6 +337,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(TaskGet, READ_ONLY),
         strict_tool(TaskList, READ_ONLY),
         *build_mail_tools(state.workers),
+        *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
 
 
@@ -385,6 +389,7 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
                 env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
                 mode=settings.mode,
                 tmux_socket=settings.tmux_socket,
+                hooks=completion_hooks(state.ledger),
             )
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
             async with anyio.create_task_group() as group:

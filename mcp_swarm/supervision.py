@@ -36,7 +36,9 @@ class CompletionHook(Protocol):
     `run_checks`' ({"check", "passed", "detail"?}); a failed one fails the task with its detail.
     """
 
-    async def __call__(self, metadata: Mapping[str, Any], cwd: Path) -> dict[str, Any] | None: ...
+    async def __call__(
+        self, task_id: str, metadata: Mapping[str, Any], cwd: Path
+    ) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ async def judge(
         validation = await run_checks(checks, launch.request.cwd, checks_env, files)
     if (validation is None or validation["passed"]) and metadata:
         for hook in hooks:
-            result = await hook(metadata, launch.request.cwd)
+            result = await hook(launch.request.task_id, metadata, launch.request.cwd)
             if result is not None:
                 validation = validation or {"passed": True, "checks": []}
                 validation["checks"].append(result)
