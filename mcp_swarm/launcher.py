@@ -38,7 +38,9 @@ class Launcher:
         """The directory of a worker's prompt, result file and exit statuses."""
         return self.state_dir / "workers" / worker_name(number)
 
-    def request(self, number: int, task_id: str, prompt: str, model: str | None) -> WorkerRequest:
+    def request(
+        self, number: int, task_id: str, prompt: str, model: str | None, cwd: Path | None = None
+    ) -> WorkerRequest:
         files = self.files(number)
         return WorkerRequest(
             worker_id=worker_name(number),
@@ -46,7 +48,7 @@ class Launcher:
             prompt=prompt,
             prompt_file=files / "prompt.md",
             result_file=files / "result.json",
-            cwd=self.project_dir,
+            cwd=cwd or self.project_dir,
             model=model,
             swarm_db=self.db_path,
         )
@@ -87,11 +89,11 @@ class Launcher:
         )
         if mode == "distributed":
             process, session = await start_in_tmux(
-                self.tmux, request.worker_id, attempt, argv, cwd=self.project_dir, env=env, log=log,
+                self.tmux, request.worker_id, attempt, argv, cwd=request.cwd, env=env, log=log,
                 files=self.files(number),
             )  # fmt: skip
             return Launch(number, attempt, process, runtime.reader(request), request, offset, session)
-        process = await start_process(argv, cwd=self.project_dir, env=env, output=log)
+        process = await start_process(argv, cwd=request.cwd, env=env, output=log)
         return Launch(number, attempt, process, runtime.reader(request), request, offset)
 
     def attach_hint(self, worker: Worker) -> str | None:

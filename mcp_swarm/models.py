@@ -218,6 +218,10 @@ class Worker(_Output):
     tmux_session: str | None = None
     # The server process supervising it while it is live, as "pid:start time".
     supervisor: str | None = None
+    isolation: str = "shared"
+    worktree: dict[str, str] | None = None
+    changes: list[dict[str, Any]] | None = None
+    integrated_commit: str | None = None
 
 
 def is_ready(status: TaskStatus, open_blockers: list[str]) -> bool:

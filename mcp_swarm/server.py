@@ -26,6 +26,7 @@ from mcp_swarm.completion_hooks import completion_hooks
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.import_tools import build_import_tools
+from mcp_swarm.integration import integrate_completed
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.mail_tools import build_mail_tools
 from mcp_swarm.models import (
@@ -222,7 +223,11 @@ def build_tools(state: _Ledger) -> list[Tool]:
             Field(ge=1, le=256, description="At most this many running at once (default 5)"),
         ] = None,
         isolation: Annotated[
-            Literal["shared"] | None, Field(description="shared: workers run in the project directory")
+            Literal["shared", "worktree"] | None,
+            Field(
+                description="shared (default): workers run in the project directory; worktree: each in "
+                "its own git worktree on its own branch from HEAD, integrated later with integrate"
+            ),
         ] = None,
         model: Annotated[str | None, Field(max_length=200, description="Model for the runtime")] = None,
         instructions: Annotated[
@@ -256,6 +261,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             instructions=instructions,
             timeout_seconds=timeoutSeconds,
             mode=mode,
+            isolation=isolation,
         )
         return answer({"workers": result.workers, "skipped": result.skipped})
 
@@ -326,6 +332,20 @@ def build_tools(state: _Ledger) -> list[Tool]:
             status = TaskStatus.DELETED.value
         return answer({"workerId": worker.id, "state": worker.state.value, "taskStatus": status})
 
+    @guarded
+    async def integrate(
+        workerIds: Annotated[
+            list[Annotated[str, Field(max_length=40)]] | None,
+            Field(description="Only these workers (default: every completed one not yet integrated)"),
+        ] = None,
+    ) -> CallToolResult:
+        """Bring the changes of completed worktree workers (spawn isolation=worktree) into the main
+        working tree, in dependency order, as ONE commit listing the tasks (workers never commit).
+        A conflict stops at that worker with a report and changes nothing for it; integrated
+        workers' worktrees are removed. Returns {integrated: [{taskId, workerId, files}], commit,
+        conflicts, notAttempted}."""
+        return answer(await integrate_completed(state.workers(), workerIds))
+
     return [
         strict_tool(spawn, WRITES),
         strict_tool(wait, WRITES),  # it marks results as handed over
@@ -337,6 +357,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(TaskGet, READ_ONLY),
         strict_tool(TaskList, READ_ONLY),
         *build_mail_tools(state.workers),
+        strict_tool(integrate, WRITES),
         *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
 
@@ -354,6 +375,7 @@ def _worker_result(worker: Worker, attach: str | None) -> dict[str, Any]:
         "costUsd": worker.cost_usd,
         "log": worker.log,
         "validation": worker.validation,
+        "changes": worker.changes,
         "attach": attach,
     }
     return {key: value for key, value in result.items() if value is not None}

@@ -24,6 +24,7 @@ from mcp_swarm.store import Store
 from mcp_swarm.validation import run_checks
 from mcp_swarm.verdicts import Verdict
 from mcp_swarm.worker_io import clean_summary
+from mcp_swarm.worktrees import Worktree
 
 EndedBy = tuple[WorkerState, str]
 
@@ -64,6 +65,8 @@ class Launch:
     offset: int  # where this attempt's output begins in the log
     # Distributed mode: the tmux session it runs in; it outlives this server.
     tmux_session: str | None = None
+    # Worktree isolation: its own git worktree, whose changes are read when it ends.
+    worktree: Worktree | None = None
 
 
 async def watch_until_end(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 
 from mcp_swarm.config import DEFAULT_TMUX_SOCKET, MODES, Mode
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
+from mcp_swarm.integration import changes_of, worktree_of, worktree_record
 from mcp_swarm.launcher import Launcher
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.mail import Mailbox, Message
@@ -42,6 +43,9 @@ from mcp_swarm.supervision import CompletionHook, Launch, WorkerLimits, judge, w
 from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt
+from mcp_swarm.worktrees import Worktree
+from mcp_swarm.worktrees import create as create_worktree
+from mcp_swarm.worktrees import remove as remove_worktree
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ class Swarm:
         self._verdicts = VerdictRecorder(store, self._notify)
         self.mail = Mailbox(store)
         self.hooks = tuple(hooks)
+        # One integration at a time: each reads and commits the main tree.
+        self.integration_lock = anyio.Lock()
         self.mode: Mode = mode
         self.tmux = Tmux(tmux_socket)
         self.launcher = Launcher(
@@ -175,10 +181,14 @@ class Swarm:
         instructions: str | None = None,
         timeout_seconds: float | None = None,
         mode: str | None = None,
+        isolation: str | None = None,
     ) -> SpawnResult:
         if self._group is None:
             raise SwarmError("the engine is not running; try again")
         chosen = self._runtime(runtime)
+        if isolation not in (None, "shared", "worktree"):
+            raise InvalidInput(f"unknown isolation {isolation!r}; use shared or worktree")
+        in_worktrees = isolation == "worktree"
         if mode not in (None, *MODES):
             raise InvalidInput(f"unknown mode {mode!r}; use local or distributed")
         chosen_mode: Mode = self.mode if mode is None else mode  # type: ignore[assignment]
@@ -189,7 +199,7 @@ class Swarm:
         at = now()
         async with self.store.write() as tx:
             free = max(0, limit - await tx.workers.live_count())
-            chosen_tasks, left_over = await self._choose(tx, task_ids, free, result)
+            chosen_tasks, left_over = await self._choose(tx, task_ids, free, result, scopes=not in_worktrees)
             assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
         full = f"maxWorkers ({limit}) reached; spawn again after wait"
         result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
@@ -198,12 +208,20 @@ class Swarm:
             launches: list[Launch] = []
             shared_env = self.launcher.shared_environment() if assigned else {}
             for number, task in assigned:
-                request = self.launcher.request(number, task.id, build_prompt(task, instructions), model)
+                worktree = await self._worktree_for(number) if in_worktrees else None
+                if isinstance(worktree, str):
+                    result.skipped.append({"taskId": task.id, "reason": worktree})
+                    continue
+                cwd = None if worktree is None else worktree.workdir
+                request = self.launcher.request(number, task.id, build_prompt(task, instructions), model, cwd)
                 argv = chosen.argv(request)
                 launch = await self._launch(number, 1, chosen, argv, request, shared_env, chosen_mode)
                 if isinstance(launch, str):
+                    if worktree is not None:
+                        await remove_worktree(self.project_dir, worktree)
                     result.skipped.append({"taskId": task.id, "reason": launch})
                     continue
+                launch = replace(launch, worktree=worktree)
                 launches.append(launch)
                 pid, log = launch.process.identity.pid, str(self.launcher.log(number))
                 started = {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
@@ -239,7 +257,7 @@ class Swarm:
                 raise InvalidInput(f"task {task.id} is being run by {holder}")
             if task.blocked_by:
                 raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
-            request = self.launcher.request(number, task.id, message, None)
+            request = self.launcher.request(number, task.id, message, None, Path(worker.cwd))
             argv = runtime.resume_argv(request, worker.session_id, message)
             await tx.workers.restart(number, attempt=worker.attempt, now=at, supervisor=self.supervisor)
             await tx.tasks.update(
@@ -256,14 +274,25 @@ class Swarm:
             mode: Mode = "distributed" if worker.mode == "distributed" else "local"
             launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env, mode)
             if not isinstance(launch, str):
+                launch = replace(launch, worktree=worktree_of(worker))
                 await self._supervise_all([launch], timeout_seconds)
         async with self.store.read() as tx:
             restarted = await tx.workers.get(number)
         assert restarted is not None
         return restarted
 
+    async def _worktree_for(self, number: int) -> Worktree | str:
+        """A fresh worktree for the worker; or the reason there is none, its task back to pending."""
+        try:
+            return await create_worktree(self.project_dir, worker_name(number))
+        except SwarmError as exc:
+            await self._finish(
+                Verdict(number, 1, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
+            )
+            return str(exc)
+
     async def _choose(
-        self, tx: Transaction, task_ids: Sequence[str] | None, free: int, result: SpawnResult
+        self, tx: Transaction, task_ids: Sequence[str] | None, free: int, result: SpawnResult, *, scopes: bool
     ) -> tuple[list[Task], list[str]]:
         """The tasks to start, at most `free`; the others go to `result.skipped` with the reason,
         except ready tasks left over for want of a slot, whose ids are returned.
@@ -280,36 +309,37 @@ class Swarm:
                 raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
         chosen: list[Task] = []
         left_over: list[str] = []
-        scopes: dict[str, list[str]] | None = None
+        # Worktrees share no files: write scopes matter only in the shared tree.
+        held: dict[str, list[str]] | None = None
         while queue and (len(chosen) < free or task_ids is not None):
             # Named tasks are all looked at, so that each gets its own reason if it cannot start.
             size = len(queue) if task_ids is not None else free - len(chosen)
             batch, queue = queue[:size], queue[size:]
             tasks = await tx.tasks.many(batch)
             running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
-            if scopes is None and any("files" in t.metadata for t in tasks):
+            if scopes and held is None and any("files" in t.metadata for t in tasks):
                 # Write scopes of the running tasks, and of those chosen here as they are: one
                 # working tree never has two tasks at once whose declared files overlap.
-                scopes = await _live_scopes(tx)
-                scopes.update({t.id: scope_of(t) for t in chosen})
+                held = await _live_scopes(tx)
+                held.update({t.id: scope_of(t) for t in chosen})
             for task in tasks:
                 reason = _refusal(task, running.get(int(task.id)))
                 scope: list[str] = []
-                if reason is None and scopes is not None:
+                if reason is None and held is not None:
                     try:
                         scope = scope_of(task)
                     except InvalidInput as exc:
                         reason = str(exc)
                     else:
-                        reason = clash(scope, scopes) if scope else None
+                        reason = clash(scope, held) if scope else None
                 if reason is not None:
                     result.skipped.append({"taskId": task.id, "reason": reason})
                 elif len(chosen) >= free:
                     left_over.append(task.id)
                 else:
                     chosen.append(task)
-                    if scopes is not None:
-                        scopes[task.id] = scope
+                    if held is not None:
+                        held[task.id] = scope
         return chosen, left_over + [str(number) for number in queue]
 
     async def _assign(
@@ -370,6 +400,9 @@ class Swarm:
                 for launch in launches:
                     if launch.tmux_session is not None:
                         await tx.workers.set_tmux_session(launch.number, launch.tmux_session)
+                    if launch.worktree is not None:
+                        record, cwd = worktree_record(launch.worktree), str(launch.worktree.workdir)
+                        await tx.workers.set_worktree(launch.number, record, cwd)
         except BaseException:
             # Unrecorded, they could never be found again: stop them rather than leave them running.
             for launch in launches:
@@ -396,7 +429,7 @@ class Swarm:
         if record_pid:
             async with self.store.write() as tx:
                 await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
-        request = self.launcher.request(number, worker.task_id, "", None)
+        request = self.launcher.request(number, worker.task_id, "", None, Path(worker.cwd))
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
         reader = runtime.reader(request)
         launch = Launch(
@@ -419,6 +452,8 @@ class Swarm:
             checks_env = self.launcher.checks_environment()
             files = self.launcher.files(launch.number)
             verdict = await judge(launch, exit_code, ended_by, self.store, checks_env, files, self.hooks)
+            if launch.worktree is not None:
+                verdict = replace(verdict, changes=await changes_of(launch.worktree))
             await self._finish(verdict)
             self._sessions.pop(launch.number, None)
             # A completed worker's session has nothing more to show; a failed one is kept for
@@ -514,6 +549,9 @@ class Swarm:
             if worker.tmux_session is not None:
                 # Running, or kept after a failure for inspection: closing removes it.
                 await self.tmux.kill_session(worker.tmux_session)
+            worktree = worktree_of(worker)
+            if worktree is not None and worker.integrated_commit is None:
+                await remove_worktree(self.project_dir, worktree)
         async with self.store.read() as tx:
             closed = await tx.workers.get(number)
         assert closed is not None

@@ -37,6 +37,8 @@ class Verdict:
     cost_usd: float | None = None
     num_turns: int | None = None
     validation: dict[str, Any] | None = None
+    # What it changed in its worktree (worktree isolation).
+    changes: list[dict[str, Any]] | None = None
     # False for a worker that never started: nobody is waiting for it, so wait() does not return it.
     report: bool = True
 
@@ -113,6 +115,7 @@ async def _record(tx: Transaction, verdict: Verdict, at: str, events: list[Event
         cost_usd=verdict.cost_usd,
         num_turns=verdict.num_turns,
         validation=verdict.validation,
+        changes=verdict.changes,
     )
     if task_id is None:
         return False

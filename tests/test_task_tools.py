@@ -47,10 +47,12 @@ async def test_tools_are_listed_with_contract_names_and_hints(client: Client) ->
         *("TaskCreate", "TaskCreatePlan", "TaskUpdate", "TaskGet", "TaskList"),
         *("spawn", "wait", "send_input", "close_agent"),
         *("send_message", "fetch_inbox", "list_reservations", "reserve_files", "release_files"),
+        *("integrate", "import_wave", "wave_summary", "import_beads"),
     }
     for name, tool in tools.items():
         assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is (name in {"TaskGet", "TaskList", "list_reservations"}), name
+        read_only = {"TaskGet", "TaskList", "list_reservations", "wave_summary"}
+        assert tool.annotations.read_only_hint is (name in read_only), name
         assert tool.input_schema.get("additionalProperties") is False, name
         assert tool.description
     update = tools["TaskUpdate"].input_schema["properties"]

@@ -111,6 +111,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reservations_open ON reservations (expires_at) WHERE released_at IS NULL;
     """,
+    # 5: worktree isolation: a worker's own git worktree, what it changed, and its integration.
+    """
+    ALTER TABLE workers ADD COLUMN isolation TEXT NOT NULL DEFAULT 'shared'
+        CHECK (isolation IN ('shared', 'worktree'));
+    -- {"path", "branch", "base_commit", "subdirectory"}: enough to read or integrate it later.
+    ALTER TABLE workers ADD COLUMN worktree TEXT CHECK (worktree IS NULL OR json_valid(worktree));
+    -- The files it changed: [{"path", "added", "removed", "status", ...}], read when it ended.
+    ALTER TABLE workers ADD COLUMN changes TEXT CHECK (changes IS NULL OR json_valid(changes));
+    -- The main tree's commit that took its changes in.
+    ALTER TABLE workers ADD COLUMN integrated_commit TEXT;
+    ALTER TABLE workers ADD COLUMN integrated_at TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

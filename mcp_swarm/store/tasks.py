@@ -104,6 +104,15 @@ class TaskQueries:
         )
         return [int(row[0]) for row in rows]
 
+    async def dependencies_among(self, task_ids: Iterable[int]) -> list[tuple[int, int]]:
+        """(task, blocker) for every dependency between two of these tasks, whatever their status."""
+        rows = await self._rows(
+            "SELECT task_id, blocker_id FROM task_dependencies WHERE task_id IN (SELECT value FROM "
+            "json_each(:ids)) AND blocker_id IN (SELECT value FROM json_each(:ids))",
+            {"ids": json.dumps(sorted(set(task_ids)))},
+        )
+        return [(int(row[0]), int(row[1])) for row in rows]
+
     async def metadata(self, task_id: int) -> dict[str, Any] | None:
         """A task's metadata alone; None if there is no such task."""
         rows = await self._rows("SELECT metadata FROM tasks WHERE id = ?", (task_id,))

@@ -43,6 +43,10 @@ def _worker(row: sqlite3.Row) -> Worker:
         mode=row["mode"],
         tmux_session=row["tmux_session"],
         supervisor=row["supervisor"],
+        isolation=row["isolation"],
+        worktree=None if row["worktree"] is None else json.loads(row["worktree"]),
+        changes=None if row["changes"] is None else json.loads(row["changes"]),
+        integrated_commit=row["integrated_commit"],
     )
 
 
@@ -160,6 +164,7 @@ class WorkerQueries:
         num_turns: int | None = None,
         validation: dict[str, Any] | None = None,
         task_status: TaskStatus | None = None,
+        changes: list[dict[str, Any]] | None = None,
     ) -> int | None:
         """Record the end of a live worker's attempt and return its task's id; None if that attempt
         had already ended or been superseded (the first verdict stands, and an old attempt's report
@@ -168,7 +173,7 @@ class WorkerQueries:
             f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
                 error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
                 num_turns = :num_turns, validation = :validation, task_status = :task_status,
-                ended_at = :now
+                changes = coalesce(:changes, changes), ended_at = :now
             WHERE id = :id AND (:attempt IS NULL OR attempt = :attempt) AND state IN {_LIVE}
             RETURNING task_id""",
             {
@@ -183,10 +188,34 @@ class WorkerQueries:
                 "num_turns": num_turns,
                 "validation": None if validation is None else json.dumps(validation, separators=(",", ":")),
                 "task_status": None if task_status is None else task_status.value,
+                "changes": None if changes is None else json.dumps(changes, separators=(",", ":")),
                 "now": now,
             },
         )
         return int(rows[0][0]) if rows else None
+
+    async def set_worktree(self, number: int, worktree: dict[str, str], cwd: str) -> None:
+        await self._rows(
+            "UPDATE workers SET isolation = 'worktree', worktree = ?, cwd = ? WHERE id = ?",
+            (json.dumps(worktree, separators=(",", ":")), cwd, number),
+        )
+
+    async def integrable(self) -> list[Worker]:
+        """Workers whose task they completed in a worktree not yet integrated, oldest first."""
+        rows = await self._rows(
+            "SELECT w.* FROM workers w JOIN tasks t ON t.id = w.task_id "
+            "WHERE w.worktree IS NOT NULL AND w.integrated_at IS NULL AND w.state = 'succeeded' "
+            "AND w.task_status = 'completed' AND t.status = 'completed' AND t.owner = 'worker-' || w.id "
+            "ORDER BY w.id"
+        )
+        return [_worker(row) for row in rows]
+
+    async def mark_integrated(self, numbers: Iterable[int], commit: str, now: str) -> None:
+        await self._rows(
+            "UPDATE workers SET integrated_commit = ?, integrated_at = ? "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (commit, now, json.dumps(sorted(set(numbers)))),
+        )
 
     async def set_tmux_session(self, number: int, session: str) -> None:
         await self._rows("UPDATE workers SET tmux_session = ? WHERE id = ?", (session, number))
