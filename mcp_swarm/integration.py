@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger import now
 from mcp_swarm.models import Worker
-from mcp_swarm.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes, integrate
+from mcp_swarm.worktree_merge import integrate
+from mcp_swarm.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
 if TYPE_CHECKING:
     from mcp_swarm.swarm import Swarm

@@ -1,4 +1,4 @@
-"""Git worktrees for workers, and integrating what they changed into the main working tree.
+"""Git worktrees for workers, and what each worker changed in its own (integration: worktree_merge.py).
 
 A worker with `isolation="worktree"` works in a worktree of its own, on its own branch, made from
 the main tree's HEAD under `<project>/.mcp-swarm/worktrees/<worker id>`. Workers never commit;
@@ -32,8 +32,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncGenerator, Collection, Generator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -62,7 +62,7 @@ _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Options that make `git diff` print the same thing whatever the user's configuration says:
 # no external diff program, no textconv filter, no colour, paths from the top, and the a/ b/
 # prefixes `git apply` expects.
-_PLAIN_DIFF = [
+PLAIN_DIFF = [
     "--no-ext-diff",
     "--no-textconv",
     "--no-color",
@@ -75,7 +75,7 @@ _PLAIN_DIFF = [
 # file-system monitor whose answers belong to the real index.
 _TEMPORARY_INDEX_CONFIG = ["-c", "core.splitIndex=false", "-c", "core.fsmonitor=false"]
 # git status passes this many paths per call, far below any limit on a command line.
-_PATHS_PER_CALL = 500
+PATHS_PER_CALL = 500
 
 ChangeStatus = Literal["added", "modified", "deleted", "renamed"]
 _STATUS_LETTERS: dict[str, ChangeStatus] = {
@@ -168,7 +168,7 @@ class IntegrationReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Output:
+class GitOutput:
     returncode: int
     stdout: bytes
     stderr: str
@@ -194,7 +194,9 @@ def _environment(index: Path | None) -> dict[str, str]:
     return env
 
 
-async def _git(args: Sequence[str], cwd: Path, *, index: Path | None = None, check: bool = True) -> _Output:
+async def run_git(
+    args: Sequence[str], cwd: Path, *, index: Path | None = None, check: bool = True
+) -> GitOutput:
     """Run git with `args` in `cwd`; with `check`, a failure is a WorktreeError quoting git."""
     argv = ["git", *(_TEMPORARY_INDEX_CONFIG if index is not None else []), *args]
     try:
@@ -207,7 +209,7 @@ async def _git(args: Sequence[str], cwd: Path, *, index: Path | None = None, che
         raise WorktreeError("git is not installed: no program 'git' on PATH") from exc
     except OSError as exc:
         raise WorktreeError(f"cannot run git in {cwd}: {exc.strerror or exc}") from exc
-    result = _Output(done.returncode, done.stdout, os.fsdecode(done.stderr).strip())
+    result = GitOutput(done.returncode, done.stdout, os.fsdecode(done.stderr).strip())
     if check and result.returncode != 0:
         raise WorktreeError(
             f"git {_subcommand(args)} failed in {cwd}: {result.stderr or f'exit status {result.returncode}'}"
@@ -224,18 +226,18 @@ def _subcommand(args: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Repository:
+class Repository:
     top: Path
     # The project's place in it, "" or like "services/api".
     prefix: str
     head: str
 
 
-async def _repository(project: Path) -> _Repository:
+async def repository_of(project: Path) -> Repository:
     """The repository `project` lies in, which must have a commit."""
     if not await anyio.Path(project).is_dir():
         raise WorktreeError(f"the project directory {project} does not exist")
-    found = await _git(["rev-parse", "--show-toplevel", "--show-prefix"], project, check=False)
+    found = await run_git(["rev-parse", "--show-toplevel", "--show-prefix"], project, check=False)
     if found.returncode != 0:
         raise WorktreeError(
             f"{project} is not inside a git repository (or not in a working tree of one): worktree "
@@ -243,20 +245,20 @@ async def _repository(project: Path) -> _Repository:
             f"git said: {found.stderr}"
         )
     top, _, prefix = found.text.partition("\n")
-    head = await _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], project, check=False)
+    head = await run_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], project, check=False)
     if head.returncode != 0:
         raise WorktreeError(
             f"the repository at {top} has no commits yet: worktrees are made from HEAD, so make a "
             "first commit before using worktree isolation"
         )
-    return _Repository(Path(top), prefix.rstrip("/"), head.text)
+    return Repository(Path(top), prefix.rstrip("/"), head.text)
 
 
 def _worktrees_root(project: Path) -> Path:
     return project / STATE_DIR / WORKTREES_DIR
 
 
-def _everything_but_state(prefix: str) -> list[str]:
+def everything_but_state(prefix: str) -> list[str]:
     """A pathspec for the whole tree except the project's .mcp-swarm directory.
 
     A worker running in its worktree may have a state directory of its own there; it is never
@@ -292,14 +294,14 @@ async def create(project: Path, worker_id: str) -> Worktree:
         raise InvalidInput(
             f"worker id {worker_id!r} cannot name a worktree: use letters, digits, '.', '_' and '-'"
         )
-    repo = await _repository(project)
+    repo = await repository_of(project)
     path = _worktrees_root(project) / worker_id
     branch = BRANCH_PREFIX + worker_id
     if path.exists():
         raise WorktreeError(f"a worktree for worker {worker_id} already exists at {path}; remove it first")
     _ignore_state_dir(project)
     path.parent.mkdir(parents=True, exist_ok=True)
-    made = await _git(
+    made = await run_git(
         ["worktree", "add", "--quiet", "-b", branch, str(path), repo.head], repo.top, check=False
     )
     if made.returncode != 0:
@@ -312,21 +314,23 @@ async def remove(project: Path, worktree: Worktree) -> None:
     if not worktree.branch.startswith(BRANCH_PREFIX):
         # Only branches this module made are ever deleted, whatever a caller passes.
         raise InvalidInput(f"{worktree.branch!r} is not a worker's branch (those start with {BRANCH_PREFIX})")
-    repo = await _repository(project)
+    repo = await repository_of(project)
     root = _worktrees_root(project).resolve()
-    gone = await _git(["worktree", "remove", "--force", "--force", str(worktree.path)], repo.top, check=False)
+    gone = await run_git(
+        ["worktree", "remove", "--force", "--force", str(worktree.path)], repo.top, check=False
+    )
     if gone.returncode != 0 and worktree.path.exists():
         # git refuses some (those holding submodules, or no longer registered); a directory of
         # ours is then simply deleted, and `worktree prune` forgets it.
         if root not in worktree.path.resolve().parents:
             raise WorktreeError(f"cannot remove the worktree {worktree.path}: {gone.stderr}")
         await anyio.to_thread.run_sync(shutil.rmtree, worktree.path)
-    await _git(["worktree", "prune"], repo.top)
-    exists = await _git(
+    await run_git(["worktree", "prune"], repo.top)
+    exists = await run_git(
         ["rev-parse", "--verify", "--quiet", f"refs/heads/{worktree.branch}"], repo.top, check=False
     )
     if exists.returncode == 0:
-        deleted = await _git(["branch", "-D", worktree.branch], repo.top, check=False)
+        deleted = await run_git(["branch", "-D", worktree.branch], repo.top, check=False)
         if deleted.returncode != 0:
             raise WorktreeError(f"cannot delete the branch {worktree.branch}: {deleted.stderr}")
 
@@ -336,8 +340,8 @@ async def prune(project: Path, keep: Collection[str] = ()) -> list[str]:
 
     Git forgets worktrees whose directories were deleted. Returns the worker ids removed.
     """
-    repo = await _repository(project)
-    await _git(["worktree", "prune"], repo.top)
+    repo = await repository_of(project)
+    await run_git(["worktree", "prune"], repo.top)
     root = _worktrees_root(project)
     removed: list[str] = []
     if not root.is_dir():
@@ -354,7 +358,7 @@ async def prune(project: Path, keep: Collection[str] = ()) -> list[str]:
 
 
 @asynccontextmanager
-async def _staged_copy(worktree: Worktree) -> AsyncGenerator[Path]:
+async def staged_copy(worktree: Worktree) -> AsyncGenerator[Path]:
     """A temporary index holding the worker's whole tree: its changes, new files and deletions.
 
     It starts as a copy of the worker's own index (which then stays as it was), so files the
@@ -363,17 +367,17 @@ async def _staged_copy(worktree: Worktree) -> AsyncGenerator[Path]:
     """
     if not worktree.path.is_dir():
         raise WorktreeError(f"the worktree {worktree.path} does not exist")
-    own = await _git(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree.path)
+    own = await run_git(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree.path)
     with tempfile.TemporaryDirectory(prefix="mcp-swarm-index-") as directory:
         index = Path(directory) / "index"
         if await anyio.Path(own.text).is_file():
             await anyio.to_thread.run_sync(shutil.copyfile, own.text, index)
-        spec = _everything_but_state(worktree.subdirectory)
-        await _git(["add", "--all", "--", *spec], worktree.path, index=index)
+        spec = everything_but_state(worktree.subdirectory)
+        await run_git(["add", "--all", "--", *spec], worktree.path, index=index)
         yield index
 
 
-def _split_z(data: bytes) -> Iterator[str]:
+def split_z(data: bytes) -> Iterator[str]:
     """The fields of git's -z output, as str; bytes that are not UTF-8 survive the round trip."""
     fields = data.split(b"\0")
     if fields and fields[-1] == b"":
@@ -384,7 +388,7 @@ def _split_z(data: bytes) -> Iterator[str]:
 def _parse_changes(name_status: bytes, numstat: bytes) -> list[FileChange]:
     """FileChanges from `git diff -z --name-status` and `git diff -z --numstat` of the same diff."""
     counts: dict[str, tuple[int, int, bool]] = {}
-    fields = _split_z(numstat)
+    fields = split_z(numstat)
     for item in fields:
         added, removed, path = item.split("\t", 2)
         if path == "":  # a rename: the old and new paths follow as fields of their own
@@ -393,7 +397,7 @@ def _parse_changes(name_status: bytes, numstat: bytes) -> list[FileChange]:
         binary = added == "-"
         counts[path] = (0, 0, True) if binary else (int(added), int(removed), False)
     changes: list[FileChange] = []
-    fields = _split_z(name_status)
+    fields = split_z(name_status)
     for letter in fields:
         old_path = next(fields) if letter[0] in "RC" else None
         path = next(fields)
@@ -405,11 +409,11 @@ def _parse_changes(name_status: bytes, numstat: bytes) -> list[FileChange]:
     return changes
 
 
-async def _changes_in(worktree: Worktree, index: Path) -> list[FileChange]:
-    spec = ["--", *_everything_but_state(worktree.subdirectory)]
-    common = ["diff", "--cached", "-z", "--find-renames", *_PLAIN_DIFF, worktree.base_commit]
-    name_status = await _git([*common, "--name-status", *spec], worktree.path, index=index)
-    numstat = await _git([*common, "--numstat", *spec], worktree.path, index=index)
+async def changes_in(worktree: Worktree, index: Path) -> list[FileChange]:
+    spec = ["--", *everything_but_state(worktree.subdirectory)]
+    common = ["diff", "--cached", "-z", "--find-renames", *PLAIN_DIFF, worktree.base_commit]
+    name_status = await run_git([*common, "--name-status", *spec], worktree.path, index=index)
+    numstat = await run_git([*common, "--numstat", *spec], worktree.path, index=index)
     return _parse_changes(name_status.stdout, numstat.stdout)
 
 
@@ -418,275 +422,5 @@ async def changes(worktree: Worktree) -> list[FileChange]:
 
     Neither the worker's files nor its index are touched.
     """
-    async with _staged_copy(worktree) as index:
-        return await _changes_in(worktree, index)
-
-
-# --- integration -----------------------------------------------------------------------------
-
-
-def wave_message(title: str, items: Sequence[IntegrationItem]) -> str:
-    """The commit message of a wave: the title, then one line per task."""
-    lines = [f"- #{item.task_id} {item.subject} ({item.worker_id})" for item in items]
-    return "\n".join([title.strip(), "", *lines]) if lines else title.strip()
-
-
-@contextmanager
-def _scratch() -> Generator[Path]:
-    with tempfile.TemporaryDirectory(prefix="mcp-swarm-integrate-") as directory:
-        yield Path(directory)
-
-
-async def _refuse_unsafe_start(repo: _Repository) -> None:
-    """Refuse a main tree whose next commit would take in more than the wave."""
-    paths = await _git(
-        ["rev-parse", "--path-format=absolute"]
-        + [arg for name in _UNFINISHED for arg in ("--git-path", name)],
-        repo.top,
-    )
-    for name, path in zip(_UNFINISHED, paths.text.split("\n"), strict=True):
-        if await anyio.Path(path).exists():
-            raise WorktreeError(
-                f"the main tree at {repo.top} is in the middle of {_UNFINISHED[name]}; finish or "
-                "abort it before integrating"
-            )
-    staged = await _git(["diff-index", "--cached", "--quiet", "HEAD", "--"], repo.top, check=False)
-    if staged.returncode == 1:
-        raise WorktreeError(
-            f"the main tree at {repo.top} has staged changes, which the wave's commit would take in; "
-            "commit them, or unstage them (git restore --staged), before integrating"
-        )
-    if staged.returncode != 0:
-        raise WorktreeError(f"cannot read the index of {repo.top}: {staged.stderr}")
-
-
-# What a main tree can be in the middle of, by the file in its git directory that says so.
-_UNFINISHED = {
-    "MERGE_HEAD": "a merge",
-    "CHERRY_PICK_HEAD": "a cherry-pick",
-    "REVERT_HEAD": "a revert",
-    "rebase-merge": "a rebase",
-    "rebase-apply": "a rebase or git am",
-}
-
-
-async def _common_dir(path: Path) -> Path:
-    found = await _git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path, check=False)
-    if found.returncode != 0:
-        raise WorktreeError(f"{path} is not a git worktree: {found.stderr}")
-    return Path(await anyio.Path(found.text).resolve())
-
-
-async def _check_items(repo: _Repository, items: Sequence[IntegrationItem]) -> None:
-    """Every item must be a distinct worktree of this repository."""
-    ours = await _common_dir(repo.top)
-    seen: set[Path] = set()
-    for item in items:
-        path = item.worktree.path
-        if not path.is_dir():
-            raise WorktreeError(f"the worktree of worker {item.worker_id} ({path}) does not exist")
-        if await _common_dir(path) != ours:
-            raise WorktreeError(f"{path} (worker {item.worker_id}) is not a worktree of {repo.top}")
-        if path.resolve() in seen:
-            raise WorktreeError(f"the worktree {path} is named by more than one item")
-        seen.add(path.resolve())
-
-
-async def _uncommitted(repo: _Repository, paths: Sequence[str]) -> list[str]:
-    """Those of `paths` where the main tree differs from its index, or that git does not track.
-
-    Staged changes are ours (the start refuses the user's), so only these are the user's work.
-    """
-    dirty: list[str] = []
-    for start in range(0, len(paths), _PATHS_PER_CALL):
-        chunk = paths[start : start + _PATHS_PER_CALL]
-        status = await _git(
-            [
-                "--literal-pathspecs",
-                "status",
-                "--porcelain=v1",
-                "-z",
-                "--untracked-files=all",
-                "--ignored=matching",
-                "--no-renames",
-                "--",
-                *chunk,
-            ],
-            repo.top,
-        )
-        for entry in _split_z(status.stdout):
-            code, path = entry[:2], entry[3:]
-            if code[1] != " ":  # the working tree differs, or ?? untracked, or !! ignored
-                dirty.append(path)
-    return dirty
-
-
-@dataclass(frozen=True, slots=True)
-class _Merge:
-    # The change to make to the main tree, as a patch from its index; None if it conflicts.
-    patch: bytes | None
-    conflicting: list[str]
-    stderr: str
-
-
-async def _merge_into_copy(repo: _Repository, patch: Path, scratch: Path) -> _Merge:
-    """Three-way apply `patch` to a copy of the main index, leaving the main index alone.
-
-    A clean result comes back as a patch from the main index to the merged tree, which
-    `git apply --index` then applies to the main tree in one atomic step.
-    """
-    own = await _git(["rev-parse", "--path-format=absolute", "--git-path", "index"], repo.top)
-    index = scratch / "index"
-    await anyio.Path(index).unlink(missing_ok=True)
-    await anyio.to_thread.run_sync(shutil.copyfile, own.text, index)
-    before = await _git(["write-tree"], repo.top, index=index)
-    applied = await _git(
-        ["apply", "--cached", "--3way", "--whitespace=nowarn", str(patch)], repo.top, index=index, check=False
-    )
-    if applied.returncode not in (0, 1):
-        # 1 is a patch that does not apply; anything else is git failing (a corrupt patch, an
-        # option this git lacks), which no user can resolve by editing files.
-        raise WorktreeError(f"git apply failed: {applied.stderr}")
-    unmerged = await _git(["ls-files", "--unmerged", "-z"], repo.top, index=index)
-    # Each entry is "<mode> <object> <stage>\t<path>", one per stage.
-    conflicting = sorted({entry.split("\t", 1)[1] for entry in _split_z(unmerged.stdout)})
-    if applied.returncode != 0 or conflicting:
-        return _Merge(None, conflicting, applied.stderr)
-    after = await _git(["write-tree"], repo.top, index=index)
-    if after.text == before.text:
-        return _Merge(b"", [], applied.stderr)
-    merged = await _git(
-        ["diff-tree", "-r", "-p", "--binary", "--no-renames", *_PLAIN_DIFF, before.text, after.text],
-        repo.top,
-    )
-    return _Merge(merged.stdout, [], applied.stderr)
-
-
-async def _integrate_one(
-    repo: _Repository, item: IntegrationItem, scratch: Path
-) -> tuple[IntegratedItem | IntegrationConflict, bool]:
-    """Bring one worker's changes into the main tree and index; whether a file changed."""
-    worktree = item.worktree
-    async with _staged_copy(worktree) as worker_index:
-        files = await _changes_in(worktree, worker_index)
-        patch = await _git(
-            [
-                "diff",
-                "--cached",
-                "--binary",
-                "--full-index",
-                "--no-renames",
-                *_PLAIN_DIFF,
-                worktree.base_commit,
-                "--",
-                *_everything_but_state(worktree.subdirectory),
-            ],
-            worktree.path,
-            index=worker_index,
-        )
-    if not patch.stdout:
-        return IntegratedItem(item, files), False
-    touched = sorted({path for change in files for path in (change.path, change.old_path) if path})
-    dirty = await _uncommitted(repo, touched)
-    if dirty:
-        return IntegrationConflict(
-            item,
-            "uncommitted_changes",
-            dirty,
-            f"worker {item.worker_id} (task #{item.task_id}) changed files that have uncommitted "
-            f"changes in the main tree: {', '.join(dirty)}. Commit or stash them, then integrate again.",
-        ), False
-    patch_file = scratch / "worker.patch"
-    await anyio.Path(patch_file).write_bytes(patch.stdout)
-    merge = await _merge_into_copy(repo, patch_file, scratch)
-    if merge.patch is None:
-        conflicting = merge.conflicting or touched
-        return IntegrationConflict(
-            item,
-            "does_not_apply",
-            conflicting,
-            f"the changes of worker {item.worker_id} (task #{item.task_id}) conflict with the main tree "
-            f"in {', '.join(conflicting)}; nothing was changed. git said: {merge.stderr}",
-        ), False
-    if not merge.patch:
-        return IntegratedItem(item, files), False
-    merged_file = scratch / "merged.patch"
-    await anyio.Path(merged_file).write_bytes(merge.patch)
-    # apply --index compares files with the index by their stat data: bring it up to date first.
-    await _git(["update-index", "-q", "--refresh"], repo.top, check=False)
-    done = await _git(["apply", "--index", "--whitespace=nowarn", str(merged_file)], repo.top, check=False)
-    if done.returncode != 0:
-        # git apply checks the whole patch before it writes a file, so nothing was changed.
-        return IntegrationConflict(
-            item,
-            "does_not_apply",
-            touched,
-            f"the changes of worker {item.worker_id} (task #{item.task_id}) could not be applied to the "
-            f"main tree; nothing was changed. git said: {done.stderr}",
-        ), False
-    return IntegratedItem(item, files), True
-
-
-async def _identity_options(repo: _Repository) -> list[str]:
-    """`-c` options naming the Mayor, for a repository where git knows no one to commit as.
-
-    `git var` fails exactly where `git commit` would refuse for want of a name or an email.
-    """
-    for variable in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-        if (await _git(["var", variable], repo.top, check=False)).returncode != 0:
-            return ["-c", f"user.name={MAYOR_NAME}", "-c", f"user.email={MAYOR_EMAIL}"]
-    return []
-
-
-async def integrate(project: Path, items: Sequence[IntegrationItem], title: str) -> IntegrationReport:
-    """Bring the changes of completed workers into the main tree, in the order given, as one commit.
-
-    `items` must come in dependency order. The first item that cannot be integrated (the user
-    has uncommitted changes in its files, or its changes conflict) is reported with nothing
-    changed for it, and the items after it are not attempted; those before it are committed.
-    The commit message is `title` and a line per integrated task that changed a file. The
-    worktrees and branches of integrated items are removed once committed.
-
-    Raises WorktreeError, changing nothing, if the main tree has staged changes or is in the
-    middle of a merge or rebase, or an item's worktree is missing.
-    """
-    repo = await _repository(project)
-    await _refuse_unsafe_start(repo)
-    await _check_items(repo, items)
-    integrated: list[IntegratedItem] = []
-    in_commit: list[IntegrationItem] = []
-    conflicts: list[IntegrationConflict] = []
-    not_attempted: list[IntegrationItem] = []
-    with _scratch() as scratch:
-        for position, item in enumerate(items):
-            outcome, changed = await _integrate_one(repo, item, scratch)
-            if isinstance(outcome, IntegrationConflict):
-                conflicts.append(outcome)
-                not_attempted = list(items[position + 1 :])
-                break
-            integrated.append(outcome)
-            if changed:
-                in_commit.append(item)
-    commit: str | None = None
-    message: str | None = None
-    if in_commit:
-        message = wave_message(title, in_commit)
-        identity = await _identity_options(repo)
-        made = await _git(
-            [*identity, "commit", "--quiet", "--cleanup=whitespace", "-m", message], repo.top, check=False
-        )
-        if made.returncode != 0:
-            tasks = ", ".join(f"#{item.task_id}" for item in in_commit)
-            raise WorktreeError(
-                f"the changes of tasks {tasks} are applied and staged in {repo.top}, but git commit "
-                f"failed: {made.stderr}. Their worktrees are kept; commit the staged changes yourself, "
-                "or unstage and discard them."
-            )
-        commit = (await _git(["rev-parse", "HEAD"], repo.top)).text
-    for done in integrated:
-        try:
-            await remove(project, done.item.worktree)
-        except WorktreeError as exc:
-            # The work is committed; a worktree left behind is only clutter, and prune() clears it.
-            logger.warning("worktree of worker %s not removed: %s", done.item.worker_id, exc)
-    return IntegrationReport(commit, integrated, conflicts, not_attempted, message)
+    async with staged_copy(worktree) as index:
+        return await changes_in(worktree, index)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_swarm import worktrees
+from mcp_swarm import worktree_merge, worktrees
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError
 
@@ -225,7 +225,7 @@ async def test_a_project_in_a_subdirectory_runs_its_worker_there(tmp_path: Path)
     write(tree.workdir, ".mcp-swarm/worker.log", "not the worker's work\n")
     assert await worktrees.changes(tree) == [FileChange("services/api v2/added.py", 1, 0, "added")]
 
-    report = await worktrees.integrate(project, [item("1", "Add a module", tree)], "Wave 1")
+    report = await worktree_merge.integrate(project, [item("1", "Add a module", tree)], "Wave 1")
     assert report.commit is not None
     assert (project / "added.py").read_text() == "x = 1\n"
     assert git(top, "status", "--porcelain", "--untracked-files=all") == ""
@@ -304,7 +304,7 @@ async def test_two_workers_become_one_commit_listing_both_tasks(repo: Path) -> N
     write(second.path, "logo.bin", BINARY[:100])
     (second.path / "README.md").unlink()
 
-    report = await worktrees.integrate(
+    report = await worktree_merge.integrate(
         repo,
         [item("2", "Add password hashing", first), item("3", "Trim the logo", second)],
         "Wave 1: 2 tasks",
@@ -351,7 +351,7 @@ async def test_a_conflict_with_the_main_tree_changes_nothing(repo: Path) -> None
     main_before = state_of(repo)
     worker_before = state_of(clashing.path)
 
-    report = await worktrees.integrate(
+    report = await worktree_merge.integrate(
         repo, [item("4", "Rework line five", clashing), item("5", "Later", later)], "Wave 2"
     )
 
@@ -378,7 +378,9 @@ async def test_a_conflict_after_an_integrated_item_commits_only_that_item(repo: 
     write(repo, "README.md", "# demo\nwork in progress\n")
     worker_before = state_of(second.path)
 
-    report = await worktrees.integrate(repo, [item("1", "First", first), item("2", "Second", second)], "W")
+    report = await worktree_merge.integrate(
+        repo, [item("1", "First", first), item("2", "Second", second)], "W"
+    )
 
     assert [done.item.task_id for done in report.integrated] == ["1"]
     assert [conflict.item.task_id for conflict in report.conflicts] == ["2"]
@@ -412,7 +414,7 @@ async def test_uncommitted_work_of_the_lead_is_never_overwritten(repo: Path, in_
     main_before = state_of(repo)
     worker_before = state_of(tree.path)
 
-    report = await worktrees.integrate(repo, [item("7", "Edit", tree)], "Wave")
+    report = await worktree_merge.integrate(repo, [item("7", "Edit", tree)], "Wave")
 
     assert report.commit is None
     assert len(report.conflicts) == 1
@@ -432,7 +434,7 @@ async def test_integration_refuses_staged_changes_in_the_main_tree(repo: Path) -
     main_before = state_of(repo)
 
     with pytest.raises(WorktreeError, match="staged changes"):
-        await worktrees.integrate(repo, [item("1", "New", tree)], "Wave")
+        await worktree_merge.integrate(repo, [item("1", "New", tree)], "Wave")
 
     assert state_of(repo) == main_before
     assert tree.path.exists()
@@ -445,7 +447,7 @@ async def test_integration_includes_commits_a_worker_made(repo: Path) -> None:
     git(tree.path, "commit", "-q", "-m", "worker commit")
     write(tree.path, "loose.txt", "not committed\n")
 
-    report = await worktrees.integrate(repo, [item("1", "Both", tree)], "Wave")
+    report = await worktree_merge.integrate(repo, [item("1", "Both", tree)], "Wave")
 
     assert report.commit is not None
     assert git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["committed.txt", "loose.txt"]
@@ -456,7 +458,7 @@ async def test_a_worker_that_changed_nothing_is_integrated_without_a_commit(repo
     tree = await worktrees.create(repo, "worker-1")
     head = git(repo, "rev-parse", "HEAD")
 
-    report = await worktrees.integrate(repo, [item("1", "Nothing", tree)], "Wave")
+    report = await worktree_merge.integrate(repo, [item("1", "Nothing", tree)], "Wave")
 
     assert report.commit is None
     assert [done.files for done in report.integrated] == [[]]
@@ -473,7 +475,7 @@ async def test_without_an_identity_the_mayor_commits(tmp_path: Path) -> None:
     tree = await worktrees.create(project, "worker-1")
     write(tree.path, "a.txt", "b\n")
 
-    report = await worktrees.integrate(project, [item("1", "Change a", tree)], "Wave")
+    report = await worktree_merge.integrate(project, [item("1", "Change a", tree)], "Wave")
 
     assert report.commit is not None
     assert git(project, "log", "-1", "--format=%an <%ae>|%cn <%ce>").strip() == (
@@ -491,7 +493,7 @@ async def test_a_refused_commit_keeps_the_work_staged_and_the_worktrees(repo: Pa
     head = git(repo, "rev-parse", "HEAD")
 
     with pytest.raises(WorktreeError, match=r"(?s)#1 are applied and staged.*lint failed"):
-        await worktrees.integrate(repo, [item("1", "New", tree)], "Wave")
+        await worktree_merge.integrate(repo, [item("1", "New", tree)], "Wave")
 
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == "A  new.txt\n"
@@ -502,7 +504,7 @@ async def test_integration_refuses_a_missing_worktree(repo: Path) -> None:
     tree = await worktrees.create(repo, "worker-1")
     await worktrees.remove(repo, tree)
     with pytest.raises(WorktreeError, match="does not exist"):
-        await worktrees.integrate(repo, [item("1", "Gone", tree)], "Wave")
+        await worktree_merge.integrate(repo, [item("1", "Gone", tree)], "Wave")
 
 
 # --- remove and prune ------------------------------------------------------------------------
