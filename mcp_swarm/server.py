@@ -22,8 +22,8 @@ from mcp_types import CallToolResult
 from pydantic import Field
 
 from mcp_swarm import __version__
-from mcp_swarm.completion_hooks import completion_hooks
 from mcp_swarm.config import Settings
+from mcp_swarm.engine_setup import build_engine
 from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.import_tools import build_import_tools
 from mcp_swarm.integration import integrate_completed
@@ -43,11 +43,10 @@ from mcp_swarm.models import (
     TaskStatus,
     Worker,
 )
-from mcp_swarm.runtimes.registry import build_runtimes, default_runtime
+from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store
-from mcp_swarm.swarm import Swarm, WorkerLimits
+from mcp_swarm.swarm import Swarm
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
-from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -397,22 +396,7 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
     async def lifespan(_: MCPServer[_Ledger]) -> AsyncGenerator[_Ledger]:
         async with await Store.open(settings.db_path) as store:
             state.ledger = Ledger(store, actor="mayor")
-            swarm = Swarm(
-                store,
-                build_runtimes(settings.runtimes),
-                default_runtime=settings.default_runtime,
-                state_dir=settings.state_dir,
-                project_dir=settings.project_dir,
-                limits=WorkerLimits(
-                    max_workers=settings.max_workers,
-                    timeout_seconds=settings.timeout_seconds,
-                    idle_seconds=settings.idle_seconds,
-                ),
-                env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
-                mode=settings.mode,
-                tmux_socket=settings.tmux_socket,
-                hooks=completion_hooks(state.ledger),
-            )
+            swarm = build_engine(settings, store)
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
             async with anyio.create_task_group() as group:
                 await group.start(swarm.run)

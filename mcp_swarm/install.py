@@ -1,0 +1,250 @@
+"""`mcp-swarm install CLIENT`: register `mcp-swarm serve` in an agent client's own configuration.
+
+Each client keeps its MCP servers in a file of its own; this edits only the `swarm` entry of that
+file and keeps everything else as it was (other servers, other keys, the indentation of a JSON
+file, the comments and layout of a TOML one). Running it again changes nothing and says so. An
+existing `swarm` entry that runs something else is never overwritten without `--force`.
+
+| client | project scope | user scope |
+| --- | --- | --- |
+| claude | `.mcp.json`, approved in `.claude/settings.local.json` | `~/.claude.json` |
+| codex | (not supported by codex) | `~/.codex/config.toml` (`$CODEX_HOME`) |
+| cursor | `.cursor/mcp.json` | `~/.cursor/mcp.json` |
+| gemini | `.gemini/settings.json` | `~/.gemini/settings.json` |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import InlineTable, Table
+
+from mcp_swarm.errors import InvalidInput, SwarmError
+
+SERVER_NAME = "swarm"
+
+
+class Client(StrEnum):
+    CLAUDE = "claude"
+    CODEX = "codex"
+    CURSOR = "cursor"
+    GEMINI = "gemini"
+
+
+class Scope(StrEnum):
+    PROJECT = "project"
+    USER = "user"
+
+
+CLIENT_NAMES = {Client.CLAUDE: "Claude Code", Client.CODEX: "Codex", Client.CURSOR: "Cursor",
+                Client.GEMINI: "Gemini CLI"}  # fmt: skip
+
+
+class InstallRefused(SwarmError):
+    """The file already has a different `swarm` server; it is theirs until --force says otherwise."""
+
+
+@dataclass(frozen=True)
+class Change:
+    path: Path
+    changed: bool
+    what: str
+    # What to write, and where (the file a symlink points to); None when nothing changes.
+    text: str | None = None
+    target: Path | None = None
+    private: bool = False
+
+
+def server_command() -> list[str]:
+    """How a client should start this mcp-swarm: the installed script's absolute path, if there is one."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "mcp-swarm" and argv0.is_file():
+        return [str(argv0.absolute()), "serve"]
+    beside = Path(sys.executable).parent / "mcp-swarm"
+    if beside.is_file():
+        return [str(beside), "serve"]
+    found = shutil.which("mcp-swarm")
+    if found:
+        return [str(Path(found).absolute()), "serve"]
+    return [sys.executable, "-m", "mcp_swarm", "serve"]
+
+
+def install(
+    client: Client, scope: Scope, command: list[str], *, home: Path, project: Path, force: bool = False
+) -> list[Change]:
+    """Register `command` as the `swarm` server of `client`; what was changed, file by file.
+
+    Every file is read and checked before any is written, so a refusal changes nothing at all.
+    """
+    changes = _changes(client, scope, command, home=home, project=project, force=force)
+    for change in changes:
+        if change.text is not None and change.target is not None:
+            _write(change.target, change.text, private=change.private)
+    return changes
+
+
+def _changes(
+    client: Client, scope: Scope, command: list[str], *, home: Path, project: Path, force: bool
+) -> list[Change]:
+    entry: dict[str, Any] = {"command": command[0], "args": command[1:]}
+    env = os.environ
+    if client is Client.CODEX:
+        if scope is Scope.PROJECT:
+            raise InvalidInput("codex reads MCP servers from ~/.codex/config.toml only; use --scope user")
+        codex_home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else home / ".codex"
+        return [_edit_toml(codex_home / "config.toml", entry, force)]
+    if client is Client.CLAUDE:
+        if scope is Scope.USER:
+            config_dir = Path(env["CLAUDE_CONFIG_DIR"]) if env.get("CLAUDE_CONFIG_DIR") else home
+            return [_edit_json(config_dir / ".claude.json", _put_server(entry, force), private=True)]
+        return [
+            _edit_json(project / ".mcp.json", _put_server(entry, force), private=False),
+            # Claude Code asks before it starts a server from .mcp.json; whoever installs it here has
+            # answered. settings.local.json is this person's own, never shared with the project.
+            _edit_json(project / ".claude" / "settings.local.json", _approve, private=False),
+        ]
+    folder = ".cursor" if client is Client.CURSOR else ".gemini"
+    name = "mcp.json" if client is Client.CURSOR else "settings.json"
+    base = project if scope is Scope.PROJECT else home
+    return [_edit_json(base / folder / name, _put_server(entry, force), private=scope is Scope.USER)]
+
+
+def _same(existing: object, entry: Mapping[str, Any]) -> bool:
+    if not isinstance(existing, Mapping):
+        return False
+    found = cast(Mapping[str, Any], existing)
+    return found.get("command") == entry["command"] and list(found.get("args") or []) == entry["args"]
+
+
+def _refuse(path: Path, existing: object) -> InstallRefused:
+    shown = json.dumps(existing, default=str)
+    return InstallRefused(
+        f"{path} already has a different {SERVER_NAME!r} server ({shown}); nothing was changed. "
+        "--force replaces it"
+    )
+
+
+def _put_server(entry: dict[str, Any], force: bool) -> Callable[[dict[str, Any], Path], str | None]:
+    def edit(data: dict[str, Any], path: Path) -> str | None:
+        servers = data.setdefault("mcpServers", {})
+        if not isinstance(servers, dict):
+            raise InvalidInput(f"{path}: mcpServers is not a JSON object; fix it by hand first")
+        servers = cast(dict[str, Any], servers)
+        existing = servers.get(SERVER_NAME)
+        if existing is not None and _same(existing, entry):
+            return None
+        if existing is not None and not force:
+            raise _refuse(path, existing)
+        servers[SERVER_NAME] = entry
+        return f"{'replaced the' if existing is not None else 'added the'} {SERVER_NAME} server"
+
+    return edit
+
+
+def _approve(data: dict[str, Any], path: Path) -> str | None:
+    if data.get("enableAllProjectMcpServers") is True:
+        return None
+    disabled = data.get("disabledMcpjsonServers")
+    if isinstance(disabled, list) and SERVER_NAME in disabled:
+        raise InvalidInput(
+            f"{path} rejects the {SERVER_NAME} server (disabledMcpjsonServers); remove it from there, "
+            "or run `claude mcp reset-project-choices`"
+        )
+    enabled = data.setdefault("enabledMcpjsonServers", [])
+    if not isinstance(enabled, list):
+        raise InvalidInput(f"{path}: enabledMcpjsonServers is not a list; fix it by hand first")
+    if SERVER_NAME in enabled:
+        return None
+    cast(list[Any], enabled).append(SERVER_NAME)
+    return f"approved the {SERVER_NAME} server of .mcp.json for this project"
+
+
+def _edit_json(path: Path, edit: Callable[[dict[str, Any], Path], str | None], *, private: bool) -> Change:
+    target = path.resolve() if path.is_symlink() else path  # a dotfile manager's link stays a link
+    text = _read(target)
+    try:
+        data: Any = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is not valid JSON ({exc}); fix it, or add the server by hand") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} does not hold a JSON object; fix it, or add the server by hand")
+    what = edit(cast(dict[str, Any], data), path)
+    if what is None:
+        return Change(path, False, "already there; nothing changed")
+    match = re.search(r'^([ \t]+)"', text, re.MULTILINE)
+    indent = match.group(1) if match else "  "
+    new_text = json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+    return Change(path, True, what, new_text, target, private)
+
+
+def _edit_toml(path: Path, entry: dict[str, Any], force: bool) -> Change:
+    target = path.resolve() if path.is_symlink() else path
+    text = _read(target)
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.TOMLKitError as exc:
+        raise InvalidInput(f"{path} is not valid TOML ({exc}); fix it, or add the server by hand") from exc
+    servers: Any = cast(dict[str, Any], doc).get("mcp_servers")
+    if servers is None:
+        servers = tomlkit.table(is_super_table=True)
+        doc["mcp_servers"] = servers
+    elif not isinstance(servers, MutableMapping):  # a Table, an inline one, or tables out of order
+        raise InvalidInput(f"{path}: mcp_servers is not a table; fix it by hand first")
+    existing: Any = cast(dict[str, Any], servers).get(SERVER_NAME)
+    plain = existing.unwrap() if isinstance(existing, Table | InlineTable) else existing
+    if existing is not None and _same(plain, entry):
+        return Change(path, False, "already there; nothing changed")
+    if existing is not None and not force:
+        raise _refuse(path, plain)
+    if isinstance(servers, InlineTable):
+        servers[SERVER_NAME] = entry
+    else:
+        table = tomlkit.table()
+        table["command"] = entry["command"]
+        table["args"] = entry["args"]
+        servers[SERVER_NAME] = table
+    new_text = tomlkit.dumps(doc)
+    # A table added before another one needs the blank line TOML files usually have between tables.
+    new_text = re.sub(r"(\[mcp_servers\.swarm\]\n(?:[^\[\n][^\n]*\n)+)(?=\[)", r"\1\n", new_text)
+    what = f"{'replaced the' if existing is not None else 'added the'} {SERVER_NAME} server"
+    return Change(path, True, what, new_text, target, private=True)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+
+
+def _write(path: Path, text: str, *, private: bool) -> None:
+    """Replace the file in one step (never half-written), keeping its permissions; a new file in
+    the user's home is readable by its owner only, as these files may hold tokens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600 if private else 0o644
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

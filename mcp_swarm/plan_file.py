@@ -1,0 +1,187 @@
+"""Plan files for `mcp-swarm run`: a whole plan in TOML or JSON, checked before anything is created.
+
+    runtime = "demo"          # optional: the runtime of every task that names none
+    max_workers = 3           # optional
+
+    [[tasks]]
+    key = "model"
+    subject = "Create User model"
+    description = "A User dataclass in app/models.py"
+    [tasks.metadata.validation]
+    files_exist = ["app/models.py"]
+
+    [[tasks]]
+    key = "login"
+    subject = "Create login endpoint"
+    blocked_by = ["model"]
+    runtime = "claude"        # optional, per task
+
+Keys may be written snake_case or camelCase (`blocked_by` or `blockedBy`), as in the tool contract.
+Every reference, every cycle and every field is checked here, so a bad file is refused whole
+with a message that names the task, before the database is even opened.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from mcp_swarm.errors import InvalidInput
+from mcp_swarm.models import (
+    MAX_PLAN_KEY_CHARS,
+    MAX_PLAN_TASKS,
+    ActiveForm,
+    Description,
+    Metadata,
+    PlanTask,
+    Subject,
+)
+
+Key = Annotated[str, Field(min_length=1, max_length=MAX_PLAN_KEY_CHARS, pattern=r"^[A-Za-z_][\w.-]*$")]
+RuntimeName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class PlanFileTask(_FileModel):
+    key: Key
+    subject: Subject
+    description: Description = ""
+    active_form: ActiveForm | None = None
+    blocked_by: Annotated[list[Key], Field(max_length=MAX_PLAN_TASKS)] = Field(default_factory=list[str])
+    runtime: RuntimeName | None = None
+    metadata: Metadata = Field(default_factory=dict[str, Any])
+
+
+class PlanFile(_FileModel):
+    runtime: RuntimeName | None = None
+    max_workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    tasks: Annotated[list[PlanFileTask], Field(min_length=1, max_length=MAX_PLAN_TASKS)]
+
+    def plan_tasks(self) -> list[PlanTask]:
+        """The tasks as `Ledger.create_plan` takes them."""
+        return [
+            PlanTask(
+                key=task.key,
+                subject=task.subject,
+                description=task.description,
+                active_form=task.active_form,
+                metadata=task.metadata,
+                blocked_by=task.blocked_by,
+            )
+            for task in self.tasks
+        ]
+
+    def waves(self) -> dict[str, int]:
+        """Each key's wave: 1 for a task that waits for nothing, else one more than its latest blocker."""
+        return plan_waves({task.key: task.blocked_by for task in self.tasks})
+
+
+def plan_waves(blocked_by: dict[str, list[str]]) -> dict[str, int]:
+    """The depth of each node in the dependency graph, 1-based; InvalidInput for a dangling
+    reference or a cycle (named). Iterative, so a long chain cannot exhaust the recursion limit."""
+    for key, blockers in blocked_by.items():
+        for blocker in blockers:
+            if blocker not in blocked_by:
+                raise InvalidInput(f"task {key!r} is blocked by {blocker!r}, which is no key of this plan")
+            if blocker == key:
+                raise InvalidInput(f"task {key!r} cannot be blocked by itself")
+    waves: dict[str, int] = {}
+    for start in blocked_by:
+        path = [start]
+        while path:
+            key = path[-1]
+            if key in waves:
+                path.pop()
+                continue
+            waiting = [b for b in blocked_by[key] if b not in waves]
+            if not waiting:
+                waves[key] = 1 + max((waves[b] for b in blocked_by[key]), default=0)
+                path.pop()
+                continue
+            blocker = waiting[0]
+            if blocker in path:
+                cycle = [*path[path.index(blocker) :], blocker]
+                raise InvalidInput(
+                    f"the plan has a cycle: {' -> '.join(cycle)} (each task is blocked by the next)"
+                )
+            path.append(blocker)
+    return waves
+
+
+def load_plan(path: Path) -> PlanFile:
+    """Read and check a plan file; InvalidInput says what is wrong and where."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"no plan file {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the plan file {path}: {exc}") from exc
+    data = _parse(path, text)
+    try:
+        plan = PlanFile.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"{path}: {_problems(exc, data)}") from exc
+    keys: dict[str, int] = {}
+    for number, task in enumerate(plan.tasks, start=1):
+        if task.key in keys:
+            raise InvalidInput(
+                f"{path}: task {number}: key {task.key!r} is also the key of task {keys[task.key]}"
+            )
+        keys[task.key] = number
+    try:
+        plan.waves()
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from exc
+    return plan
+
+
+def _parse(path: Path, text: str) -> Any:
+    as_json = path.suffix.lower() == ".json" or (path.suffix.lower() != ".toml" and text.lstrip()[:1] == "{")
+    if as_json:
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"{path} is not valid JSON: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from exc
+
+
+def _problems(exc: ValidationError, data: Any) -> str:
+    """Pydantic's errors, each placed as a person reads the file: task 3 (key 'jwt'): subject."""
+    tasks = _list(_dict(data).get("tasks"))
+    problems: list[str] = []
+    for error in exc.errors()[:5]:
+        loc = list(error["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
+            index = loc[1]
+            key = _dict(tasks[index]).get("key") if index < len(tasks) else None
+            where = f"task {index + 1}" + (f" ({key!r})" if isinstance(key, str) else "")
+            loc = loc[2:]
+        field = ".".join(str(part) for part in loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "not a known field"
+        problems.append(": ".join(part for part in (where, field, message) if part))
+    more = len(exc.errors()) - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+# Not runtimes.base's helpers: importing the runtimes package pulls in the MCP SDK, and `status`
+# (which reads plan waves) starts twice as fast without it.
+def _dict(value: object) -> dict[str, Any]:
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return cast(list[Any], value) if isinstance(value, list) else []
