@@ -72,7 +72,13 @@ def _swarm_server(request: WorkerRequest) -> list[str]:
     command = worker_command(request.worker_id, request.swarm_db)
     table = f"mcp_servers.{SERVER_NAME}"
     args = "[" + ", ".join(toml_string(arg) for arg in command[1:]) + "]"
-    return ["-c", f"{table}.command={toml_string(command[0])}", "-c", f"{table}.args={args}"]
+    # required: the first turn waits for the server. Without it Codex starts the turn with the
+    # tools ready at that moment, and a worker's first tool_search could find no swarm tools.
+    return [
+        *("-c", f"{table}.command={toml_string(command[0])}"),
+        *("-c", f"{table}.args={args}"),
+        *("-c", f"{table}.required=true"),
+    ]
 
 
 def toml_string(value: str) -> str:
