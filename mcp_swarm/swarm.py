@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, Swarm
 from mcp_swarm.integration import changes_of, worktree_of, worktree_record
 from mcp_swarm.launcher import Launcher
 from mcp_swarm.ledger import now, parse_task_id
-from mcp_swarm.mail import Mailbox, Message
+from mcp_swarm.mail import Mailbox
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import (
     ProcessIdentity,
@@ -42,6 +42,7 @@ from mcp_swarm.store import Store, Transaction
 from mcp_swarm.supervision import CompletionHook, Launch, WorkerLimits, judge, watch_until_end
 from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
+from mcp_swarm.waiting import Changes, ProgressCallback, WaitResult, wait_for_workers, worker_number
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt
 from mcp_swarm.worktrees import Worktree
 from mcp_swarm.worktrees import create as create_worktree
@@ -49,31 +50,11 @@ from mcp_swarm.worktrees import remove as remove_worktree
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
-# How often `wait` looks for changes made by other processes (workers' reports through their own
-# server, workers of another Mayor's server); its own workers wake it at once.
-CROSS_PROCESS_LOOK = 0.1
-
 
 @dataclass
 class SpawnResult:
     workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     skipped: list[dict[str, str]] = field(default_factory=list[dict[str, str]])
-
-
-@dataclass
-class WaitResult:
-    done: list[Worker]
-    running: list[str]
-    timed_out: bool
-    help_requests: list[Message] = field(default_factory=list[Message])
-
-
-def worker_number(worker_id: str) -> int:
-    prefix, _, number = worker_id.partition("-")
-    if prefix != "worker" or not number.isdigit() or str(int(number)) != number:
-        raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
-    return int(number)
 
 
 class Swarm:
@@ -105,7 +86,7 @@ class Swarm:
         # them while this process runs (see recovery.py).
         me = this_process()
         self.supervisor = f"{me.pid}:{me.start_time}"
-        self._changed = anyio.Event()
+        self._changes = Changes()
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
         self.mail = Mailbox(store)
@@ -154,8 +135,7 @@ class Swarm:
                 )
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changes.notify()
 
     # -- spawn ------------------------------------------------------------------------------
 
@@ -475,55 +455,10 @@ class Swarm:
         timeout: float = 30.0,  # noqa: ASYNC109 - a bound of the tool contract, not a cancellation hook
         progress: ProgressCallback | None = None,
     ) -> WaitResult:
-        if mode not in ("all", "any"):
-            raise InvalidInput("mode must be 'all' or 'any'")
-        if timeout < 0:
-            raise InvalidInput("timeoutSeconds must not be negative")
-        numbers = None if worker_ids is None else [worker_number(w) for w in dict.fromkeys(worker_ids)]
-        if numbers is not None:
-            async with self.store.read() as tx:
-                known = {int(w.id.split("-")[1]) for w in await tx.workers.many(numbers)}
-            missing = [worker_name(n) for n in numbers if n not in known]
-            if missing:
-                raise InvalidInput(f"no worker {', '.join(missing)}; spawn returns the worker ids")
-        deadline = time.monotonic() + timeout
-        while True:
-            changed = self._changed
-            version = await self.store.data_version()
-            done, running = await self._status(numbers)
-            help_requests = await self.mail.take_help_requests()
-            enough = (done and mode == "any") or not running or bool(help_requests)
-            remaining = deadline - time.monotonic()
-            if enough or remaining <= 0:
-                if numbers is None and done:
-                    async with self.store.write() as tx:
-                        await tx.workers.mark_reported([int(w.id.split("-")[1]) for w in done], now())
-                return WaitResult(done, running, timed_out=not enough, help_requests=help_requests)
-            if progress is not None:
-                await progress(float(len(done)), float(len(done) + len(running)), f"{len(running)} running")
-            await self._until_changed(changed, version, deadline)
-
-    async def _until_changed(self, changed: anyio.Event, version: int, deadline: float) -> None:
-        """Until our own workers change something (an event: at once), another process commits to
-        the database (a worker's report, another server's worker: seen within CROSS_PROCESS_LOOK
-        seconds), or the deadline."""
-        while (remaining := deadline - time.monotonic()) > 0:
-            with anyio.move_on_after(min(remaining, CROSS_PROCESS_LOOK)):
-                await changed.wait()
-                return
-            if await self.store.data_version() != version:
-                return
-
-    async def _status(self, numbers: list[int] | None) -> tuple[list[Worker], list[str]]:
-        async with self.store.read() as tx:
-            if numbers is None:
-                done = await tx.workers.unreported()
-                running = [w.id for w in await tx.workers.live()]
-            else:
-                workers = await tx.workers.many(numbers)
-                done = [w for w in workers if w.ended_at is not None]
-                running = [w.id for w in workers if w.ended_at is None]
-        return done, running
+        """See waiting.wait_for_workers."""
+        return await wait_for_workers(
+            self.store, self.mail, self._changes, worker_ids, mode=mode, timeout=timeout, progress=progress
+        )
 
     async def workers_of(self, task_id: str) -> list[Worker]:
         async with self.store.read() as tx:
