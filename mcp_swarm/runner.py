@@ -32,11 +32,6 @@ from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm, worker_number
 
-# spawn's reasons for leaving a ready task for later that pass on their own: no free slot, files
-# that overlap those of a running task, another session running it. Any other reason (its program
-# cannot start, its metadata is malformed) would only repeat itself, and fails the task.
-_PASSING = ("maxWorkers (", "its files overlap", "already being run by")
-
 
 @dataclass
 class TaskRow:
@@ -228,7 +223,9 @@ async def _loop(
                 observer.changed(row)
                 moved = True
             for skipped in result.skipped:
-                if skipped["reason"].startswith(_PASSING):
+                # A reason that passes on its own (retry: no free slot, an overlapping task running,
+                # another session running it) holds the task back; any other would only repeat.
+                if skipped.get("retry"):
                     held = True
                     continue
                 # It could not start (its program is missing, say): trying again would only repeat that.

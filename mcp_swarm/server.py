@@ -246,7 +246,8 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ) -> CallToolResult:
         """Start a fresh worker agent for each task of the wave, in parallel, and return at once.
         Each task is assigned (owner worker-N, in_progress) before its worker starts; a task that
-        cannot start is listed in skipped with the reason. Then call wait."""
+        cannot start is listed in skipped with the reason, and retry=true when the reason passes on
+        its own (no free slot, a blocker or an overlapping task still running). Then call wait."""
         client = ctx.session.client_params
         name = runtime or default_runtime(
             state.workers().runtimes, state.settings.default_runtime if state.settings else None,

@@ -54,7 +54,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class SpawnResult:
     workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-    skipped: list[dict[str, str]] = field(default_factory=list[dict[str, str]])
+    skipped: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+
+    def skip(self, task_id: str, reason: str, *, retry: bool) -> None:
+        """A task not started, and why. `retry`: the reason passes on its own (no free slot, a
+        blocker or an overlapping task still running), so a later spawn may start it."""
+        self.skipped.append({"taskId": task_id, "reason": reason, **({"retry": True} if retry else {})})
 
 
 class Swarm:
@@ -182,7 +187,8 @@ class Swarm:
             chosen_tasks, left_over = await self._choose(tx, task_ids, free, result, scopes=not in_worktrees)
             assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
         full = f"maxWorkers ({limit}) reached; spawn again after wait"
-        result.skipped.extend({"taskId": task_id, "reason": full} for task_id in left_over)
+        for task_id in left_over:
+            result.skip(task_id, full, retry=True)
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
         with anyio.CancelScope(shield=True):
             launches: list[Launch] = []
@@ -190,7 +196,7 @@ class Swarm:
             for number, task in assigned:
                 worktree = await self._worktree_for(number) if in_worktrees else None
                 if isinstance(worktree, str):
-                    result.skipped.append({"taskId": task.id, "reason": worktree})
+                    result.skip(task.id, worktree, retry=False)
                     continue
                 cwd = None if worktree is None else worktree.workdir
                 request = self.launcher.request(number, task.id, build_prompt(task, instructions), model, cwd)
@@ -199,7 +205,7 @@ class Swarm:
                 if isinstance(launch, str):
                     if worktree is not None:
                         await remove_worktree(self.project_dir, worktree)
-                    result.skipped.append({"taskId": task.id, "reason": launch})
+                    result.skip(task.id, launch, retry=False)
                     continue
                 launch = replace(launch, worktree=worktree)
                 launches.append(launch)
@@ -303,17 +309,17 @@ class Swarm:
                 held = await _live_scopes(tx)
                 held.update({t.id: scope_of(t) for t in chosen})
             for task in tasks:
-                reason = _refusal(task, running.get(int(task.id)))
+                reason, retry = _refusal(task, running.get(int(task.id)))
                 scope: list[str] = []
                 if reason is None and held is not None:
                     try:
                         scope = scope_of(task)
                     except InvalidInput as exc:
-                        reason = str(exc)
+                        reason, retry = str(exc), False
                     else:
-                        reason = clash(scope, held) if scope else None
+                        reason, retry = (clash(scope, held) if scope else None), True
                 if reason is not None:
-                    result.skipped.append({"taskId": task.id, "reason": reason})
+                    result.skip(task.id, reason, retry=retry)
                 elif len(chosen) >= free:
                     left_over.append(task.id)
                 else:
@@ -511,11 +517,12 @@ async def _live_scopes(tx: Transaction) -> dict[str, list[str]]:
     return scopes
 
 
-def _refusal(task: Task, live_worker: str | None) -> str | None:
+def _refusal(task: Task, live_worker: str | None) -> tuple[str | None, bool]:
+    """Why the task cannot start now, if it cannot, and whether that passes on its own."""
     if live_worker is not None:
-        return f"already being run by {live_worker}"
+        return f"already being run by {live_worker}", True
     if task.status is not TaskStatus.PENDING:
-        return f"its status is {task.status.value}, not pending"
+        return f"its status is {task.status.value}, not pending", False
     if task.blocked_by:
-        return f"blocked by {', '.join(task.blocked_by)}"
-    return None
+        return f"blocked by {', '.join(task.blocked_by)}", True
+    return None, False

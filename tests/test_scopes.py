@@ -63,6 +63,7 @@ async def test_overlapping_scopes_never_run_at_once_and_the_later_task_waits(tmp
         assert sorted(w["taskId"] for w in spawned["workers"]) == ["1", "3", "4"]
         skipped = {s["taskId"]: s["reason"] for s in spawned["skipped"]}
         assert set(skipped) == {"2", "5"}
+        assert all(s["retry"] is True for s in spawned["skipped"])  # they start once task 1 or 3 ends
         assert "task 1" in skipped["2"]
         assert "src/auth/*.py" in skipped["2"]
         assert "src/auth/login.py" in skipped["2"]
@@ -90,7 +91,13 @@ async def test_a_task_held_back_by_its_scope_leaves_its_slot_to_the_next_ready_t
         )
         spawned = await call(client, "spawn", maxWorkers=2)
         assert sorted(w["taskId"] for w in spawned["workers"]) == ["1", "3"]
-        assert [s["taskId"] for s in spawned["skipped"]] == ["2"]
+        assert spawned["skipped"] == [
+            {"taskId": "2", "reason": spawned["skipped"][0]["reason"], "retry": True}
+        ]
+        # Both slots taken: the next spawn leaves task 2 for want of a slot, also to retry.
+        [full] = (await call(client, "spawn", maxWorkers=2))["skipped"]
+        assert full["reason"].startswith("maxWorkers (2) reached")
+        assert full["retry"] is True
         await finish(client, tmp_path, ["1", "3"])
 
 
@@ -102,6 +109,7 @@ async def test_a_malformed_scope_is_refused_with_the_reason(tmp_path: Path) -> N
         spawned = await call(client, "spawn")
         assert spawned["workers"] == []
         reasons = {s["taskId"]: s["reason"] for s in spawned["skipped"]}
+        assert not any("retry" in s for s in spawned["skipped"])  # spawning again would not help
         assert "metadata.files must be a list" in reasons["1"]
         assert "outside the project" in reasons["2"]
         assert (await call(client, "TaskList"))["counts"]["pending"] == 2
