@@ -22,9 +22,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from mcp_swarm.errors import InvalidInput, SwarmError
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.models import MAX_DESCRIPTION_CHARS, MAX_SUBJECT_CHARS, PlanTask, TaskStatus
-from mcp_swarm.ol import MAX_BEAD_ID_CHARS, check_id, tasks_by_metadata
+from mcp_swarm.ol import MAX_BEAD_ID_CHARS, SkippedBead, check_id, tasks_by_metadata
 from mcp_swarm.processes import ProcessStartError
-from mcp_swarm.programs import ProgramRun, run_program
+from mcp_swarm.programs import ProgramRun, failure_reason, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -186,18 +186,6 @@ class ImportedBead:
 
 
 @dataclass(frozen=True, slots=True)
-class SkippedBead:
-    """A ready bead that a task of an earlier import already stands for."""
-
-    bead_id: str
-    task_id: str
-    status: TaskStatus
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"beadId": self.bead_id, "taskId": self.task_id, "status": self.status.value}
-
-
-@dataclass(frozen=True, slots=True)
 class BeadsImport:
     created: list[ImportedBead]
     skipped: list[SkippedBead]
@@ -277,12 +265,9 @@ class CloseResult:
 
     @property
     def reason(self) -> str | None:
-        if self.ok:
-            return None
-        if self.error is not None:
-            return self.error
-        said = f": {self.stderr}" if self.stderr else ""
-        return f"bd update {self.bead_id} --status closed failed (exit status {self.exit_code}){said}"
+        return failure_reason(
+            f"bd update {self.bead_id} --status closed", self.ok, self.exit_code, self.stderr, self.error
+        )
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"beadId": self.bead_id, "ok": self.ok}

@@ -27,7 +27,7 @@ from mcp_swarm.ol import (
     tasks_by_metadata,
 )
 from mcp_swarm.processes import ProcessStartError
-from mcp_swarm.programs import run_program
+from mcp_swarm.programs import failure_reason, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,7 @@ class RatchetResult:
     @property
     def reason(self) -> str | None:
         """Why the bead's task fails, in words for the Mayor; None when the ratchet passed."""
-        if self.ok:
-            return None
-        if self.error is not None:
-            return self.error
-        said = f": {self.stderr}" if self.stderr else ""
-        return f"OL ratchet failed (exit status {self.exit_code}){said}"
+        return failure_reason("OL ratchet", self.ok, self.exit_code, self.stderr, self.error)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"ok": self.ok}

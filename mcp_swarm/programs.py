@@ -144,3 +144,14 @@ async def _stop(process: Process) -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):  # it has just exited
         os.killpg(pgid, sig)
+
+
+def failure_reason(what: str, ok: bool, exit_code: int | None, stderr: str, error: str | None) -> str | None:
+    """Why a CLI's answer counts as a failure, in words for the Mayor; None if it succeeded.
+    `error` says why it could not answer at all (missing, out of time)."""
+    if ok:
+        return None
+    if error is not None:
+        return error
+    said = f": {stderr}" if stderr else ""
+    return f"{what} failed (exit status {exit_code}){said}"

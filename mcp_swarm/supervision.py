@@ -9,7 +9,7 @@ caller's part.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,7 +114,7 @@ async def judge(
     exit_code: int | None,
     ended_by: EndedBy | None,
     store: Store,
-    checks_env: Mapping[str, str],
+    checks_env: Callable[[], Mapping[str, str]],
     files: Path,
     hooks: Sequence[CompletionHook] = (),
 ) -> Verdict:
@@ -141,7 +141,7 @@ async def judge(
     checks = as_object(metadata.get("validation")) if metadata else None
     validation: dict[str, Any] | None = None
     if checks:
-        validation = await run_checks(checks, launch.request.cwd, checks_env, files)
+        validation = await run_checks(checks, launch.request.cwd, checks_env(), files)
     if (validation is None or validation["passed"]) and metadata:
         for hook in hooks:
             result = await hook(launch.request.task_id, metadata, launch.request.cwd)

@@ -272,10 +272,7 @@ class Swarm:
         try:
             return await create_worktree(self.project_dir, worker_name(number))
         except SwarmError as exc:
-            await self._finish(
-                Verdict(number, 1, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
-            )
-            return str(exc)
+            return await self._not_started(number, 1, exc)
 
     async def _choose(
         self, tx: Transaction, task_ids: Sequence[str] | None, free: int, result: SpawnResult, *, scopes: bool
@@ -368,10 +365,14 @@ class Swarm:
         try:
             return await self.launcher.start(number, attempt, runtime, argv, request, shared_env, mode)
         except (ProcessStartError, TmuxError) as exc:
-            await self._finish(
-                Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
-            )
-            return str(exc)
+            return await self._not_started(number, attempt, exc)
+
+    async def _not_started(self, number: int, attempt: int, exc: Exception) -> str:
+        """Record that an attempt never started, its task back to pending; the reason, for spawn."""
+        await self._finish(
+            Verdict(number, attempt, WorkerState.FAILED, TaskStatus.PENDING, error=str(exc), report=False)
+        )
+        return str(exc)
 
     async def _supervise_all(self, launches: list[Launch], timeout_seconds: float | None) -> None:
         """Record the processes just started, all in one transaction, and supervise each."""
@@ -435,7 +436,8 @@ class Swarm:
         )
         self._processes.pop(launch.number, None)
         with anyio.CancelScope(shield=True):
-            checks_env = self.launcher.checks_environment()
+            # The checks' environment is built only for a task that has checks: off the common path.
+            checks_env = self.launcher.checks_environment
             files = self.launcher.files(launch.number)
             verdict = await judge(launch, exit_code, ended_by, self.store, checks_env, files, self.hooks)
             if launch.worktree is not None:

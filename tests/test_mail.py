@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import pytest
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.ledger import Ledger
 from mcp_swarm.mail import MAX_BODY_CHARS, MAYOR, Mailbox, MessageType
-from mcp_swarm.models import NewTask, PlanTask, TaskChanges, TaskStatus, worker_name
+from mcp_swarm.models import NewTask, TaskChanges, TaskStatus, worker_name
 from mcp_swarm.store import Store
+from tests.helpers import assigned_workers
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with await Store.open(tmp_path / "swarm.db") as store:
-        yield store
-
-
-async def assigned_workers(store: Store, count: int) -> list[int]:
-    """`count` tasks, each in_progress under a live worker of its own, as spawn leaves them."""
-    created = await Ledger(store).create_plan([PlanTask(subject=f"task {n}") for n in range(count)])
-    task_ids = [int(task_id) for task_id in created.ids]
-    at = now()
-    async with store.write() as tx:
-        numbers = await tx.workers.insert_many(task_ids, runtime="command", cwd="/", now=at, supervisor="1:1")
-        await tx.workers.set_logs({number: f"/logs/{number}.log" for number in numbers.values()})
-        await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
-    return [numbers[task_id] for task_id in task_ids]
 
 
 def messages_table(store: Store) -> list[tuple[Any, ...]]:

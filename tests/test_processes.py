@@ -30,6 +30,7 @@ from mcp_swarm.processes import (
     start_process,
     stop_group,
 )
+from tests.helpers import Fifo
 
 pytestmark = pytest.mark.anyio
 
@@ -85,35 +86,6 @@ def vm_rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class Fifo:
-    """A named pipe a child writes lines to, read without blocking the event loop."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path = path
-        # Opened before the child starts, so its blocking open for writing finds a reader. Until a
-        # writer has opened it, the pipe shows neither data nor hang-up.
-        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self._buffer = b""
-
-    async def line(self) -> str:
-        with anyio.fail_after(DEADLINE):
-            while b"\n" not in self._buffer:
-                await anyio.wait_readable(self._fd)
-                try:
-                    chunk = os.read(self._fd, 4096)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    raise EOFError(f"the writer of {self.path} closed it (or died) before a whole line")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    def close(self) -> None:
-        os.close(self._fd)
 
 
 class Lab:

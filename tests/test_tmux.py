@@ -37,6 +37,7 @@ from mcp_swarm.tmux import (
     session_name,
     socket_args,
 )
+from tests.helpers import Fifo
 
 TMUX = shutil.which("tmux")
 if TMUX is None:
@@ -176,34 +177,6 @@ async def status_of(path: Path) -> dict[str, object]:
     status = Tmux.read_status(path)
     assert status is not None
     return status
-
-
-class Fifo:
-    """A named pipe a worker writes lines to, read without blocking the event loop."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path = path
-        # Opened before the worker starts, so that its blocking open for writing finds a reader.
-        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self._buffer = b""
-
-    async def line(self) -> str:
-        with anyio.fail_after(DEADLINE):
-            while b"\n" not in self._buffer:
-                await anyio.wait_readable(self._fd)
-                try:
-                    chunk = os.read(self._fd, 4096)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    raise EOFError(f"the writer of {self.path} closed it (or died) before a whole line")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    def close(self) -> None:
-        os.close(self._fd)
 
 
 def python(script: str, *args: str) -> list[str]:
