@@ -283,11 +283,13 @@ class Swarm:
         Of the ready wave only as many tasks are read as there are slots to fill, and more only
         when some of those cannot start (a write scope overlapping a running task's, say).
         """
+        named: list[Task] | None = None
         if task_ids is None:
             queue = await tx.tasks.ready_ids()
         else:
             queue = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
-            found = {int(t.id) for t in await tx.tasks.many(queue) if t.status is not TaskStatus.DELETED}
+            named = await tx.tasks.many(queue)
+            found = {int(t.id) for t in named if t.status is not TaskStatus.DELETED}
             if missing := [number for number in queue if number not in found]:
                 raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
         chosen: list[Task] = []
@@ -298,7 +300,8 @@ class Swarm:
             # Named tasks are all looked at, so that each gets its own reason if it cannot start.
             size = len(queue) if task_ids is not None else free - len(chosen)
             batch, queue = queue[:size], queue[size:]
-            tasks = await tx.tasks.many(batch)
+            # Named tasks were read above, all in one batch; the ready wave is read batch by batch.
+            tasks = named if named is not None else await tx.tasks.many(batch)
             running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
             if scopes and held is None and any("files" in t.metadata for t in tasks):
                 # Write scopes of the running tasks, and of those chosen here as they are: one
