@@ -378,6 +378,16 @@ def this_process() -> ProcessIdentity:
     return ProcessIdentity(pid, start_time)
 
 
+def supervisor_alive(supervisor: str | None) -> bool:
+    """Whether the server process named "pid:start time" (see `this_process`) still runs."""
+    if supervisor is None:
+        return False
+    pid, _, start_time = supervisor.partition(":")
+    if not (pid.isdigit() and start_time.isdigit()):
+        return False
+    return is_running(ProcessIdentity(int(pid), int(start_time)))
+
+
 def session_leaders_with(variable: str, value: str) -> list[ProcessIdentity]:
     """Live session leaders whose environment has `variable=value`, as started (/proc/<pid>/environ).
 

@@ -32,6 +32,7 @@ from mcp_swarm.processes import (
     is_running,
     session_leaders_with,
     stop_group,
+    supervisor_alive,
 )
 from mcp_swarm.tmux import session_name
 from mcp_swarm.verdicts import Verdict
@@ -47,16 +48,6 @@ class Recovered:
     adopted: list[str]
     lost: list[str]
     seconds: float
-
-
-def supervisor_alive(supervisor: str | None) -> bool:
-    """Whether the server process named "pid:start time" still runs."""
-    if supervisor is None:
-        return False
-    pid, _, start_time = supervisor.partition(":")
-    if not (pid.isdigit() and start_time.isdigit()):
-        return False
-    return is_running(ProcessIdentity(int(pid), int(start_time)))
 
 
 def recorded_identity(worker: Worker) -> ProcessIdentity | None:

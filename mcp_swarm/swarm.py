@@ -106,6 +106,7 @@ class Swarm:
             db_path=store.path,
             env_allow=env_allow,
             tmux=self.tmux,
+            max_log_bytes=self.limits.max_log_bytes,
         )
         # Workers of this server that run in tmux sessions: they outlive it, so it never stops them
         # on its way out.
@@ -468,7 +469,14 @@ class Swarm:
     ) -> WaitResult:
         """See waiting.wait_for_workers."""
         return await wait_for_workers(
-            self.store, self.mail, self._changes, worker_ids, mode=mode, timeout=timeout, progress=progress
+            self.store,
+            self.mail,
+            self._changes,
+            worker_ids,
+            mode=mode,
+            timeout=timeout,
+            progress=progress,
+            supervisor=self.supervisor,
         )
 
     async def workers_of(self, task_id: str) -> list[Worker]:

@@ -18,6 +18,7 @@ from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger import now
 from mcp_swarm.mail import Mailbox, Message
 from mcp_swarm.models import Worker, worker_name
+from mcp_swarm.processes import supervisor_alive
 from mcp_swarm.store import Store
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
@@ -32,9 +33,15 @@ class WaitResult:
     help_requests: list[Message] = field(default_factory=list[Message])
 
 
+# Worker numbers are SQLite integers: more digits than this name no worker (and overflow a query).
+_MAX_WORKER_DIGITS = 18
+
+
 def worker_number(worker_id: str) -> int:
     prefix, _, number = worker_id.partition("-")
-    if prefix != "worker" or not number.isdigit() or str(int(number)) != number:
+    # isascii: str.isdigit is also true of digits int() refuses, such as "²".
+    digits = number.isascii() and number.isdigit() and len(number) <= _MAX_WORKER_DIGITS
+    if prefix != "worker" or not digits or str(int(number)) != number:
         raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
     return int(number)
 
@@ -64,10 +71,16 @@ async def wait_for_workers(
     mode: str,
     timeout: float,  # noqa: ASYNC109 - a bound of the tool contract, not a cancellation hook
     progress: ProgressCallback | None,
+    supervisor: str,
 ) -> WaitResult:
-    """Without `worker_ids`: the ended workers whose results the Mayor has not been given, each
+    """Without `worker_ids`: this Mayor's ended workers whose results it has not been given, each
     returned once (they are marked as reported); with them, those workers, whatever was reported.
-    `mode` "any" returns at the first end, "all" when none is running."""
+    `mode` "any" returns at the first end, "all" when none is running.
+
+    This Mayor's workers are those its server (`supervisor`) runs or adopted, and those left by
+    a server that is gone. Another live Mayor's workers are its own: with two sessions on one
+    file, each hears of the workers it started, not whichever ended while it happened to wait.
+    """
     if mode not in ("all", "any"):
         raise InvalidInput("mode must be 'all' or 'any'")
     if timeout < 0:
@@ -83,14 +96,17 @@ async def wait_for_workers(
     while True:
         changed = changes.current
         version = await store.data_version()
-        done, running = await _status(store, numbers)
+        done, running = await _status(store, numbers, supervisor)
         help_requests = await mail.take_help_requests()
         enough = (done and mode == "any") or not running or bool(help_requests)
         remaining = deadline - time.monotonic()
         if enough or remaining <= 0:
             if numbers is None and done:
                 async with store.write() as tx:
-                    await tx.workers.mark_reported([int(w.id.split("-")[1]) for w in done], now())
+                    mine = await tx.workers.mark_reported([worker_number(w.id) for w in done], now())
+                done = [w for w in done if worker_number(w.id) in mine]
+                if not done and mode == "any" and running and not help_requests and remaining > 0:
+                    continue  # another wait was handed these first: ours is still to come
             return WaitResult(done, running, timed_out=not enough, help_requests=help_requests)
         if progress is not None:
             await progress(float(len(done)), float(len(done) + len(running)), f"{len(running)} running")
@@ -107,11 +123,14 @@ async def _until_changed(store: Store, changed: anyio.Event, version: int, deadl
             return
 
 
-async def _status(store: Store, numbers: list[int] | None) -> tuple[list[Worker], list[str]]:
+async def _status(store: Store, numbers: list[int] | None, supervisor: str) -> tuple[list[Worker], list[str]]:
     async with store.read() as tx:
         if numbers is None:
-            done = await tx.workers.unreported()
-            running = [w.id for w in await tx.workers.live()]
+            unreported = await tx.workers.unreported()
+            others = {w.supervisor for w in unreported} - {supervisor}
+            gone = {other for other in others if not supervisor_alive(other)}
+            done = [w for w in unreported if w.supervisor == supervisor or w.supervisor in gone]
+            running = [w.id for w in await tx.workers.live() if w.supervisor == supervisor]
         else:
             workers = await tx.workers.many(numbers)
             done = [w for w in workers if w.ended_at is not None]

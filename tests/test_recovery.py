@@ -199,8 +199,11 @@ async def test_a_second_server_sees_the_first_ones_workers_and_leaves_them_alone
         await started(gates, one["workerId"])
         [first_server] = serving(tmp_path)
         async with project_session(tmp_path) as second:
-            # The first server runs: its worker is not adopted, and the second one sees it running.
-            assert (await call(second, "wait", timeoutSeconds=0))["running"] == [one["workerId"]]
+            # The first server runs: its worker is not adopted, and the second one sees it running
+            # when it asks for it; a plain wait is about the second Mayor's own workers.
+            asked = await call(second, "wait", workerIds=[one["workerId"]], timeoutSeconds=0)
+            assert asked["running"] == [one["workerId"]]
+            assert (await call(second, "wait", timeoutSeconds=0)).get("running", []) == []
             assert server_pids(tmp_path) == {first_server}
             # A spawn of the second server never takes the first one's task.
             spawned = await call(second, "spawn")
@@ -213,6 +216,10 @@ async def test_a_second_server_sees_the_first_ones_workers_and_leaves_them_alone
             [done] = result["done"]
             assert (done["workerId"], done["taskStatus"]) == (one["workerId"], "completed")
             (gates / f"go-{two['workerId']}").write_text("")
-            await call(second, "wait", workerIds=[two["workerId"]], timeoutSeconds=20)
+            # Each Mayor's plain wait hands it its own worker's result, and only that one.
+            theirs = await call(second, "wait", timeoutSeconds=20)
+            assert [w["workerId"] for w in theirs["done"]] == [two["workerId"]]
+            ours = await call(first, "wait", timeoutSeconds=20)
+            assert [w["workerId"] for w in ours["done"]] == [one["workerId"]]
     check_invariants(tmp_path)
     assert rows(tmp_path, "SELECT id, state FROM workers ORDER BY id") == [(1, "succeeded"), (2, "succeeded")]

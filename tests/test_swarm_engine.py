@@ -202,6 +202,23 @@ async def test_wait_returns_each_result_once_and_times_out_with_what_runs(swarm:
     assert json.dumps(again.done[0].model_dump(mode="json"))  # serialisable for the MCP layer
 
 
+
+async def test_two_waits_at_once_hand_each_result_to_one_of_them(swarm: Swarm) -> None:
+    ledger = Ledger(swarm.store)
+    await ledger.create_plan([PlanTask(subject=f"task {n}", description="") for n in range(3)])
+    spawned = await swarm.spawn()
+    handed: list[list[str]] = []
+
+    async def waiter() -> None:
+        result = await swarm.wait(mode="all", timeout=30)
+        handed.append([w.id for w in result.done])
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        group.start_soon(waiter)
+    given = [worker for result in handed for worker in result]
+    assert sorted(given) == sorted(w["workerId"] for w in spawned.workers)
+
 RESUMABLE = r"""
 import json, pathlib, sys
 if sys.argv[1] == "--resume":

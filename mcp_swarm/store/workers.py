@@ -232,9 +232,15 @@ class WorkerQueries:
         )
         return bool(rows)
 
-    async def mark_reported(self, numbers: Iterable[int], now: str) -> None:
-        await self._rows(
+    async def mark_reported(self, numbers: Iterable[int], now: str) -> set[int]:
+        """Mark these workers' results as given to the Mayor; return those this call marked.
+
+        Two `wait`s (one server or two) may read the same unreported workers: only the one whose
+        update marks a worker may hand it over, so every result is given once.
+        """
+        rows = await self._rows(
             "UPDATE workers SET reported_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
-            "AND reported_at IS NULL",
+            "AND reported_at IS NULL RETURNING id",
             (now, json.dumps(sorted(set(numbers)))),
         )
+        return {int(row[0]) for row in rows}
