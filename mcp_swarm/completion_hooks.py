@@ -6,14 +6,18 @@ dependent can start on a task whose bead OL refuses to ratchet.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mcp_swarm import beads, ol, ol_ratchet
+from mcp_swarm.errors import SwarmError, TaskNotFound
 from mcp_swarm.ledger import Ledger
 from mcp_swarm.models import TaskChanges
 from mcp_swarm.supervision import CompletionHook
+
+logger = logging.getLogger(__name__)
 
 
 class OlRatchet:
@@ -27,8 +31,18 @@ class OlRatchet:
         bead, quest = metadata.get(ol.BEAD_KEY), metadata.get(ol.QUEST_KEY)
         if not isinstance(bead, str) or not isinstance(quest, str) or ol.RATCHET_KEY in metadata:
             return None
+        try:
+            await self._ledger.get(task_id)
+        except TaskNotFound:
+            # Deleted while its worker ran: the work is not taken, so OL is not told the bead is done.
+            return None
         result = await ol_ratchet.ratchet(bead, quest, cwd=cwd)
-        await self._ledger.update(task_id, TaskChanges(metadata={ol.RATCHET_KEY: result.to_wire()}))
+        try:
+            await self._ledger.update(task_id, TaskChanges(metadata={ol.RATCHET_KEY: result.to_wire()}))
+        except SwarmError as exc:
+            # Deleted while ol answered, say. Raised here, it would end the supervisor, and with it
+            # the engine; the outcome decides the verdict all the same.
+            logger.warning("task %s: the ratchet outcome of %s was not kept: %s", task_id, bead, exc)
         check: dict[str, Any] = {"check": f"ol hero ratchet {bead} --quest {quest}", "passed": result.ok}
         if result.reason:
             check["detail"] = result.reason

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_swarm.errors import InvalidInput
+from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, MIN_MAX_LOG_BYTES
 
 CONFIG_FILE_NAME = "mcp-swarm.toml"
 STATE_DIR_NAME = ".mcp-swarm"
@@ -54,6 +55,7 @@ class FileSettings(BaseModel):
     default_runtime: str | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     idle_seconds: Annotated[float, Field(gt=0)] | None = None
+    max_log_bytes: Annotated[int, Field(ge=MIN_MAX_LOG_BYTES)] | None = None
     env_allow: list[str] | None = None
     mode: Mode | None = None
     tmux_socket: str | None = None
@@ -71,6 +73,8 @@ class Settings(BaseModel):
     default_runtime: str | None = None
     timeout_seconds: float = 30 * 60
     idle_seconds: float = 10 * 60
+    # Per worker: past it, the older output of its log moves to `<log>.1` (logtail.py).
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     env_allow: tuple[str, ...] | None = None
     mode: Mode = "local"
     tmux_socket: str = DEFAULT_TMUX_SOCKET
@@ -93,6 +97,24 @@ def _read_config_file(path: Path) -> FileSettings:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"{path}: {problems}") from exc
+
+
+def _default_db(project_dir: Path) -> Path:
+    """`.mcp-swarm/swarm.db` of the project; refused if a symbolic link takes it out of the project.
+
+    The state directory holds what the server writes for its workers (logs, prompts, worktrees);
+    a link in a project checked out from elsewhere must not send those writes anywhere else. A
+    database kept elsewhere on purpose is named explicitly (`db`, `--db`, MCP_SWARM_DB).
+    """
+    default = project_dir / STATE_DIR_NAME / "swarm.db"
+    resolved = default.resolve()
+    if project_dir not in resolved.parents:
+        raise InvalidInput(
+            f"{default} leads outside the project, to {resolved}, through a symbolic link; remove "
+            f'the link, or name a database outside the project explicitly (db = "..." in '
+            f"{CONFIG_FILE_NAME}, --db or MCP_SWARM_DB)"
+        )
+    return default
 
 
 def load_settings(
@@ -120,7 +142,7 @@ def load_settings(
         file = FileSettings()
 
     db_text = str(db) if db else env.get("MCP_SWARM_DB") or file.db
-    db_path = (project_dir / db_text) if db_text else project_dir / STATE_DIR_NAME / "swarm.db"
+    db_path = (project_dir / db_text) if db_text else _default_db(project_dir)
 
     level = (log_level or env.get("MCP_SWARM_LOG_LEVEL") or file.log_level or "WARNING").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -132,6 +154,19 @@ def load_settings(
             max_workers = int(env["MCP_SWARM_MAX_WORKERS"])
         except ValueError as exc:
             raise InvalidInput("MCP_SWARM_MAX_WORKERS must be a whole number") from exc
+        if not 1 <= max_workers <= 256:
+            # As the file's max_workers and spawn's maxWorkers: a bound on the host's load.
+            raise InvalidInput(f"MCP_SWARM_MAX_WORKERS must be between 1 and 256; it is {max_workers}")
+
+    max_log_bytes = file.max_log_bytes or DEFAULT_MAX_LOG_BYTES
+    if env.get("MCP_SWARM_MAX_LOG_BYTES"):
+        text = env["MCP_SWARM_MAX_LOG_BYTES"]
+        if not text.isdigit() or int(text) < MIN_MAX_LOG_BYTES:
+            raise InvalidInput(
+                f"MCP_SWARM_MAX_LOG_BYTES must be a whole number of bytes, at least {MIN_MAX_LOG_BYTES}; "
+                f"it is {text!r}"
+            )
+        max_log_bytes = int(text)
 
     chosen_mode = mode or env.get("MCP_SWARM_MODE") or file.mode or "local"
     if chosen_mode not in MODES:
@@ -147,6 +182,7 @@ def load_settings(
         default_runtime=env.get("MCP_SWARM_RUNTIME") or file.default_runtime,
         timeout_seconds=file.timeout_seconds or 30 * 60,
         idle_seconds=file.idle_seconds or 10 * 60,
+        max_log_bytes=max_log_bytes,
         env_allow=None if file.env_allow is None else tuple(file.env_allow),
         mode=chosen_mode,  # type: ignore[arg-type]
         tmux_socket=tmux_socket,

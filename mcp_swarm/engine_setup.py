@@ -56,6 +56,7 @@ def build_engine(settings: Settings, store: Store, *, runtimes: Mapping[str, Run
             max_workers=settings.max_workers,
             timeout_seconds=settings.timeout_seconds,
             idle_seconds=settings.idle_seconds,
+            max_log_bytes=settings.max_log_bytes,
         ),
         env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
         mode=settings.mode,

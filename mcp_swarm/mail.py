@@ -24,6 +24,8 @@ MAYOR = "mayor"
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 65_536
 MAX_FETCH = 500
+# SQLite's largest integer: a message id (sinceId) above it overflows the query.
+MAX_MESSAGE_ID = 2**63 - 1
 
 # Canonical worker ids only ("worker-03" is not "worker-3"), as `models.worker_name` writes them.
 _WORKER_ID = re.compile(r"worker-([1-9][0-9]{0,17})")

@@ -9,7 +9,7 @@ from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult
 from pydantic import Field
 
-from mcp_swarm.mail import MAX_BODY_CHARS, MAX_FETCH, MAX_SUBJECT_CHARS, MAYOR, MessageType
+from mcp_swarm.mail import MAX_BODY_CHARS, MAX_FETCH, MAX_MESSAGE_ID, MAX_SUBJECT_CHARS, MAYOR, MessageType
 from mcp_swarm.reservations import MAX_PATTERN_CHARS, MAX_PATTERNS, MAX_TTL_SECONDS
 from mcp_swarm.swarm import Swarm
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
@@ -40,7 +40,9 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
 
     @guarded
     async def fetch_inbox(
-        sinceId: Annotated[int, Field(ge=0, description="Only messages after this id")] = 0,
+        sinceId: Annotated[
+            int, Field(ge=0, le=MAX_MESSAGE_ID, description="Only messages after this id")
+        ] = 0,
         limit: Annotated[int, Field(ge=1, le=MAX_FETCH)] = 50,
         unreadOnly: Annotated[bool, Field(description="Only messages not yet read")] = False,
     ) -> CallToolResult:

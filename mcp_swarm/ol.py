@@ -23,9 +23,12 @@ Reporting back to OL (the ratchet) is `ol_ratchet.py`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shutil
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,13 +155,10 @@ def quest_of(bead_id: str) -> str:
 
 def parse_hero_hunt(path: Path) -> HeroHunt:
     """Read and check a hero hunt file; InvalidInput says what is wrong and where."""
+    if "\0" in str(path):
+        raise InvalidInput(f"wave file {str(path)!r} contains a NUL character; give the path of a file")
     try:
-        size = path.stat().st_size
-        if size > MAX_HUNT_FILE_BYTES:
-            raise InvalidInput(
-                f"wave file {path} is {size} bytes; a hero hunt file may be at most {MAX_HUNT_FILE_BYTES}"
-            )
-        text = path.read_text(encoding="utf-8")
+        text = _read_regular_file(path).decode("utf-8")
     except FileNotFoundError as exc:
         raise InvalidInput(f"wave file {path} does not exist") from exc
     except IsADirectoryError as exc:
@@ -184,6 +184,30 @@ def parse_hero_hunt(path: Path) -> HeroHunt:
         raise InvalidInput(f"wave file {path} is not a valid hero hunt: {_describe(exc)}") from exc
     _check_ids(hunt, path)
     return hunt
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_HUNT_FILE_BYTES; InvalidInput for anything else.
+
+    Only the open file is looked at, so it cannot be swapped between the check and the read. A
+    named pipe is opened without waiting for a writer, and refused like a device: reading either
+    could block forever or never end (/dev/zero)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(f"wave file {path} is not a regular file, not an `ol hero hunt` JSON file")
+        # One byte more than the limit: a file that grows past it after the stat is caught too.
+        size = info.st_size
+        data = file.read(MAX_HUNT_FILE_BYTES + 1) if size <= MAX_HUNT_FILE_BYTES else b""
+    if size > MAX_HUNT_FILE_BYTES or len(data) > MAX_HUNT_FILE_BYTES:
+        size = max(size, len(data))
+        raise InvalidInput(
+            f"wave file {path} is {size} bytes; a hero hunt file may be at most {MAX_HUNT_FILE_BYTES}"
+        )
+    return data
 
 
 def _describe(exc: ValidationError) -> str:

@@ -44,6 +44,7 @@ from mcp_swarm.models import (
     Worker,
 )
 from mcp_swarm.runtimes.registry import default_runtime
+from mcp_swarm.stdio_limit import BoundedStdioServer
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
@@ -410,7 +411,7 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
                     state.ledger = None
                     group.cancel_scope.cancel()
 
-    return MCPServer(
+    return BoundedStdioServer(
         "mcp-swarm",
         version=__version__,
         instructions=INSTRUCTIONS,

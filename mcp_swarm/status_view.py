@@ -8,8 +8,10 @@ row says it has ended.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,10 +134,10 @@ async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float
         log = Path(worker.log)
         if not follow and not await anyio.Path(log).is_file():
             raise InvalidInput(f"{worker.id} has no log at {log} (it never printed, or it was removed)")
-        offset = 0
+        at = LogPosition()
         last_look = 0.0
         while True:
-            offset = _copy_new(log, offset)
+            copy_new(log, at)
             if not follow:
                 return
             # The row, not the file, says when to stop: a worker may be silent for minutes.
@@ -143,21 +145,36 @@ async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float
                 last_look = time.monotonic()
                 worker = await db.worker(number)
                 if worker is None or worker.state not in LIVE_WORKER_STATES:
-                    _copy_new(log, offset)
+                    copy_new(log, at)
                     return
             await anyio.sleep(poll)
 
 
-def _copy_new(log: Path, offset: int) -> int:
-    """Copy what the log has past `offset` to stdout, in chunks; the new offset."""
+@dataclass
+class LogPosition:
+    offset: int = 0
+    inode: int | None = None
+
+
+def copy_new(log: Path, at: LogPosition) -> None:
+    """Copy what the log has past `at` to stdout, in chunks, and move `at` on.
+
+    A log past its size limit is rotated (see logtail): cut in place, or renamed and started
+    anew. Either way it is then shorter than what was copied, or another file: copying starts
+    over at its beginning, which may show again a few lines shown before, but loses none.
+    """
     try:
         handle = log.open("rb")
     except FileNotFoundError:
-        return offset  # not written yet: the worker has not started, or printed nothing
+        return  # not written yet: the worker has not started, or printed nothing
     with handle:
-        handle.seek(offset)
+        stat = os.fstat(handle.fileno())
+        if at.inode is not None and (stat.st_ino != at.inode or stat.st_size < at.offset):
+            sys.stdout.buffer.write(f"[log rotated: older output is in {log}.1]\n".encode())
+            at.offset = 0
+        at.inode = stat.st_ino
+        handle.seek(at.offset)
         while chunk := handle.read(1 << 16):
             sys.stdout.buffer.write(chunk)
-            offset += len(chunk)
+            at.offset += len(chunk)
     sys.stdout.buffer.flush()
-    return offset

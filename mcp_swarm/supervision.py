@@ -8,6 +8,8 @@ caller's part.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -16,10 +18,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from mcp_swarm.logtail import LogTail
+from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, FileId, LogTail
 from mcp_swarm.models import TaskStatus, WorkerState
 from mcp_swarm.processes import WorkerProcess
-from mcp_swarm.runtimes.base import OutputReader, WorkerRequest, as_object
+from mcp_swarm.runtimes.base import Outcome, OutputReader, WorkerRequest, as_object
 from mcp_swarm.store import Store
 from mcp_swarm.validation import run_checks
 from mcp_swarm.verdicts import Verdict
@@ -27,6 +29,10 @@ from mcp_swarm.worker_io import clean_summary
 from mcp_swarm.worktrees import Worktree
 
 EndedBy = tuple[WorkerState, str]
+# A session id goes back to the runtime's CLI (`--resume ID`): the shape of the ids claude and
+# codex print (UUIDs), not whatever a worker's output says.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+_MAX_TURNS = 2**31 - 1
 
 
 class CompletionHook(Protocol):
@@ -51,6 +57,8 @@ class WorkerLimits:
     linger_seconds: float = 10.0
     stop_grace_seconds: float = 5.0
     tail_interval: float = 0.2
+    # Past this, a worker's older output moves to `<log>.1` (logtail.py).
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Launch:
     tmux_session: str | None = None
     # Worktree isolation: its own git worktree, whose changes are read when it ends.
     worktree: Worktree | None = None
+    # The file `offset` is in: a tmux worker's log may be rotated before it is first read.
+    log_id: FileId | None = None
 
 
 async def watch_until_end(
@@ -74,18 +84,27 @@ async def watch_until_end(
 ) -> tuple[int | None, EndedBy | None]:
     """Until the process has ended: its exit status, and why the engine ended it, if it did."""
     process, reader = launch.process, launch.reader
-    tail = LogTail(log, reader.feed, offset=launch.offset)
+    # A tmux worker's wrapper rotates its log itself; a local worker's log only we can rotate.
+    max_bytes = limits.max_log_bytes if launch.tmux_session is None else None
+    tail = LogTail(log, reader.feed, offset=launch.offset, file_id=launch.log_id, max_bytes=max_bytes)
     last_output = time.monotonic()
     finished_at: float | None = None
     ended_by: EndedBy | None = None
 
     async def watch() -> None:
         nonlocal last_output, finished_at, ended_by
+        # What a flood writes between two looks takes the log past its limit: the first looks come
+        # sooner (a worker may flood from its start), and after a rotation the next comes at once.
+        pause = limits.tail_interval / 16
         while True:
-            await anyio.sleep(limits.tail_interval)
+            await anyio.sleep(pause)
+            # Before reading too: of output past the limit only the rotated tail is worth parsing.
+            rotated = await _rotate_if_over(tail)
             # One chunk per look: a flood is read across looks, never all at once.
             if tail.read_some():
                 last_output = time.monotonic()
+            rotated = await _rotate_if_over(tail) or rotated
+            pause = 0.0 if rotated else min(max(2 * pause, limits.tail_interval / 16), limits.tail_interval)
             if reader.finished and finished_at is None:
                 finished_at = time.monotonic()
             if finished_at is not None and time.monotonic() - finished_at > limits.linger_seconds:
@@ -105,8 +124,32 @@ async def watch_until_end(
         ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
         await process.stop(limits.stop_grace_seconds)
     exit_code = await process.wait()
-    tail.drain()
+    await tail.settle()
+    # Chunk by chunk, letting other tasks run between them: what is left may be up to the limit.
+    while tail.read_some():
+        await anyio.lowlevel.checkpoint()
+    tail.finish()
     return exit_code, ended_by
+
+
+async def _rotate_if_over(tail: LogTail) -> bool:
+    return tail.over_limit() and await tail.rotate()
+
+
+def _admissible(outcome: Outcome) -> Outcome:
+    """What the worker's output says of itself, as far as it may go into the database and the
+    Mayor's answers: its words (in the error too) cleaned and cut, numbers that SQLite and strict
+    JSON can hold (an integer past 64 bits would fail the verdict's transaction, an infinite cost
+    would be no JSON), and a session id shaped like one. The rest is dropped, not fatal."""
+    cost, turns, session = outcome.cost_usd, outcome.num_turns, outcome.session_id
+    return replace(
+        outcome,
+        summary=clean_summary(outcome.summary),
+        error=clean_summary(outcome.error),
+        session_id=session if session is not None and _SESSION_ID.fullmatch(session) else None,
+        cost_usd=cost if cost is not None and math.isfinite(cost) and cost >= 0 else None,
+        num_turns=turns if turns is not None and 0 <= turns <= _MAX_TURNS else None,
+    )
 
 
 async def judge(
@@ -119,14 +162,14 @@ async def judge(
     hooks: Sequence[CompletionHook] = (),
 ) -> Verdict:
     """The verdict on an ended attempt: the runtime's evidence, then the task's validation checks."""
-    outcome = launch.reader.outcome(exit_code)
+    outcome = _admissible(launch.reader.outcome(exit_code))
     verdict = Verdict(
         launch.number,
         launch.attempt,
         WorkerState.SUCCEEDED,
         TaskStatus.COMPLETED,
         exit_code=exit_code,
-        summary=clean_summary(outcome.summary),
+        summary=outcome.summary,
         session_id=outcome.session_id,
         cost_usd=outcome.cost_usd,
         num_turns=outcome.num_turns,

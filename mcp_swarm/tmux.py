@@ -15,7 +15,7 @@ What tmux 3.3a does with the arguments given to it, checked by the tests:
 - A command of more than one argument is executed as it is (execvp), not handed to `sh -c`; the
   wrapper's command line always has more than one.
 - Arguments are not format-expanded, but one that ends in ';' ends a tmux command (the `\\;` of
-  shell scripts); `_literal_argument` escapes that ';'.
+  shell scripts), an option's value as well: `_literal_argument` escapes that ';'.
 - `-c DIRECTORY` is format-expanded (`#{...}`, `#(...)` runs a command), so '#' is doubled; and a
   missing directory is replaced by the home directory without a word, so the wrapper enters the
   worker's directory itself and fails if it is missing.
@@ -58,7 +58,9 @@ _CLIENT_ENVIRONMENT = ("PATH", "HOME", "TMUX_TMPDIR", "LANG", "LC_ALL", "LC_CTYP
 # caller asking whether it is there or wanting it gone. A socket in a directory that does not
 # exist gives "error connecting to ... (No such file or directory)"; other connection errors,
 # such as a socket we may not use, are errors.
-_ABSENT = ("no server running on ", "can't find session")
+# "server exited unexpectedly": the server ended as we asked, which it does when its last
+# session ends; seen by a has-session racing the end of the last worker's session.
+_ABSENT = ("no server running on ", "can't find session", "server exited unexpectedly")
 _NO_SOCKET = ("error connecting to ", "(No such file or directory)")
 
 
@@ -160,7 +162,7 @@ def _new_session_command(
         *argv,
     ]
     return [
-        "new-session", "-d", "-s", session, "-c", _literal_format(str(cwd.absolute())),
+        "new-session", "-d", "-s", session, "-c", _literal_argument(_literal_format(str(cwd.absolute()))),
         "-x", str(WIDTH), "-y", str(HEIGHT), "-P", "-F", "#{pane_pid}",
         "--", *map(_literal_argument, wrapper),
     ]  # fmt: skip

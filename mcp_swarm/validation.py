@@ -7,12 +7,15 @@
      "tests": {"argv": ["pytest", "-q", "tests/test_auth.py"], "timeoutSeconds": 300},
      "command": {"argv": ["ruff", "check", "src"]}}
 
-Commands are argument lists run without a shell, in the worker's directory, with a time limit.
-Paths must stay inside that directory.
+Commands are argument lists run without a shell, in the worker's directory, with a time limit,
+in the environment of the worker's allow-list. Paths must stay inside that directory. A check
+that cannot be done (a path outside, a bad argument list) fails with the reason; nothing in the
+metadata can make the checks raise.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,16 +25,18 @@ import anyio
 
 from mcp_swarm.processes import ProcessStartError, start_process
 from mcp_swarm.runtimes.base import as_array, as_object
+from mcp_swarm.worker_io import inside, without_links
 
 DEFAULT_CHECK_TIMEOUT = 300.0
 _OUTPUT_TAIL = 2000
+_OUTSIDE = "the path leads outside the worker's directory (or is no file name)"
 
 
-def _inside(root: Path, relative: str) -> Path | None:
-    """The path `relative` names under `root`, or None if it leads outside (.., absolute, links)."""
-    candidate = (root / relative).resolve()
-    root = root.resolve()
-    return candidate if candidate == root or root in candidate.parents else None
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 async def run_checks(
@@ -47,21 +52,30 @@ async def run_checks(
         results.append(result)
 
     for name in as_array(validation.get("files_exist")):
-        path = _inside(cwd, str(name))
+        path = inside(cwd, str(name))
         if path is None:
-            record(f"files_exist {name}", False, "the path leads outside the worker's directory")
+            record(f"files_exist {name}", False, _OUTSIDE)
         else:
-            record(f"files_exist {name}", path.exists(), None if path.exists() else "missing")
+            found = _exists(path)
+            record(f"files_exist {name}", found, None if found else "missing")
 
     for item in as_array(validation.get("content_check")):
         spec = as_object(item) or {}
         name, pattern = str(spec.get("file", "")), str(spec.get("pattern", ""))
-        path = _inside(cwd, name)
-        if path is None or not path.is_file():
-            record(f"content_check {name}", False, "no such file inside the worker's directory")
+        path = inside(cwd, name)
+        if path is None:
+            record(f"content_check {name}", False, _OUTSIDE)
             continue
         try:
-            found = re.search(pattern, path.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            record(f"content_check {name}", False, "missing")
+            continue
+        except OSError as exc:
+            record(f"content_check {name}", False, f"cannot read it: {exc.strerror or exc}")
+            continue
+        try:
+            found = re.search(pattern, text, re.MULTILINE)
         except re.error as exc:
             record(f"content_check {name}", False, f"bad pattern: {exc}")
             continue
@@ -84,14 +98,24 @@ async def _run_command(
     timeout = obj.get("timeoutSeconds", DEFAULT_CHECK_TIMEOUT) if obj is not None else DEFAULT_CHECK_TIMEOUT
     if not argv or not all(isinstance(arg, str) for arg in argv):
         return kind, False, 'needs an argument list of strings, such as ["pytest", "-q"]'
-    if not isinstance(timeout, int | float) or timeout <= 0:
+    # A bool is an int to Python, and infinity would be no time limit at all.
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
         return kind, False, "timeoutSeconds must be a positive number"
     label = f"{kind} {' '.join(argv)}"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    # The worker may write where this log lies (the state directory is in its project) and plant a
+    # link there: the check's output would then be appended to a file of its choosing, anywhere.
+    # The state directory's own path is resolved by the settings, so any link on the way is planted.
+    if not without_links(log, Path(log.anchor)):
+        return label, False, f"not run: its log {log} is reached through a symbolic link"
     try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh file: a hard link planted at its name would be a file anywhere, appended to.
+        await anyio.Path(log).unlink(missing_ok=True)
         process = await start_process([str(arg) for arg in argv], cwd=cwd, env=env, output=log)
-    except ProcessStartError as exc:
+    except (ProcessStartError, OSError) as exc:
         return label, False, str(exc)
+    except ValueError as exc:  # a NUL byte in an argument
+        return label, False, f"cannot start it: {exc}"
     code: int | None = None
     with anyio.move_on_after(float(timeout)):
         code = await process.wait()

@@ -29,7 +29,16 @@ from mcp_swarm import __version__
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger import Ledger
-from mcp_swarm.mail import MAX_BODY_CHARS, MAX_FETCH, MAX_SUBJECT_CHARS, MAYOR, Mailbox, Message, MessageType
+from mcp_swarm.mail import (
+    MAX_BODY_CHARS,
+    MAX_FETCH,
+    MAX_MESSAGE_ID,
+    MAX_SUBJECT_CHARS,
+    MAYOR,
+    Mailbox,
+    Message,
+    MessageType,
+)
 from mcp_swarm.mail import worker_number as mail_worker_number
 from mcp_swarm.models import Worker
 from mcp_swarm.reservations import (
@@ -39,6 +48,7 @@ from mcp_swarm.reservations import (
     MAX_TTL_SECONDS,
     Reservations,
 )
+from mcp_swarm.stdio_limit import BoundedStdioServer
 from mcp_swarm.store import Store
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 
@@ -214,7 +224,8 @@ def build_worker_tools(state: WorkerState) -> list[Tool]:
     @guarded
     async def fetch_inbox(
         sinceId: Annotated[
-            int | None, Field(ge=0, description="Only messages with a larger id (default: all)")
+            int | None,
+            Field(ge=0, le=MAX_MESSAGE_ID, description="Only messages with a larger id (default: all)"),
         ] = None,
         limit: Annotated[
             int | None, Field(ge=1, le=MAX_FETCH, description="At most this many, oldest first (default 50)")
@@ -295,7 +306,7 @@ def _tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> Tool:
     return tool
 
 
-class WorkerServer(MCPServer[WorkerState]):
+class WorkerServer(BoundedStdioServer[WorkerState]):
     def __init__(self, check: Callable[[], Awaitable[object]], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._check = check

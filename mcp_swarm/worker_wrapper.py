@@ -8,6 +8,10 @@ output is copied, as it comes, to the pane (so `tmux attach` shows it live) and 
 worker exits, STATUS is written, and only then does this process exit: the server that started
 the worker may be long gone, and STATUS is how whoever comes next learns the outcome.
 
+LOG is kept under the limit that MCP_SWARM_MAX_LOG_BYTES in the environment file gives (taken out
+of the worker's environment): past it, LOG becomes LOG.1 and a new LOG is begun. This process is
+the log's only writer, so that is exact and loses nothing, and it goes on while no server runs.
+
 SIGTERM, SIGHUP and SIGINT are passed on to the worker, and the wrapper waits for it as before.
 kill-session reaches the worker that way: tmux's hang-up signals the wrapper alone. A signal sent
 to the whole group reaches the worker twice, directly and passed on. SIGKILL leaves no STATUS: a
@@ -43,6 +47,7 @@ _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 _EXIT_LOOK_MS = 50
 _SKIPPED = b"\r\n[mcp-swarm: output skipped here, the pane could not keep up; the log has all of it]\r\n"
 _FLAGS = ("--log", "--status", "--env-file", "--cwd")
+MAX_LOG_BYTES_VARIABLE = "MCP_SWARM_MAX_LOG_BYTES"
 
 
 class UsageError(Exception):
@@ -174,20 +179,45 @@ class Pane:
 
 
 class Log:
-    def __init__(self, fd: int, pane: Pane) -> None:
+    """The worker's log, rotated past `max_bytes`: renamed to LOG.1 (replacing an older one)."""
+
+    def __init__(self, path: str, fd: int, pane: Pane, max_bytes: int | None) -> None:
+        self._path = path
         self._fd = fd
         self._pane = pane
+        self._max_bytes = max_bytes
+        self._size = os.fstat(fd).st_size
         self._failed = False
 
     def write(self, data: bytes) -> None:
         if self._failed:
             return
         try:
-            _write_all(self._fd, data)
+            if self._max_bytes is not None and self._size and self._size + len(data) > self._max_bytes:
+                # Cut after the chunk's last line end, if it has one, so that each file holds whole
+                # lines: the old one may pass the limit by less than a chunk.
+                end = data.rfind(b"\n") + 1
+                self._append(data[:end])
+                self._rotate()
+                data = data[end:]
+            self._append(data)
         except OSError as exc:
             # A full disk must not stop the worker, nor leave it blocked on a pipe we stopped reading.
             self._failed = True
             self._pane.write(f"\nmcp-swarm: cannot write the log any more: {exc.strerror}\n".encode())
+
+    def _append(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.replace(self._path, self._path + ".1")
+        # O_EXCL and O_NOFOLLOW: the name was just freed, and a link the worker planted there
+        # meanwhile must not take its output anywhere else.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._path, flags, 0o600)
+        os.close(self._fd)
+        self._fd, self._size = fd, 0
 
 
 def read_environment(path: str) -> dict[str, str]:
@@ -214,6 +244,16 @@ def read_environment(path: str) -> dict[str, str]:
             raise CannotStart(f"its environment file {path} gives {name!r} a value that is not a string")
         env[name] = value
     return env
+
+
+def take_log_limit(env: dict[str, str]) -> int | None:
+    """The log's limit, out of the worker's environment; None (no limit) when it gives none."""
+    value = env.pop(MAX_LOG_BYTES_VARIABLE, None)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise CannotStart(f"{MAX_LOG_BYTES_VARIABLE} must be a whole number of bytes, not {value!r}")
+    return int(value)
 
 
 def spawn(argv: list[str], env: dict[str, str], output: int) -> int:
@@ -316,12 +356,13 @@ def run(options: Options, forwarder: Forwarder) -> int:
     log: Log | None = None
     try:
         env = read_environment(options.env_file)
+        max_log_bytes = take_log_limit(env)
         try:
             # O_APPEND: a worker continued later adds to its log. 0o600: a transcript may hold secrets.
             log_fd = os.open(options.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise CannotStart(f"cannot open its log {options.log}: {exc.strerror}") from exc
-        log = Log(log_fd, pane)
+        log = Log(options.log, log_fd, pane, max_log_bytes)
         if options.cwd is not None:
             # Checked here, not left to tmux: tmux starts a pane whose directory is missing in the
             # home directory instead, and a worker must never run somewhere it was not sent.

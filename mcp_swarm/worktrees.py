@@ -16,7 +16,11 @@ Four rules keep the user's repository safe:
   (the wave's commit would take them in), and an item any of whose files has uncommitted changes.
 - git runs with an argument list, stdin at /dev/null and an environment cleared of inherited
   GIT_* variables, so a GIT_DIR or GIT_INDEX_FILE left in the server's environment (a server
-  started from a git hook, say) cannot point us at another repository or index.
+  started from a git hook, say) cannot point us at another repository or index. The rest of its
+  environment is an allow-list too: git runs the repository's hooks and configured programs,
+  which a worker of the shared tree can write, and they must not get the server's secrets.
+- Worktrees live under the project's own `.mcp-swarm/worktrees`, reached through no symbolic
+  link: a link there would have us make, and delete, directories outside the project.
 - The wave's commit is the user's act in the user's repository, so it carries the identity git
   would use for the user. Only where git has none, and would refuse to commit, is the Mayor's
   identity given, on the command line, never written into any configuration.
@@ -42,6 +46,7 @@ import anyio
 import anyio.to_thread
 
 from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.worker_io import without_links, worker_environment
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,12 @@ MAYOR_EMAIL = "mayor@mcp-swarm.invalid"
 _KEPT_GIT_VARIABLES = frozenset(
     {"GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
 )
+# What git and the programs it runs (hooks, filters) get of the server's environment: enough to
+# find the user's configuration and identity and to sign a commit with gpg, and no credentials.
+_GIT_ENV_ALLOW = (
+    "PATH", "HOME", "USER", "LOGNAME", "EMAIL", "LANG", "LC_*", "TZ", "TMPDIR", "XDG_CONFIG_HOME",
+    "GNUPGHOME",
+)  # fmt: skip
 # Worker ids become directory and branch names.
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Options that make `git diff` print the same thing whatever the user's configuration says:
@@ -180,11 +191,7 @@ class GitOutput:
 
 
 def _environment(index: Path | None) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("GIT_") or name in _KEPT_GIT_VARIABLES
-    }
+    env = worker_environment(os.environ, (*_GIT_ENV_ALLOW, *_KEPT_GIT_VARIABLES), {})
     # Never ask for a password on a terminal we do not have.
     env["GIT_TERMINAL_PROMPT"] = "0"
     # Read-only commands (status, diff) then leave the index alone rather than refresh it.
@@ -258,6 +265,17 @@ def _worktrees_root(project: Path) -> Path:
     return project / STATE_DIR / WORKTREES_DIR
 
 
+def _confined_root(project: Path) -> Path:
+    """The worktrees' directory, refused (WorktreeError) if a symbolic link leads there."""
+    root = _worktrees_root(project)
+    if not without_links(root, project):
+        raise WorktreeError(
+            f"{root} is reached through a symbolic link, which could lead outside the project; "
+            "worktrees are made only inside it: remove the link"
+        )
+    return root
+
+
 def everything_but_state(prefix: str) -> list[str]:
     """A pathspec for the whole tree except the project's .mcp-swarm directory.
 
@@ -295,7 +313,7 @@ async def create(project: Path, worker_id: str) -> Worktree:
             f"worker id {worker_id!r} cannot name a worktree: use letters, digits, '.', '_' and '-'"
         )
     repo = await repository_of(project)
-    path = _worktrees_root(project) / worker_id
+    path = _confined_root(project) / worker_id
     branch = BRANCH_PREFIX + worker_id
     if path.exists():
         raise WorktreeError(f"a worktree for worker {worker_id} already exists at {path}; remove it first")
@@ -315,14 +333,15 @@ async def remove(project: Path, worktree: Worktree) -> None:
         # Only branches this module made are ever deleted, whatever a caller passes.
         raise InvalidInput(f"{worktree.branch!r} is not a worker's branch (those start with {BRANCH_PREFIX})")
     repo = await repository_of(project)
-    root = _worktrees_root(project).resolve()
     gone = await run_git(
         ["worktree", "remove", "--force", "--force", str(worktree.path)], repo.top, check=False
     )
     if gone.returncode != 0 and worktree.path.exists():
         # git refuses some (those holding submodules, or no longer registered); a directory of
-        # ours is then simply deleted, and `worktree prune` forgets it.
-        if root not in worktree.path.resolve().parents:
+        # ours is then simply deleted, and `worktree prune` forgets it. Ours: directly in the
+        # worktrees' directory, with no link on the way that could make it someone else's.
+        root = _worktrees_root(project)
+        if worktree.path.parent != root or not without_links(worktree.path, project):
             raise WorktreeError(f"cannot remove the worktree {worktree.path}: {gone.stderr}")
         await anyio.to_thread.run_sync(shutil.rmtree, worktree.path)
     await run_git(["worktree", "prune"], repo.top)
@@ -346,8 +365,9 @@ async def prune(project: Path, keep: Collection[str] = ()) -> list[str]:
     removed: list[str] = []
     if not root.is_dir():
         return removed
+    root = _confined_root(project)
     for entry in sorted(root.iterdir()):
-        if entry.name in keep or not entry.is_dir():
+        if entry.name in keep or entry.is_symlink() or not entry.is_dir():
             continue
         await remove(project, Worktree(entry, BRANCH_PREFIX + entry.name, "", repo.prefix))
         removed.append(entry.name)

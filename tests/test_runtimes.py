@@ -61,14 +61,16 @@ def codex_lines() -> list[str]:
 def test_claude_command_line_keeps_the_prompt_one_argument(tmp_path: Path) -> None:
     runtime = ClaudeRuntime(ClaudeProfile(model="sonnet", max_turns=12))
     argv = runtime.argv(request(tmp_path, HOSTILE_PROMPT))
-    assert argv[:3] == ["claude", "-p", HOSTILE_PROMPT]
+    assert argv[:2] == ["claude", "-p"]
+    assert argv[-2:] == ["--", HOSTILE_PROMPT]
     assert argv[argv.index("--output-format") + 1] == "stream-json"
     assert "--verbose" in argv
     assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
     assert argv[argv.index("--model") + 1] == "sonnet"
     assert argv[argv.index("--max-turns") + 1] == "12"
     resumed = runtime.resume_argv(request(tmp_path), "session-1", "Fix the failing check")
-    assert resumed[:5] == ["claude", "-p", "Fix the failing check", "--resume", "session-1"]
+    assert resumed[:4] == ["claude", "-p", "--resume", "session-1"]
+    assert resumed[-2:] == ["--", "Fix the failing check"]
 
 
 def test_claude_worker_does_not_inherit_the_mayors_session_markers() -> None:
@@ -126,7 +128,7 @@ def test_codex_worker_gets_its_swarm_server_before_the_prompt_and_on_resume(tmp_
     assert argv[-2:] == ["--", "Do task 1"]
     # The overrides are options of `codex exec`: before `resume`, as -C and --sandbox are.
     assert resumed.index("-c") < resumed.index("resume")
-    assert resumed[-4:] == ["resume", "thread-1", "--", "-again"]
+    assert resumed[-4:] == ["resume", "--", "thread-1", "-again"]
     assert "-c" not in runtime.argv(request(tmp_path))
 
 
@@ -175,7 +177,7 @@ def test_codex_command_line_ends_options_before_the_prompt(tmp_path: Path) -> No
     assert argv[argv.index("--sandbox") + 1] == "workspace-write"
     assert argv[-2:] == ["--", HOSTILE_PROMPT]
     resumed = CodexRuntime().resume_argv(request(tmp_path), "thread-1", "-again")
-    assert resumed[-4:] == ["resume", "thread-1", "--", "-again"]
+    assert resumed[-4:] == ["resume", "--", "thread-1", "-again"]
 
 
 def test_codex_reads_thread_message_and_completion(tmp_path: Path) -> None:

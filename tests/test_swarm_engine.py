@@ -202,7 +202,6 @@ async def test_wait_returns_each_result_once_and_times_out_with_what_runs(swarm:
     assert json.dumps(again.done[0].model_dump(mode="json"))  # serialisable for the MCP layer
 
 
-
 async def test_two_waits_at_once_hand_each_result_to_one_of_them(swarm: Swarm) -> None:
     ledger = Ledger(swarm.store)
     await ledger.create_plan([PlanTask(subject=f"task {n}", description="") for n in range(3)])
@@ -218,6 +217,7 @@ async def test_two_waits_at_once_hand_each_result_to_one_of_them(swarm: Swarm) -
         group.start_soon(waiter)
     given = [worker for result in handed for worker in result]
     assert sorted(given) == sorted(w["workerId"] for w in spawned.workers)
+
 
 RESUMABLE = r"""
 import json, pathlib, sys

@@ -334,6 +334,9 @@ async def test_a_worker_flooding_its_output_costs_the_server_no_memory(tmp_path:
     (tmp_path / "flood.py").write_text(FLOOD)
     argv = [sys.executable, str(tmp_path / "flood.py"), "{prompt_file}", str(FLOOD_MIB)]
     project = write_project(tmp_path / "project", argv)
+    # All of the flood in one log, unrotated: rotation is test_host_limits.py's.
+    config = project / "mcp-swarm.toml"
+    config.write_text(f"max_log_bytes = {2 * FLOOD_MIB * MIB}\n" + config.read_text())
     db = tmp_path / "state" / "flood.db"
     log: Path | None = None
     try:

@@ -1,4 +1,4 @@
-"""Claude Code as a worker: `claude -p <prompt> --output-format stream-json --verbose`.
+"""Claude Code as a worker: `claude -p --output-format stream-json --verbose ... -- <prompt>`.
 
 The final `result` event carries the verdict. `claude -p` can exit 0 after an API error, so
 `is_error` is read, never the exit code alone.
@@ -72,11 +72,14 @@ class ClaudeRuntime(Runtime):
         return [*args, *profile.extra_args]
 
     def argv(self, request: WorkerRequest) -> list[str]:
-        # The prompt is one argument after `-p`, never interpreted by a shell.
-        return [self.profile.program, "-p", request.prompt, *self._common(request)]
+        # The prompt and a resumed worker's message are the caller's text, last and after "--":
+        # `-p` takes no value, so a text right after it that starts with a dash (`--help`,
+        # `--dangerously-skip-permissions`) was parsed as claude's own option, not read by the
+        # model. "--" also ends the variadic options (--allowedTools, --mcp-config) before it.
+        return [self.profile.program, "-p", *self._common(request), "--", request.prompt]
 
     def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
-        return [self.profile.program, "-p", message, "--resume", session_id, *self._common(request)]
+        return [self.profile.program, "-p", "--resume", session_id, *self._common(request), "--", message]
 
     def reader(self, request: WorkerRequest) -> OutputReader:
         return ClaudeStreamReader()

@@ -38,7 +38,9 @@ class CodexRuntime(Runtime):
         args = ["--json", "--skip-git-repo-check", "-C", str(request.cwd), "--sandbox", self.profile.sandbox]
         model = request.model or self.profile.model
         if model:
-            args += ["--model", model]
+            # One argument: codex refuses `--model -x` as a missing value, and reads `--model=-x`
+            # as the model named "-x", which is what the caller asked for.
+            args.append(f"--model={model}")
         if request.swarm_db is not None:
             args += _swarm_server(request)
         return [*args, *self.profile.extra_args]
@@ -48,7 +50,8 @@ class CodexRuntime(Runtime):
         return [self.profile.program, "exec", *self._options(request), "--", request.prompt]
 
     def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
-        return [self.profile.program, "exec", *self._options(request), "resume", session_id, "--", message]
+        # The session id comes from the worker's own output: after "--" it cannot be an option.
+        return [self.profile.program, "exec", *self._options(request), "resume", "--", session_id, message]
 
     def reader(self, request: WorkerRequest) -> OutputReader:
         return CodexEventReader()

@@ -7,6 +7,7 @@ Its verdict is its exit status, refined by the JSON it may write to `$SWARM_RESU
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from mcp_swarm.runtimes.base import Outcome, OutputReader, Runtime, WorkerReques
 # What a placeholder in a configured argument list stands for. Each placeholder becomes part of
 # one argument; nothing is split or interpreted by a shell.
 PLACEHOLDERS = ("prompt", "prompt_file", "result_file", "task_id", "worker_id", "cwd")
+# A result file holds a status and a short summary; more than this is not read.
+RESULT_FILE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,12 @@ class ResultFileReader(OutputReader):
 
 def read_result_file(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        # The worker writes this file, so it may have made it a link to a file it may not read
+        # itself (outside its sandbox), for its summary to show: a link is not followed. Nor does
+        # a FIFO in its place block us, nor a huge file fill our memory.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            data = json.loads(file.read(RESULT_FILE_LIMIT).decode("utf-8", errors="replace"))
     except (OSError, ValueError):
         return None
     return as_object(data)

@@ -1,0 +1,629 @@
+"""A load test: many tasks and workers through two `mcp-swarm serve` processes sharing one database.
+
+Run: `python -m benchmarks.bench_load` (`--tasks`, `--workers`, `--work-ms`, `--waves` scale it
+down; `--keep` keeps the scratch directory). Two servers are started over real stdio with the
+SDK's client, each in a directory of its own and both on one SQLite file, as two Mayor sessions
+sharing a swarm. One Mayor creates the plan (1,000 tasks in 4 waves, each task blocked by 2 tasks
+of the wave before) with TaskCreatePlan; then both run the Mayor's loop at the same time,
+`spawn()` then `wait(mode="any")` and again, competing for the same ready tasks, until every task
+is completed. spawn counts maxWorkers against the live workers of the whole database, whichever
+server started them, so both servers are configured with the same `max_workers` (100): together
+they never run more than that, and each takes whatever slots it finds free.
+
+Each worker is a `command` runtime: `sh` appends "task worker" to a witness file, then becomes
+`sleep`. The sleep (1 s by default) is what keeps the slots full. On a 2-core machine the two
+servers together start and judge about 170 workers a second at most (measured with 500 ms
+workers, when the engine and not the sleep is the limit, and the slots were full only half the
+time), so refilling 100 slots takes about 0.6 s: a worker must outlive that for 100 to be alive
+at once. At 1 s about 96 of the 100 slots are taken on average, at 2 s a little more for twice
+the run time. The wall time has a floor of tasks x sleep / slots to compare it with. The witness
+is evidence from the workers' side, independent of what the servers recorded: a task started
+twice shows there even if the ledger were wrong.
+
+Printed: wall time, throughput (total and per server), the tasks each server ran, the peak memory
+of each server process (VmHWM), spawn and wait latency, the live workers over time (sampled from
+the database), and whether anything was lost or run twice: the ledger (every task completed by
+exactly one worker, no other attempt, history and owners agreeing, no live worker left,
+`PRAGMA integrity_check`), the witness file, and the Mayors' view (each worker started by one
+spawn answer and handed over by exactly one wait). Exit status is 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+try:
+    from benchmarks._report import Check, load, quantile, report_targets
+    from benchmarks.bench_swarm import _call, _plan, _spread, _toml_list  # pyright: ignore[reportPrivateUsage]
+except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
+    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+    from bench_swarm import _call, _plan, _spread, _toml_list  # pyright: ignore[reportMissingImports, reportPrivateUsage]
+
+RUNTIME = "load"
+SERVERS = ("a", "b")
+# TaskCreatePlan takes at most this many tasks in one call, and the plan is made in one.
+MAX_TASKS = 1000
+SAMPLE_SECONDS = 0.05
+WAIT_SECONDS = 30  # each wait call's own limit; a run that stalls longer fails on --run-timeout
+LIVE_STATES = "('starting', 'running')"
+# Workers' verdicts are recorded as `"completed"`: the history keeps values as JSON.
+COMPLETED_JSON = '"completed"'
+IN_PROGRESS_JSON = '"in_progress"'
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    tasks: int = 1000
+    workers: int = 100
+    work_ms: float = 1000.0
+    waves: int = 4
+    blockers: int = 2
+    run_timeout: float = 300.0
+
+    @property
+    def per_wave(self) -> int:
+        return self.tasks // self.waves
+
+
+@dataclass
+class Mayor:
+    """One Mayor's session and its server, as seen from this client."""
+
+    name: str
+    project: Path
+    pid: int = 0
+    spawn_ms: list[float] = field(default_factory=list[float])
+    wait_ms: list[float] = field(default_factory=list[float])
+    started: list[str] = field(default_factory=list[str])  # worker ids its spawn answers named
+    results: list[str] = field(default_factory=list[str])  # worker ids its wait answers handed over
+    rss_kib: list[int] = field(default_factory=list[int])  # sampled during the run
+    rss_start_kib: int = 0  # connected, nothing planned yet
+    rss_end_kib: int = 0
+    hwm_kib: int = 0  # peak RSS of the server process over its whole life
+
+
+@dataclass
+class LoadRun:
+    config: LoadConfig
+    db: Path
+    mayors: list[Mayor]
+    plan_seconds: float = 0.0
+    wall: float = 0.0
+    live: list[int] = field(default_factory=list[int])  # live workers in the database, sampled
+    ran_by: dict[str, int] = field(default_factory=dict[str, int])  # Mayor name -> tasks its server ran
+    ledger: list[str] = field(default_factory=list[str])  # problems found in the database
+    witness: list[str] = field(default_factory=list[str])  # problems found in the workers' witness file
+    delivery: list[str] = field(default_factory=list[str])  # problems in what spawn and wait answered
+    # Problems tests/invariants.py finds, which hold of any swarm database; None: not checked.
+    invariants: list[str] | None = None
+
+
+# -- set-up -------------------------------------------------------------------------------------
+
+
+def _worker_argv(work_ms: float, witness: Path) -> list[str]:
+    """sh writes the witness line, then execs sleep: one live process per worker while it works.
+
+    The task and worker ids are passed as arguments, never spliced into the script, and a single
+    short O_APPEND write per worker keeps concurrent lines whole.
+    """
+    sh, sleep = shutil.which("sh"), shutil.which("sleep")
+    if sh is None or sleep is None:
+        raise RuntimeError("sh and sleep must be on PATH")
+    script = 'echo "$1 $2" >> "$3" && exec "$4" "$5"'
+    seconds = f"{work_ms / 1000:g}"
+    return [sh, "-c", script, "load-worker", "{task_id}", "{worker_id}", str(witness), sleep, seconds]
+
+
+def _write_config(path: Path, config: LoadConfig, witness: Path) -> None:
+    path.write_text(
+        f'default_runtime = "{RUNTIME}"\n'
+        f"max_workers = {config.workers}\n\n"
+        f'[runtimes.{RUNTIME}]\ntype = "command"\n'
+        f"argv = {_toml_list(_worker_argv(config.work_ms, witness))}\n",
+        encoding="utf-8",
+    )
+
+
+def _server(project: Path, db: Path, config_file: Path) -> Client:
+    # Each server in its own directory, so that its process can be told apart from the other's in
+    # /proc; both on one database and one configuration.
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_swarm", "serve", "--db", str(db), "--config", str(config_file)],
+        cwd=project,
+    )
+    return Client(params, mode="legacy")
+
+
+def _server_pid(project: Path) -> int:
+    """The pid of the server this process started in `project`: a child of ours, by its cwd.
+
+    The SDK's stdio client does not expose its process, so it is found in /proc.
+    """
+    me = os.getpid()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # The command name in parentheses may hold spaces; the fields after it do not.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) == me and Path(os.readlink(entry / "cwd")) == project:
+                found.append(int(entry.name))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one server process in {project}, found {found}")
+    return found[0]
+
+
+def _read(db: Path) -> sqlite3.Connection:
+    """A read-only connection: nothing this client does can change what the servers recorded."""
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (the peak RSS the kernel kept for the process) in KiB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+# -- the Mayors' loops --------------------------------------------------------------------------
+
+
+async def _mayor_loop(client: Client, mayor: Mayor, total: int) -> None:
+    """spawn, wait for the first end, again; until the ledger says every task is completed.
+
+    wait without workerIds hands over any ended worker not yet handed to a Mayor, this server's or
+    the other's, so neither Mayor can count its own results to know when to stop: when nothing is
+    live and nothing started, the ledger's counts decide.
+    """
+    while True:
+        before = time.perf_counter_ns()
+        spawned = await _call(client, "spawn", {})
+        mayor.spawn_ms.append((time.perf_counter_ns() - before) / 1e6)
+        started = [cast(str, w["workerId"]) for w in cast(list[dict[str, Any]], spawned.get("workers", []))]
+        mayor.started += started
+
+        before = time.perf_counter_ns()
+        waited = await _call(client, "wait", {"mode": "any", "timeoutSeconds": WAIT_SECONDS})
+        mayor.wait_ms.append((time.perf_counter_ns() - before) / 1e6)
+        done = cast(list[dict[str, Any]], waited.get("done", []))
+        for result in done:
+            if result.get("state") != "succeeded" or result.get("taskStatus") != "completed":
+                raise RuntimeError(f"Mayor {mayor.name}: a worker did not complete its task: {result}")
+            mayor.results.append(cast(str, result["workerId"]))
+        if started or done or waited.get("running"):
+            continue
+        counts = cast(dict[str, int], (await _call(client, "TaskList", {"ready": True}))["counts"])
+        if counts.get("completed", 0) == total:
+            return
+        if not counts.get("ready") and not counts.get("in_progress"):
+            raise RuntimeError(f"Mayor {mayor.name}: nothing runs and nothing can start: {counts}")
+
+
+async def _sample(run: LoadRun, stop: anyio.Event) -> None:
+    """Live workers in the database and each server's RSS, every SAMPLE_SECONDS until `stop`."""
+    with contextlib.closing(_read(run.db)) as conn:
+        while not stop.is_set():
+            (live,) = conn.execute(f"SELECT count(*) FROM workers WHERE state IN {LIVE_STATES}").fetchone()
+            run.live.append(int(live))
+            for mayor in run.mayors:
+                mayor.rss_kib.append(_memory_kib(mayor.pid)["VmRSS"])
+            with anyio.move_on_after(SAMPLE_SECONDS):
+                await stop.wait()
+
+
+def _prepare(config: LoadConfig, workdir: Path) -> tuple[LoadRun, Path, Path]:
+    """The scratch layout: the shared state directory, the configuration, the witness file, and a
+    directory per Mayor; the run to fill in, the configuration file and the witness file."""
+    workdir = workdir.resolve()  # compared with the servers' cwd as /proc shows it
+    (workdir / "state").mkdir()
+    witness = workdir / "witness.txt"
+    config_file = workdir / "mcp-swarm.toml"
+    _write_config(config_file, config, witness)
+    mayors = [Mayor(name, workdir / f"mayor-{name}") for name in SERVERS]
+    for mayor in mayors:
+        mayor.project.mkdir()
+    return LoadRun(config, workdir / "state" / "swarm.db", mayors), config_file, witness
+
+
+async def run_load(config: LoadConfig, workdir: Path) -> LoadRun:
+    """The whole scenario in `workdir`: both servers, the plan, both loops, then every check."""
+    run, config_file, witness = _prepare(config, workdir)
+    mayors = run.mayors
+    async with contextlib.AsyncExitStack() as stack:
+        clients: list[Client] = []
+        for mayor in mayors:
+            clients.append(await stack.enter_async_context(_server(mayor.project, run.db, config_file)))
+            mayor.pid = _server_pid(mayor.project)
+            mayor.rss_start_kib = _memory_kib(mayor.pid)["VmRSS"]
+
+        began = time.perf_counter()
+        plan = _plan(config.waves, config.per_wave, config.blockers)
+        created = await _call(clients[0], "TaskCreatePlan", {"tasks": plan})
+        run.plan_seconds = time.perf_counter() - began
+        if len(cast(list[str], created["ids"])) != config.tasks:
+            raise RuntimeError(f"TaskCreatePlan made {len(created['ids'])} tasks, not {config.tasks}")
+
+        stop = anyio.Event()
+        async with anyio.create_task_group() as sampler:
+            sampler.start_soon(_sample, run, stop)
+            began = time.perf_counter()
+            with anyio.fail_after(config.run_timeout):
+                async with anyio.create_task_group() as loops:
+                    for client, mayor in zip(clients, mayors, strict=True):
+                        loops.start_soon(_mayor_loop, client, mayor, config.tasks)
+            run.wall = time.perf_counter() - began
+            stop.set()
+        for mayor in mayors:
+            memory = _memory_kib(mayor.pid)
+            mayor.hwm_kib, mayor.rss_end_kib = memory["VmHWM"], memory["VmRSS"]
+    # The servers have exited: the file is read as they left it.
+    run.ledger = exactly_once_problems(run.db, tasks=config.tasks)
+    run.witness = witness_problems(witness, run.db)
+    run.delivery = delivery_problems(mayors, run.db)
+    run.invariants = invariant_problems(run.db)
+    run.ran_by = _ran_by(mayors, run.db)
+    return run
+
+
+# -- nothing lost, nothing run twice ------------------------------------------------------------
+
+
+def exactly_once_problems(db: Path, *, tasks: int) -> list[str]:
+    """What the database says went wrong, if anything, in a run where every task was meant to be
+    completed by its first and only worker; [] when the ledger is sound.
+
+    Checked: the file's integrity and foreign keys; exactly `tasks` tasks, all completed; no worker
+    still live; per task exactly one worker, succeeded, no other attempt and no two attempts live
+    at once; the owner is that worker; the history completes the task exactly once, by that
+    worker, and starts it once per attempt; every result was handed to a Mayor.
+    """
+    problems: list[str] = []
+    with contextlib.closing(_read(db)) as conn:
+        integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+        if integrity != ["ok"]:
+            problems.append(f"PRAGMA integrity_check: {integrity[:5]}")
+        if dangling := conn.execute("PRAGMA foreign_key_check").fetchall():
+            problems.append(f"PRAGMA foreign_key_check: {len(dangling)} dangling reference(s)")
+        by_status = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
+        statuses = dict(cast(list[tuple[str, int]], by_status))
+        if statuses != {"completed": tasks}:
+            problems.append(f"tasks by status {statuses}, expected all {tasks} completed")
+        if live := conn.execute(f"SELECT id FROM workers WHERE state IN {LIVE_STATES}").fetchall():
+            problems.append(f"{len(live)} worker(s) still live after both servers stopped")
+        if unreported := conn.execute(
+            f"SELECT count(*) FROM workers WHERE state NOT IN {LIVE_STATES} AND reported_at IS NULL"
+        ).fetchone()[0]:
+            problems.append(f"{unreported} ended worker(s) never handed to a Mayor by wait")
+
+        runs: dict[int, list[tuple[int, str, str | None, str, str | None]]] = {}
+        for number, task, state, task_status, started, ended in cast(
+            list[tuple[int, int, str, str | None, str, str | None]],
+            conn.execute(
+                "SELECT id, task_id, state, task_status, started_at, ended_at FROM workers ORDER BY id"
+            ),
+        ):
+            runs.setdefault(task, []).append((number, state, task_status, started, ended))
+        completions: dict[int, list[str]] = {}
+        for task, actor in cast(
+            list[tuple[int, str]],
+            conn.execute(
+                "SELECT task_id, actor FROM task_events WHERE field = 'status' AND new = ?", (COMPLETED_JSON,)
+            ),
+        ):
+            completions.setdefault(task, []).append(actor)
+        starts = Counter(
+            cast(int, row[0])
+            for row in conn.execute(
+                "SELECT task_id FROM task_events WHERE field = 'status' AND new = ?", (IN_PROGRESS_JSON,)
+            )
+        )
+        owners = cast(list[tuple[int, str | None]], conn.execute("SELECT id, owner FROM tasks").fetchall())
+
+    for task, owner in owners:
+        attempts = runs.get(task, [])
+        succeeded = [
+            f"worker-{n}"
+            for n, state, status, _, _ in attempts
+            if (state, status) == ("succeeded", "completed")
+        ]
+        if len(attempts) != 1 or len(succeeded) != 1:
+            described = ", ".join(f"worker-{n} {state}" for n, state, _, _, _ in attempts) or "none"
+            problems.append(f"task {task}: workers {described}; expected exactly one, succeeded")
+        spans = sorted((started, ended or "9999") for _, _, _, started, ended in attempts)
+        for (_, first_end), (second_start, _) in itertools.pairwise(spans):
+            if second_start < first_end:
+                problems.append(f"task {task}: two workers live at once ({first_end} > {second_start})")
+        if succeeded and owner != succeeded[0]:
+            problems.append(f"task {task}: owner {owner}, but {succeeded[0]} completed it")
+        if completions.get(task, []) != succeeded[:1]:
+            problems.append(
+                f"task {task}: completed in the history by {completions.get(task)}, not {succeeded}"
+            )
+        if starts[task] != len(attempts):
+            problems.append(
+                f"task {task}: set in_progress {starts[task]} time(s) for {len(attempts)} worker(s)"
+            )
+    return problems
+
+
+def invariant_problems(db: Path) -> list[str] | None:
+    """What tests/invariants.py finds wrong with the database once every server has stopped; None
+    where the repository's tests cannot be imported (run as `python benchmarks/bench_load.py`,
+    the repository's root is not on sys.path)."""
+    try:
+        from tests.invariants import ledger_problems as general_problems
+    except ModuleNotFoundError:
+        return None
+    return general_problems(db, quiescent=True)
+
+
+def _workers_of_tasks(db: Path) -> dict[str, list[str]]:
+    """task id -> the ids of the workers that ran it, from the database."""
+    with contextlib.closing(_read(db)) as conn:
+        rows = cast(list[tuple[int, int]], conn.execute("SELECT task_id, id FROM workers").fetchall())
+    workers: dict[str, list[str]] = {}
+    for task, number in rows:
+        workers.setdefault(str(task), []).append(f"worker-{number}")
+    return workers
+
+
+def witness_problems(witness: Path, db: Path) -> list[str]:
+    """The workers' own account: every task started exactly once, by the worker the ledger names."""
+    lines = witness.read_text(encoding="utf-8").splitlines() if witness.exists() else []
+    seen: dict[str, list[str]] = {}
+    for line in lines:
+        task, _, worker = line.partition(" ")
+        seen.setdefault(task, []).append(worker)
+    problems: list[str] = []
+    expected = _workers_of_tasks(db)
+    for task in sorted(expected.keys() | seen.keys(), key=int):
+        if sorted(seen.get(task, [])) != sorted(expected.get(task, [])):
+            problems.append(
+                f"task {task}: started by {seen.get(task, [])} per the witness file, "
+                f"by {expected.get(task, [])} per the database"
+            )
+    return problems
+
+
+def delivery_problems(mayors: Sequence[Mayor], db: Path) -> list[str]:
+    """The Mayors' view: each worker named by exactly one spawn answer and one wait answer, of
+    either Mayor, and no worker they were told of that the database does not know."""
+    known = {worker for workers in _workers_of_tasks(db).values() for worker in workers}
+    problems: list[str] = []
+    answers = {
+        "spawn": [(w, m.name) for m in mayors for w in m.started],
+        "wait": [(w, m.name) for m in mayors for w in m.results],
+    }
+    for what, named in answers.items():
+        counted = Counter(w for w, _ in named)
+        if twice := sorted((w for w, n in counted.items() if n > 1), key=lambda w: int(w.partition("-")[2])):
+            # Which Mayors were told: one Mayor told twice and two Mayors told once each are two bugs.
+            told = {w: [m for x, m in named if x == w] for w in twice[:5]}
+            problems.append(f"{len(twice)} worker(s) named by more than one {what} answer (to Mayors {told})")
+        if missing := sorted(known - counted.keys()):
+            problems.append(f"{len(missing)} worker(s) never named by a {what} answer: {missing[:5]}")
+        if unknown := sorted(counted.keys() - known):
+            problems.append(
+                f"{what} named {len(unknown)} worker(s) the database does not know: {unknown[:5]}"
+            )
+    return problems
+
+
+def _ran_by(mayors: Sequence[Mayor], db: Path) -> dict[str, int]:
+    """Succeeded workers per server, from the supervisor ("pid:start time") each worker records."""
+    with contextlib.closing(_read(db)) as conn:
+        rows = cast(
+            list[tuple[str | None, int]],
+            conn.execute(
+                "SELECT supervisor, count(*) FROM workers WHERE state = 'succeeded' GROUP BY supervisor"
+            ).fetchall(),
+        )
+    names = {str(mayor.pid): mayor.name for mayor in mayors}
+    ran: dict[str, int] = {mayor.name: 0 for mayor in mayors}
+    for supervisor, count in rows:
+        name = names.get((supervisor or "").partition(":")[0], f"unknown server {supervisor}")
+        ran[name] = ran.get(name, 0) + count
+    return ran
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def _listed(problems: Sequence[str]) -> str:
+    shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _print_run(run: LoadRun, *, number: int) -> None:
+    config = run.config
+    floor = config.tasks * config.work_ms / 1000 / config.workers
+    print(f"\n== run {number} ==")
+    print(f"  TaskCreatePlan of {config.tasks} tasks: {run.plan_seconds * 1000:.0f} ms")
+    print(f"  wall time (first spawn to the last task completed, both Mayors): {run.wall:.2f} s")
+    if floor:
+        print(
+            f"  floor at {config.workers} slots and {config.work_ms:g} ms of work a task: {floor:.2f} s "
+            f"(the wall time is {run.wall / floor:.2f}x that)"
+        )
+    print(f"  throughput: {config.tasks / run.wall:.1f} tasks/s in all")
+    for mayor in run.mayors:
+        ran = run.ran_by.get(mayor.name, 0)
+        foreign = len(set(mayor.results) - set(mayor.started))
+        print(
+            f"  server {mayor.name} (pid {mayor.pid}): ran {ran} tasks, {ran / run.wall:.1f} tasks/s; "
+            f"{len(mayor.spawn_ms)} spawn/wait rounds; its wait handed over {len(mayor.results)} results, "
+            f"{foreign} of them of the other server's workers"
+        )
+    if run.live:
+        at_limit = sum(live >= config.workers for live in run.live) / len(run.live)
+        print(
+            f"  live workers in the database, sampled every {SAMPLE_SECONDS * 1000:g} ms: "
+            f"peak {max(run.live)}, mean {statistics.fmean(run.live):.1f} of {config.workers}; "
+            f"all slots taken in {at_limit:.0%} of the samples"
+        )
+    for mayor in run.mayors:
+        print(f"  server {mayor.name} spawn: {_spread(mayor.spawn_ms, 'ms')}")
+        print(f"  server {mayor.name} wait:  {_spread(mayor.wait_ms, 'ms')} (blocks until a worker ends)")
+    for mayor in run.mayors:
+        mid = mayor.rss_kib[len(mayor.rss_kib) // 2] if mayor.rss_kib else 0
+        print(
+            f"  server {mayor.name} memory: RSS {_mib(mayor.rss_start_kib)} connected, {_mib(mid)} half-way, "
+            f"{_mib(mayor.rss_end_kib)} at the end; peak (VmHWM) {_mib(mayor.hwm_kib)}"
+        )
+
+
+def _checks(runs: Sequence[LoadRun]) -> list[Check]:
+    config = runs[0].config
+    checks: list[Check] = []
+    for number, run in enumerate(runs, 1):
+        peak = max(run.live, default=0)
+        families: list[tuple[list[str], str]] = [
+            (
+                run.ledger,
+                "ledger sound: each task completed by exactly one worker and no other attempt, "
+                "history and owners agree, integrity_check ok",
+            ),
+            (run.witness, "the workers' witness file: every task started exactly once"),
+            (run.delivery, "every worker named by exactly one spawn answer and one wait answer"),
+        ]
+        if run.invariants is None:
+            checks.append(Check(None, f"run {number}: tests/invariants.py not importable here, not checked"))
+        else:
+            families.append(
+                (run.invariants, "tests/invariants.py: the invariants of any swarm database hold")
+            )
+        for problems, text in families:
+            checks.append(
+                Check(not problems, f"run {number}: {text}" + (f": {_listed(problems)}" if problems else ""))
+            )
+        checks.append(
+            Check(peak <= config.workers, f"run {number}: peak live {peak} <= maxWorkers {config.workers}")
+        )
+        checks.append(
+            Check(peak == config.workers, f"run {number}: all {config.workers} slots were taken at once")
+        )
+    walls = [run.wall for run in runs]
+    wall = statistics.median(walls)
+    checks.append(
+        Check(None, f"throughput {config.tasks / wall:.1f} tasks/s (median wall time {wall:.2f} s)")
+    )
+    hwm = [mayor.hwm_kib for run in runs for mayor in run.mayors]
+    checks.append(Check(None, f"peak server RSS (VmHWM) {_mib(max(hwm))}"))
+    spawn = [ms for run in runs for mayor in run.mayors for ms in mayor.spawn_ms]
+    checks.append(
+        Check(None, f"spawn p50 {statistics.median(spawn):.1f} ms, p95 {quantile(spawn, 95):.1f} ms")
+    )
+    return checks
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
+    defaults = LoadConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, default=defaults.tasks, help=f"(default: {defaults.tasks})")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help=f"maxWorkers of both servers, which count the same live workers (default: {defaults.workers})",
+    )
+    parser.add_argument(
+        "--work-ms",
+        type=float,
+        default=defaults.work_ms,
+        help=f"how long each worker sleeps (default: {defaults.work_ms:g})",
+    )
+    parser.add_argument("--waves", type=int, default=defaults.waves, help=f"(default: {defaults.waves})")
+    parser.add_argument(
+        "--blockers",
+        type=int,
+        default=defaults.blockers,
+        help=f"tasks of the wave before that each task waits for (default: {defaults.blockers})",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs, each on a fresh database (default: 1)")
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=defaults.run_timeout,
+        help=f"seconds one run may take (default: {defaults.run_timeout:g})",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory and print it")
+    args = parser.parse_args(argv)
+    for name in ("tasks", "workers", "waves", "blockers", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.tasks > MAX_TASKS:
+        parser.error(f"--tasks: one TaskCreatePlan takes at most {MAX_TASKS}")
+    if args.tasks % args.waves:
+        parser.error("--tasks must be a multiple of --waves")
+    if args.blockers > args.tasks // args.waves:
+        parser.error("--blockers cannot exceed the tasks of a wave")
+    config = LoadConfig(args.tasks, args.workers, args.work_ms, args.waves, args.blockers, args.run_timeout)
+    return config, args.rounds, args.keep
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    config, rounds, keep = _parse_args(argv)
+    print(
+        f"mcp-swarm {version('mcp-swarm')} load test over stdio: Python {platform.python_version()}, "
+        f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs; {config.tasks} tasks in "
+        f"{config.waves} waves of {config.per_wave} ({config.blockers} blocker(s) each), two servers on "
+        f"one database, maxWorkers {config.workers} (counted over the database, not per server)"
+    )
+    print(f"worker: {' '.join(_worker_argv(config.work_ms, Path('WITNESS')))}")
+    print(f"load average before: {load()}")
+    begun = time.perf_counter()
+    runs: list[LoadRun] = []
+    scratch = tempfile.mkdtemp(prefix="mcp-swarm-load-")
+    try:
+        for number in range(1, rounds + 1):
+            workdir = Path(scratch) / f"run-{number}"
+            workdir.mkdir()
+            runs.append(await run_load(config, workdir))
+            _print_run(runs[-1], number=number)
+            print(f"  load average after: {load()}")
+    finally:
+        if keep:
+            print(f"\nkept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return report_targets(_checks(runs), begun)
+
+
+def run() -> None:
+    sys.exit(anyio.run(main, backend="asyncio"))
+
+
+if __name__ == "__main__":
+    run()
