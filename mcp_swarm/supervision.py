@@ -8,6 +8,7 @@ caller's part.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -46,6 +47,9 @@ class CompletionHook(Protocol):
     async def __call__(
         self, task_id: str, metadata: Mapping[str, Any], cwd: Path
     ) -> dict[str, Any] | None: ...
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,11 @@ async def judge(
         validation = await run_checks(checks, launch.request.cwd, checks_env(), files)
     if (validation is None or validation["passed"]) and metadata:
         for hook in hooks:
-            result = await hook(launch.request.task_id, metadata, launch.request.cwd)
+            try:
+                result = await hook(launch.request.task_id, metadata, launch.request.cwd)
+            except Exception as exc:  # one hook's bug must not stop every supervisor
+                logger.exception("completion hook %r failed on task %s", hook, launch.request.task_id)
+                result = {"check": type(hook).__name__, "passed": False, "detail": f"it failed: {exc}"}
             if result is not None:
                 validation = validation or {"passed": True, "checks": []}
                 validation["checks"].append(result)

@@ -1,25 +1,29 @@
 """Every tool of both MCP servers, fuzzed through the SDK's own client.
 
 The Mayor's server (`mcp-swarm serve`) and a worker's (`serve --worker ID`) are reached in memory,
-on an event loop of their own (a blocking portal), while hypothesis picks the calls:
+on an event loop of their own (a blocking portal), and called in three ways:
 
-1. per tool, arguments drawn from the tool's own JSON input schema, as the client lists it (so a
-   new tool is fuzzed without a line here; a schema keyword the generator does not know fails
-   `test_every_tool_has_a_strategy`), half of them then made hostile: a wrong type, a missing or
-   unknown argument, a megabyte of text, odd unicode and NUL, extreme numbers, nested junk;
-2. a state machine of mostly valid calls: tasks, plans and dependencies (some closing a cycle),
-   deletions, spawns of real worker processes, wait, close_agent, send_input, mail, reservations,
-   a worker's own reports through its server, OL waves, beads and integration.
+1. the sweep: each argument of each tool in turn takes each of a fixed list of odd values (NUL,
+   a megabyte of text, 2**63, a thousand wrong items, deep nesting, ids that overflow SQLite, a
+   named pipe as a file...), the other arguments plain and valid, so that no known corner is left
+   to chance;
+2. per tool, random arguments drawn from the tool's own JSON input schema, as the client lists it
+   (so a new tool is fuzzed without a line here; a schema keyword the generator does not know
+   fails `test_every_tool_has_a_strategy`), most of them then made hostile: a wrong type, a
+   missing or unknown argument, huge or odd text, extreme numbers, nested junk, no arguments;
+3. a state machine of mostly valid calls, each run on a fresh project: tasks, plans and
+   dependencies (some closing a cycle), deletions, spawns of real workers, wait, close_agent,
+   send_input, mail, reservations, a worker's reports through its own server, imports, integrate.
 
 Every call must answer within a deadline, with a result or with a tool error whose message
 explains (no bare "Error executing tool X", which is the SDK's word for a crash, no traceback, no
-"internal error"), and no error may reach the server's log; the session must answer the next call.
-After each example the database must keep its invariants (tests/invariants.py), and once the
-server has stopped, no worker of it may be left live.
+"internal error", no flood), nothing may be logged as an error, and the session must answer the
+next call. After each example the database must keep its invariants (tests/invariants.py), and
+once the server has stopped, no worker of it may be left live.
 
-Workers are real processes of a `command` runtime (`true`, `false`, `sleep 0.2`, a missing
-program), so spawn, supervision and close_agent run for real, and fast. Runs are derandomized:
-the same calls every time, so a failure here is a bug, not bad luck.
+Workers are real processes of `command` runtimes (`true`, `false`, `sleep 0.5`, a program that
+does not exist), so spawn, supervision and close_agent run for real, and fast. Hypothesis is
+derandomized: every run draws the same calls (what real workers do with them still varies).
 """
 
 from __future__ import annotations
@@ -199,7 +203,7 @@ def error_log() -> Iterator[ErrorLog]:
         root.removeHandler(handler)
 
 
-# -- calling a tool, and judging the answer ------------------------------------------------------
+# -- calling a tool, and judging the answer -------------------------------------------------------
 
 
 def describe(arguments: object) -> str:
@@ -628,7 +632,7 @@ class Arguments:
         return _arguments(self.valid, names)
 
 
-# -- the sweep: every odd value once in every argument --------------------------------------------
+# -- the sweep: each odd value once in each argument ----------------------------------------------
 
 # The values every argument gets once, whatever its type: the sweep's own corner of the fuzz.
 SWEEP_VALUES: tuple[object, ...] = (
@@ -785,7 +789,7 @@ def fuzz_tools(served: Served, strategies: Mapping[str, Arguments], examples: in
     assert succeeded == set(names) - NEVER_SUCCEED, f"never succeeded: {sorted(set(names) - succeeded)}"
 
 
-# -- 1. every tool, random arguments --------------------------------------------------------------
+# -- 1 and 2. each tool: the sweep, then random arguments -----------------------------------------
 
 
 def test_every_tool_has_a_strategy(tmp_path: Path, error_log: ErrorLog) -> None:
@@ -807,7 +811,6 @@ def test_every_tool_has_a_strategy(tmp_path: Path, error_log: ErrorLog) -> None:
         strategies_for([unknown])
 
 
-@pytest.mark.timeout(300)
 def test_the_mayors_tools_take_any_arguments(tmp_path: Path, stand_ins: None, error_log: ErrorLog) -> None:
     with (
         start_blocking_portal("asyncio") as portal,
@@ -827,7 +830,6 @@ def test_the_mayors_tools_take_any_arguments(tmp_path: Path, stand_ins: None, er
     assert_ledger_sound(mayor.db, quiescent=True)
 
 
-@pytest.mark.timeout(300)
 def test_a_workers_tools_take_any_arguments(tmp_path: Path, error_log: ErrorLog) -> None:
     with (
         start_blocking_portal("asyncio") as portal,
@@ -846,7 +848,7 @@ def test_a_workers_tools_take_any_arguments(tmp_path: Path, error_log: ErrorLog)
     assert_ledger_sound(mayor.db, quiescent=True)
 
 
-# -- 2. random sequences of mostly valid calls ---------------------------------------------------
+# -- 3. random sessions of mostly valid calls -----------------------------------------------------
 
 STATUSES = ("pending", "in_progress", "completed", "failed")
 PATTERNS = ("src/a.py", "src/*.py", "docs", "README.md")
@@ -1158,8 +1160,6 @@ class Swarming(RuleBasedStateMachine):
     @noted
     def fetch_inbox(self, unread: bool) -> None:
         self.mayor.ok("fetch_inbox", unreadOnly=unread)
-        import random
-        assert random.random() < 0.7, "INJECTED FLAKE"
 
     @rule(patterns=st.lists(st.sampled_from(PATTERNS), min_size=1, max_size=2), exclusive=st.booleans())
     @noted
@@ -1204,7 +1204,8 @@ def _has_cycle(edges: set[tuple[str, str]]) -> bool:
     return False
 
 
-@pytest.mark.timeout(300)
+# A pass takes seconds; a failure is shrunk, a run of real workers at a time, for up to five minutes.
+@pytest.mark.timeout(600)
 def test_random_sessions_keep_the_swarm_sound(tmp_path: Path, stand_ins: None, error_log: ErrorLog) -> None:
     with start_blocking_portal("asyncio") as portal:
         lab = Lab(portal, error_log, tmp_path)

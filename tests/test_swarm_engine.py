@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -305,3 +306,38 @@ async def test_send_input_is_refused_where_it_cannot_work(swarm: Swarm) -> None:
     with pytest.raises(InvalidInput, match="no worker"):
         await swarm.send_input("worker-99", "more")
     await swarm.close(running)
+
+
+class _BrokenHook:
+    async def __call__(self, task_id: str, metadata: Mapping[str, Any], cwd: Path) -> dict[str, Any] | None:
+        raise RuntimeError("the hook's own bug")
+
+
+async def test_a_completion_hook_that_raises_fails_its_task_and_the_engine_goes_on(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    runtime = CommandRuntime(CommandProfile(["true"]), name="true")
+    async with await Store.open(tmp_path / "state" / "swarm.db") as store:
+        engine = Swarm(
+            store,
+            {"true": runtime},
+            default_runtime="true",
+            state_dir=tmp_path / "state",
+            project_dir=project,
+            hooks=[_BrokenHook()],
+        )
+        ledger = Ledger(store)
+        await ledger.create(NewTask(subject="hooked", description="", metadata={"ol_bead_id": "ol-1.1"}))
+        async with anyio.create_task_group() as group:
+            await group.start(engine.run)
+            await engine.spawn()
+            first = await engine.wait(mode="all", timeout=30)
+            # Supervision outlived the hook's bug: the engine still starts and judges workers.
+            assert (await ledger.get("1")).status is TaskStatus.FAILED
+            [failed] = first.done
+            assert failed.error == "validation failed: _BrokenHook: it failed: the hook's own bug"
+            await ledger.create(NewTask(subject="next", description="", metadata={"k": 1}))
+            assert [w["taskId"] for w in (await engine.spawn()).workers] == ["2"]
+            second = await engine.wait(mode="all", timeout=30)
+            assert [w.task_id for w in second.done] == ["2"]
+            group.cancel_scope.cancel()
