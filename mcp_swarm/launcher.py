@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import anyio
 
 from mcp_swarm.config import Mode
 from mcp_swarm.distributed import start_in_tmux
-from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, log_position
+from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, FileId, log_position
 from mcp_swarm.models import TaskStatus, Worker, WorkerState, worker_name
-from mcp_swarm.processes import ProcessStartError, start_process
+from mcp_swarm.processes import ProcessIdentity, ProcessStartError, StartedChild, start_child, watch
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
 from mcp_swarm.supervision import Launch
-from mcp_swarm.tmux import Tmux
+from mcp_swarm.tmux import Tmux, TmuxError
 from mcp_swarm.worker_io import own_file, without_links, worker_environment
 from mcp_swarm.worker_wrapper import MAX_LOG_BYTES_VARIABLE
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a worker, ready to start: which worker, which attempt, and its command line."""
+
+    number: int
+    attempt: int
+    argv: list[str]
+    request: WorkerRequest
 
 
 class Launcher:
@@ -45,8 +58,14 @@ class Launcher:
         return self.state_dir / "logs" / f"{worker_name(number)}.log"
 
     def files(self, number: int) -> Path:
-        """The directory of a worker's prompt, result file and exit statuses."""
+        """The directory of the files only some workers have: a prompt file (for a runtime that
+        reads one), the exit statuses of a tmux worker, the logs of its task's checks. It is made
+        when one of them is written: a directory per worker would cost every worker an inode."""
         return self.state_dir / "workers" / worker_name(number)
+
+    def result_file(self, number: int) -> Path:
+        """Where a worker may write its result (`$SWARM_RESULT_FILE`), in a directory made once."""
+        return self.state_dir / "results" / f"{worker_name(number)}.json"
 
     def request(
         self, number: int, task_id: str, prompt: str, model: str | None, cwd: Path | None = None
@@ -57,7 +76,7 @@ class Launcher:
             task_id=task_id,
             prompt=prompt,
             prompt_file=files / "prompt.md",
-            result_file=files / "result.json",
+            result_file=self.result_file(number),
             cwd=cwd or self.project_dir,
             model=model,
             swarm_db=self.db_path,
@@ -72,22 +91,97 @@ class Launcher:
         return worker_environment(os.environ, self.env_allow, {})
 
     async def start(
+        self, attempts: Sequence[Attempt], runtime: Runtime, shared_env: Mapping[str, str], mode: Mode
+    ) -> list[Launch | ProcessStartError | TmuxError]:
+        """Start each attempt; for each, its Launch, or why it could not start."""
+        if mode == "distributed":
+            results: list[Launch | ProcessStartError | TmuxError] = []
+            for attempt in attempts:
+                try:
+                    results.append(await self._start_in_tmux(attempt, runtime, shared_env))
+                except (ProcessStartError, TmuxError) as exc:
+                    results.append(exc)
+            return results
+        # A local worker's files and process are made in a thread: the kernel's share of it (new
+        # inodes, fork and exec, about half a millisecond a worker here) then holds up neither the
+        # event loop nor the supervisors of workers already running, and a wave starts while the
+        # ends of the last one are recorded.
+        started = await anyio.to_thread.run_sync(self._start_children, attempts, runtime, shared_env)
+        return [
+            result if isinstance(result, ProcessStartError) else self._launch(attempt, runtime, *result)
+            for attempt, result in zip(attempts, started, strict=True)
+        ]
+
+    def _start_children(
+        self, attempts: Sequence[Attempt], runtime: Runtime, shared_env: Mapping[str, str]
+    ) -> list[tuple[StartedChild, ProcessIdentity, int, FileId] | ProcessStartError]:
+        started: list[tuple[StartedChild, int, FileId] | ProcessStartError] = []
+        for attempt in attempts:
+            try:
+                env, offset, log_id = self._prepare(attempt, runtime, shared_env, "local")
+                request = attempt.request
+                child = start_child(attempt.argv, cwd=request.cwd, env=env, output=self.log(attempt.number))
+            except ProcessStartError as exc:
+                started.append(exc)
+            else:
+                started.append((child, offset, log_id))
+        # Identified once all are started (see StartedChild.identify).
+        identified: list[tuple[StartedChild, ProcessIdentity, int, FileId] | ProcessStartError] = []
+        for result in started:
+            if isinstance(result, ProcessStartError):
+                identified.append(result)
+            else:
+                child, offset, log_id = result
+                identified.append((child, child.identify(), offset, log_id))
+        return identified
+
+    def _launch(
         self,
-        number: int,
-        attempt: int,
+        attempt: Attempt,
         runtime: Runtime,
-        argv: list[str],
-        request: WorkerRequest,
-        shared_env: Mapping[str, str],
-        mode: Mode,
+        child: StartedChild,
+        identity: ProcessIdentity,
+        offset: int,
+        log_id: FileId,
     ) -> Launch:
-        """Start one attempt. ProcessStartError or TmuxError if it cannot start."""
+        number, request = attempt.number, attempt.request
+        reader = runtime.reader(request)
+        process = watch(child, identity)
+        return Launch(number, attempt.attempt, process, reader, request, offset, log_id=log_id)
+
+    async def _start_in_tmux(
+        self, attempt: Attempt, runtime: Runtime, shared_env: Mapping[str, str]
+    ) -> Launch:
+        env, offset, log_id = self._prepare(attempt, runtime, shared_env, "distributed")
+        # For the wrapper, which rotates the log; it takes the variable out of the worker's.
+        env[MAX_LOG_BYTES_VARIABLE] = str(self.max_log_bytes)
+        number, request = attempt.number, attempt.request
+        process, session = await start_in_tmux(
+            self.tmux, request.worker_id, attempt.attempt, attempt.argv, cwd=request.cwd, env=env,
+            log=self.log(number), files=self.files(number),
+        )  # fmt: skip
+        reader = runtime.reader(request)
+        return Launch(number, attempt.attempt, process, reader, request, offset, session, log_id=log_id)
+
+    def _prepare(
+        self, attempt: Attempt, runtime: Runtime, shared_env: Mapping[str, str], mode: Mode
+    ) -> tuple[dict[str, str], int, FileId]:
+        """An attempt's files, made afresh (ProcessStartError if they cannot be), and its environment;
+        where its output will begin in the log, and in which file."""
+        number, request = attempt.number, attempt.request
         log = self.log(number)
-        self._refuse_links(log, request.prompt_file, request.result_file)
+        # The agent CLIs take the prompt as an argument: a prompt file is made only for a command
+        # line that names it, as a new inode costs every worker a tenth of a millisecond or more.
+        writes_prompt = any(str(request.prompt_file) in arg for arg in attempt.argv)
+        ours = [log, request.result_file, *([request.prompt_file] if writes_prompt else [])]
+        self._refuse_links(*ours)
         try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            request.prompt_file.parent.mkdir(parents=True, exist_ok=True)
-            _write_new(request.prompt_file, request.prompt)
+            for directory in {path.parent for path in ours}:
+                directory.mkdir(parents=True, exist_ok=True)
+            if mode == "distributed":  # for the exit statuses its wrapper writes
+                self.files(number).mkdir(parents=True, exist_ok=True)
+            if writes_prompt:
+                _write_new(request.prompt_file, request.prompt)
             request.result_file.unlink(missing_ok=True)
             # A later attempt appends to the same log; its reader must start after the earlier output.
             offset, log_id = log_position(log)
@@ -101,17 +195,7 @@ class Launcher:
                 "SWARM_RESULT_FILE": str(request.result_file),
             }
         )
-        if mode == "distributed":
-            # For the wrapper, which rotates the log; it takes the variable out of the worker's.
-            env[MAX_LOG_BYTES_VARIABLE] = str(self.max_log_bytes)
-            process, session = await start_in_tmux(
-                self.tmux, request.worker_id, attempt, argv, cwd=request.cwd, env=env, log=log,
-                files=self.files(number),
-            )  # fmt: skip
-            reader = runtime.reader(request)
-            return Launch(number, attempt, process, reader, request, offset, session, log_id=log_id)
-        process = await start_process(argv, cwd=request.cwd, env=env, output=log)
-        return Launch(number, attempt, process, runtime.reader(request), request, offset, log_id=log_id)
+        return env, offset, log_id
 
     def _refuse_links(self, *paths: Path) -> None:
         """Refuse files of a worker reached through a symbolic link in the state directory.

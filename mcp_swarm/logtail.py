@@ -279,21 +279,22 @@ class LogTail:
         after the last multiple stays in the log, moved to its start. A log that a rotation emptied
         just before the end takes the rotated file back.
         """
-        await anyio.to_thread.run_sync(self._settle)
-
-    def _settle(self) -> None:
         if self._max_bytes is None:
             return
         try:
             size = os.stat(self.path, follow_symlinks=False).st_size
         except OSError:
             return
+        # Most logs are under the limit and were never rotated: nothing to do, and no thread for it.
         if size > self._max_bytes:
-            copy = self._copy_older(True)
-            if copy is not None:
-                self._cut(copy)
+            await anyio.to_thread.run_sync(self._cut_ended)
         elif size == 0 and self.rotations:
-            self._take_back()
+            await anyio.to_thread.run_sync(self._take_back)
+
+    def _cut_ended(self) -> None:
+        copy = self._copy_older(True)
+        if copy is not None:
+            self._cut(copy)
 
     def _take_back(self) -> None:
         rotated = rotated_path(self.path)

@@ -205,14 +205,43 @@ class RunningProcess:
         return self._process.returncode
 
 
-async def start_process(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: Path
-) -> RunningProcess:
+@dataclass(frozen=True, slots=True)
+class StartedChild:
+    """A child just started by `start_child`, in any thread: not yet identified nor watched."""
+
+    popen: subprocess.Popen[bytes]
+    # Clock ticks after boot just before the child was started: see `identify`.
+    started_after: int
+
+    def identify(self) -> ProcessIdentity:
+        """The child's identity: its pid and its start time, from /proc.
+
+        Reading /proc/<pid>/stat waits while the child is still mapping its program (the kernel
+        takes its memory map's lock for the size fields), up to a millisecond for a small C
+        program: a wave of children is started first and identified after, so that they map
+        their programs in parallel. A child not yet reaped keeps its pid, zombie or not, so its
+        start time can be read at any time until `watch` reaps it.
+        """
+        start_time = read_start_time(self.popen.pid)
+        if start_time is None:
+            # It has already been reaped (a pid namespace that reaps for us). The moment just
+            # before the spawn then stands in for its start: no live process can match it any
+            # more, and it is still no later than the start of anything in its group, which is
+            # what stopping what the process left behind needs.
+            start_time = self.started_after
+        return ProcessIdentity(self.popen.pid, start_time)
+
+
+def start_child(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: Path) -> StartedChild:
     """Start `argv` in a session of its own, with stdout and stderr appended to `output`.
 
     argv is run as given, never through a shell, and the program is looked up on env's PATH when it
     has no '/'. `env` is the whole environment of the process, not additions to ours. Its stdin is
     /dev/null, so a program that asks for input gets end of file rather than hanging.
+
+    It blocks until the program is executed, and may run in any thread: the engine starts a wave
+    of workers in a thread of its own, so that the event loop goes on meanwhile. `watch` must follow
+    in the event loop's thread.
     """
     if isinstance(argv, str):
         # A string is a sequence of one-letter arguments; anyio would run it through a shell.
@@ -233,8 +262,8 @@ async def start_process(
     try:
         # Popen rather than the event loop's subprocess transport: it costs no pipe, no transport
         # and no watcher thread per child (measured: 0.8 ms less per worker on two cores), and the
-        # child's end is watched by `_Child`. It blocks only until the program is executed.
-        popen = subprocess.Popen(  # noqa: ASYNC220 - blocks only until exec, as the loop's own would
+        # child's end is watched by `_Child`.
+        popen = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=fd,
@@ -247,14 +276,20 @@ async def start_process(
         raise ProcessStartError(_start_failure(program, cwd, exc)) from exc
     finally:
         os.close(fd)  # the child has its own copies
-    process = _Child(popen)
-    start_time = read_start_time(process.pid)
-    if start_time is None:
-        # It has already exited and been reaped. A moment just before the spawn then stands in for
-        # its start: no live process can match it any more, and it is still no later than the start
-        # of anything in its group, which is what stopping what the process left behind needs.
-        start_time = started_after
-    return RunningProcess(process, ProcessIdentity(process.pid, start_time))
+    return StartedChild(popen, started_after)
+
+
+def watch(started: StartedChild, identity: ProcessIdentity) -> RunningProcess:
+    """Begin watching a child started by `start_child`; in the event loop's thread."""
+    return RunningProcess(_Child(started.popen), identity)
+
+
+async def start_process(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: Path
+) -> RunningProcess:
+    """`start_child` and `watch` in one, in the event loop's thread: for a process or two."""
+    started = start_child(argv, cwd=cwd, env=env, output=output)
+    return watch(started, started.identify())
 
 
 def _start_failure(program: str, cwd: Path, exc: OSError) -> str:

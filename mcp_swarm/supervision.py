@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from mcp_swarm.batching import Grouped
 from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, FileId, LogTail
 from mcp_swarm.models import TaskStatus, WorkerState
 from mcp_swarm.processes import WorkerProcess
@@ -83,6 +84,25 @@ class Launch:
     log_id: FileId | None = None
 
 
+class MetadataReader:
+    """A task's metadata, read as its worker ends: the validation checks and what the completion
+    hooks look at. Read then, not at spawn, so that checks changed meanwhile are the ones run; and
+    read for many supervisors at once when a wave ends together (see batching.py)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._read = Grouped(self._read_many)
+
+    async def __call__(self, task_id: int) -> dict[str, Any] | None:
+        """The task's metadata; None if there is no such task."""
+        return await self._read(task_id)
+
+    async def _read_many(self, task_ids: Sequence[int]) -> list[dict[str, Any] | None]:
+        async with self._store.read(snapshot=False) as tx:
+            found = await tx.tasks.metadata(task_ids)
+        return [found.get(task_id) for task_id in task_ids]
+
+
 async def watch_until_end(
     launch: Launch, log: Path, limit: float, limits: WorkerLimits
 ) -> tuple[int | None, EndedBy | None]:
@@ -95,20 +115,21 @@ async def watch_until_end(
     finished_at: float | None = None
     ended_by: EndedBy | None = None
 
+    # What a flood writes between two looks takes the log past its limit: the first looks come
+    # sooner (a worker may flood from its start), and after a rotation the next comes at once.
+    first_look = limits.tail_interval / 16
+
     async def watch() -> None:
         nonlocal last_output, finished_at, ended_by
-        # What a flood writes between two looks takes the log past its limit: the first looks come
-        # sooner (a worker may flood from its start), and after a rotation the next comes at once.
-        pause = limits.tail_interval / 16
+        pause = first_look
         while True:
-            await anyio.sleep(pause)
             # Before reading too: of output past the limit only the rotated tail is worth parsing.
             rotated = await _rotate_if_over(tail)
             # One chunk per look: a flood is read across looks, never all at once.
             if tail.read_some():
                 last_output = time.monotonic()
             rotated = await _rotate_if_over(tail) or rotated
-            pause = 0.0 if rotated else min(max(2 * pause, limits.tail_interval / 16), limits.tail_interval)
+            pause = 0.0 if rotated else min(max(2 * pause, first_look), limits.tail_interval)
             if reader.finished and finished_at is None:
                 finished_at = time.monotonic()
             if finished_at is not None and time.monotonic() - finished_at > limits.linger_seconds:
@@ -118,12 +139,18 @@ async def watch_until_end(
                 ended_by = (WorkerState.TIMED_OUT, f"no output for {limits.idle_seconds:g} s")
                 await process.stop(limits.stop_grace_seconds)
                 return
+            await anyio.sleep(pause)
 
     with anyio.move_on_after(limit) as deadline:
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch)
+        # Until the first look, only the end is waited for: most short workers end before it, and
+        # then no task is started to follow their log while they run.
+        with anyio.move_on_after(first_look) as before_first_look:
             await process.wait()
-            group.cancel_scope.cancel()
+        if before_first_look.cancelled_caught:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                await process.wait()
+                group.cancel_scope.cancel()
     if deadline.cancelled_caught:
         ended_by = (WorkerState.TIMED_OUT, f"still running after {limit:g} s")
         await process.stop(limits.stop_grace_seconds)
@@ -160,7 +187,7 @@ async def judge(
     launch: Launch,
     exit_code: int | None,
     ended_by: EndedBy | None,
-    store: Store,
+    metadata_of: MetadataReader,
     checks_env: Callable[[], Mapping[str, str]],
     files: Path,
     hooks: Sequence[CompletionHook] = (),
@@ -183,8 +210,7 @@ async def judge(
         return replace(verdict, state=state, task_status=TaskStatus.FAILED, error=error)
     if not outcome.succeeded:
         return replace(verdict, state=WorkerState.FAILED, task_status=TaskStatus.FAILED, error=outcome.error)
-    async with store.read(snapshot=False) as tx:
-        metadata = await tx.tasks.metadata(int(launch.request.task_id))
+    metadata = await metadata_of(int(launch.request.task_id))
     checks = as_object(metadata.get("validation")) if metadata else None
     validation: dict[str, Any] | None = None
     if checks:

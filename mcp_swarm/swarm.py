@@ -23,24 +23,30 @@ from anyio.abc import TaskGroup
 from mcp_swarm.config import DEFAULT_TMUX_SOCKET, MODES, Mode
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.integration import changes_of, worktree_of, worktree_record
-from mcp_swarm.launcher import Launcher
+from mcp_swarm.launcher import Attempt, Launcher
 from mcp_swarm.ledger import now, parse_task_id
 from mcp_swarm.mail import Mailbox
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import (
     ProcessIdentity,
-    ProcessStartError,
     WorkerProcess,
     stop_group,
     this_process,
 )
 from mcp_swarm.recovery import recover
 from mcp_swarm.reservations import Reservations
-from mcp_swarm.runtimes.base import Runtime, WorkerRequest
+from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.scopes import clash, scope_of
 from mcp_swarm.store import Store, Transaction
-from mcp_swarm.supervision import CompletionHook, Launch, WorkerLimits, judge, watch_until_end
-from mcp_swarm.tmux import Tmux, TmuxError
+from mcp_swarm.supervision import (
+    CompletionHook,
+    Launch,
+    MetadataReader,
+    WorkerLimits,
+    judge,
+    watch_until_end,
+)
+from mcp_swarm.tmux import Tmux
 from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.waiting import Changes, ProgressCallback, WaitResult, wait_for_workers, worker_number
 from mcp_swarm.worker_io import DEFAULT_ENV_ALLOW, build_prompt
@@ -94,6 +100,7 @@ class Swarm:
         self._changes = Changes()
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
+        self._metadata = MetadataReader(store)
         self.mail = Mailbox(store)
         self.hooks = tuple(hooks)
         # One integration at a time: each reads and commits the main tree.
@@ -192,8 +199,8 @@ class Swarm:
             result.skip(task_id, full, retry=True)
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
         with anyio.CancelScope(shield=True):
-            launches: list[Launch] = []
-            shared_env = self.launcher.shared_environment() if assigned else {}
+            attempts: list[Attempt] = []
+            worktrees: dict[int, Worktree] = {}
             for number, task in assigned:
                 worktree = await self._worktree_for(number) if in_worktrees else None
                 if isinstance(worktree, str):
@@ -201,17 +208,22 @@ class Swarm:
                     continue
                 cwd = None if worktree is None else worktree.workdir
                 request = self.launcher.request(number, task.id, build_prompt(task, instructions), model, cwd)
-                argv = chosen.argv(request)
-                launch = await self._launch(number, 1, chosen, argv, request, shared_env, chosen_mode)
+                attempts.append(Attempt(number, 1, chosen.argv(request), request))
+                if worktree is not None:
+                    worktrees[number] = worktree
+            launches: list[Launch] = []
+            outcomes = await self._launch(attempts, chosen, chosen_mode)
+            for attempt, launch in zip(attempts, outcomes, strict=True):
+                worktree, task_id = worktrees.get(attempt.number), attempt.request.task_id
                 if isinstance(launch, str):
                     if worktree is not None:
                         await remove_worktree(self.project_dir, worktree)
-                    result.skip(task.id, launch, retry=False)
+                    result.skip(task_id, launch, retry=False)
                     continue
                 launch = replace(launch, worktree=worktree)
                 launches.append(launch)
-                pid, log = launch.process.identity.pid, str(self.launcher.log(number))
-                started = {"workerId": worker_name(number), "taskId": task.id, "runtime": chosen.name,
+                pid, log = launch.process.identity.pid, str(self.launcher.log(attempt.number))
+                started = {"workerId": worker_name(attempt.number), "taskId": task_id, "runtime": chosen.name,
                            "pid": pid, "log": log}  # fmt: skip
                 if launch.tmux_session is not None:
                     started["attach"] = self.tmux.attach_command(launch.tmux_session)
@@ -257,9 +269,8 @@ class Swarm:
                 ]
             )
         with anyio.CancelScope(shield=True):
-            shared_env = self.launcher.shared_environment()
             mode: Mode = "distributed" if worker.mode == "distributed" else "local"
-            launch = await self._launch(number, worker.attempt + 1, runtime, argv, request, shared_env, mode)
+            [launch] = await self._launch([Attempt(number, worker.attempt + 1, argv, request)], runtime, mode)
             if not isinstance(launch, str):
                 launch = replace(launch, worktree=worktree_of(worker))
                 await self._supervise_all([launch], timeout_seconds)
@@ -354,22 +365,20 @@ class Swarm:
         await tx.tasks.record_events(events)
         return [(numbers[int(task.id)], task) for task in tasks]
 
-    async def _launch(
-        self,
-        number: int,
-        attempt: int,
-        runtime: Runtime,
-        argv: list[str],
-        request: WorkerRequest,
-        shared_env: Mapping[str, str],
-        mode: Mode,
-    ) -> Launch | str:
-        """Start a worker's process; or record why it could not start (its task back to pending) and
-        return that reason. Its pid is recorded by `_supervise_all`."""
-        try:
-            return await self.launcher.start(number, attempt, runtime, argv, request, shared_env, mode)
-        except (ProcessStartError, TmuxError) as exc:
-            return await self._not_started(number, attempt, exc)
+    async def _launch(self, attempts: list[Attempt], runtime: Runtime, mode: Mode) -> list[Launch | str]:
+        """Start the attempts' processes. For each, its Launch; or, if it could not start, the reason,
+        recorded (its task back to pending). Pids are recorded by `_supervise_all`."""
+        if not attempts:
+            return []
+        shared_env = self.launcher.shared_environment()
+        launches: list[Launch | str] = []
+        for attempt, launch in zip(
+            attempts, await self.launcher.start(attempts, runtime, shared_env, mode), strict=True
+        ):
+            if not isinstance(launch, Launch):
+                launch = await self._not_started(attempt.number, attempt.attempt, launch)
+            launches.append(launch)
+        return launches
 
     async def _not_started(self, number: int, attempt: int, exc: Exception) -> str:
         """Record that an attempt never started, its task back to pending; the reason, for spawn."""
@@ -443,7 +452,7 @@ class Swarm:
             # The checks' environment is built only for a task that has checks: off the common path.
             checks_env = self.launcher.checks_environment
             files = self.launcher.files(launch.number)
-            verdict = await judge(launch, exit_code, ended_by, self.store, checks_env, files, self.hooks)
+            verdict = await judge(launch, exit_code, ended_by, self._metadata, checks_env, files, self.hooks)
             if launch.worktree is not None:
                 verdict = replace(verdict, changes=await changes_of(launch.worktree))
             await self._finish(verdict)

@@ -8,15 +8,14 @@ other costs a handful of transactions, not fifty.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import anyio
-
+from mcp_swarm.batching import Grouped
 from mcp_swarm.ledger import now
 from mcp_swarm.models import TaskStatus, WorkerState, worker_name
-from mcp_swarm.store import Store, Transaction
+from mcp_swarm.store import Store
 
 EventRow = tuple[int, str, str, str, Any, Any]
 
@@ -43,20 +42,11 @@ class Verdict:
     report: bool = True
 
 
-@dataclass
-class _Pending:
-    verdict: Verdict
-    written: bool = False
-    recorded: bool = False
-    error: Exception | None = None
-
-
 class VerdictRecorder:
     def __init__(self, store: Store, on_recorded: Callable[[], None]) -> None:
         self._store = store
         self._on_recorded = on_recorded
-        self._queue: list[_Pending] = []
-        self._writing = anyio.Lock()
+        self._record = Grouped(self._write)
 
     async def record(self, verdict: Verdict) -> bool:
         """Write the verdict; False if that attempt already had one (the first verdict stands).
@@ -64,66 +54,62 @@ class VerdictRecorder:
         Cancelled while its turn has not come, the verdict is withdrawn and nothing is written;
         once its transaction has begun, it completes.
         """
-        pending = _Pending(verdict)
-        self._queue.append(pending)
-        try:
-            async with self._writing:
-                if not pending.written:
-                    batch, self._queue = self._queue, []
-                    try:
-                        with anyio.CancelScope(shield=True):
-                            await self._write(batch)
-                    except Exception as exc:  # every verdict of the batch is lost, and each caller hears why
-                        for item in batch:
-                            item.error = exc
-                    for item in batch:
-                        item.written = True
-        except BaseException:
-            if pending in self._queue:
-                self._queue.remove(pending)
-            raise
-        if pending.error is not None:
-            raise pending.error
-        return pending.recorded
+        return await self._record(verdict)
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, verdicts: Sequence[Verdict]) -> list[bool]:
+        """Write verdicts that arrived together, in one transaction of a few statements."""
         at = now()
+        recorded = [False] * len(verdicts)
         events: list[EventRow] = []
-        unreported: list[int] = []
         async with self._store.write() as tx:
-            for item in batch:
-                item.recorded = await _record(tx, item.verdict, at, events)
-                if item.recorded and not item.verdict.report:
-                    unreported.append(item.verdict.number)
+            # One statement cannot say which of two verdicts on one worker came first: a later one
+            # waits for a later round, which finds the worker ended.
+            for round_ in _rounds(list(enumerate(verdicts)), key=lambda item: item[1].number):
+                tasks = await tx.workers.finish_many([verdict for _, verdict in round_], at)
+                releases: list[tuple[int, str, TaskStatus]] = []
+                for index, verdict in round_:
+                    if verdict.number in tasks:
+                        recorded[index] = True
+                        releases.append(
+                            (tasks[verdict.number], worker_name(verdict.number), verdict.task_status)
+                        )
+                # Only the worker that owns a task may move it: a task reassigned since is not its.
+                for batch in _rounds(releases, key=lambda release: release[0]):
+                    moved = await tx.tasks.release_many(batch, at)
+                    events.extend(
+                        event for release in batch if release[0] in moved for event in _events(release, at)
+                    )
             await tx.tasks.record_events(events)
+            unreported = [
+                v.number for v, done in zip(verdicts, recorded, strict=True) if done and not v.report
+            ]
             if unreported:
                 await tx.workers.mark_reported(unreported, at)
         self._on_recorded()
+        return recorded
 
 
-async def _record(tx: Transaction, verdict: Verdict, at: str, events: list[EventRow]) -> bool:
-    task_id = await tx.workers.finish(
-        verdict.number,
-        attempt=verdict.attempt,
-        state=verdict.state,
-        now=at,
-        task_status=verdict.task_status,
-        exit_code=verdict.exit_code,
-        summary=verdict.summary,
-        error=verdict.error,
-        session_id=verdict.session_id,
-        cost_usd=verdict.cost_usd,
-        num_turns=verdict.num_turns,
-        validation=verdict.validation,
-        changes=verdict.changes,
-    )
-    if task_id is None:
-        return False
-    owner = worker_name(verdict.number)
-    # Only the worker that owns the task may move it: a task reassigned since is not ours.
-    if await tx.tasks.release(task_id, owner=owner, status=verdict.task_status, now=at):
-        in_progress = TaskStatus.IN_PROGRESS.value
-        events.append((task_id, at, owner, "status", in_progress, verdict.task_status.value))
-        if verdict.task_status is TaskStatus.PENDING:
-            events.append((task_id, at, owner, "owner", owner, None))
-    return True
+Keyed = TypeVar("Keyed")
+
+
+def _rounds(items: list[Keyed], *, key: Callable[[Keyed], int]) -> list[list[Keyed]]:
+    """The items in rounds, in order, each round holding each key at most once."""
+    rounds: list[list[Keyed]] = []
+    seen: list[set[int]] = []
+    for item in items:
+        k = key(item)
+        n = next((i for i, keys in enumerate(seen) if k not in keys), len(rounds))
+        if n == len(rounds):
+            rounds.append([])
+            seen.append(set())
+        rounds[n].append(item)
+        seen[n].add(k)
+    return rounds
+
+
+def _events(release: tuple[int, str, TaskStatus], at: str) -> list[EventRow]:
+    task_id, owner, status = release
+    events: list[EventRow] = [(task_id, at, owner, "status", TaskStatus.IN_PROGRESS.value, status.value)]
+    if status is TaskStatus.PENDING:
+        events.append((task_id, at, owner, "owner", owner, None))
+    return events

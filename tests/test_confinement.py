@@ -123,6 +123,9 @@ PLANTED = [
     ("workers/worker-1", "directory"),
     ("workers/worker-1/prompt.md", "file"),
     ("workers/worker-1/prompt.md", "hard"),
+    ("results", "directory"),
+    ("results/worker-1.json", "file"),
+    ("results/worker-1.json", "hard"),
 ]
 
 
@@ -161,8 +164,11 @@ PLANTING_WORKER = """
 import os, pathlib, sys
 result, outside_json, outside_file, other_file = (pathlib.Path(arg) for arg in sys.argv[1:5])
 os.symlink(outside_json, result)
-os.symlink(outside_file, result.parent / "tests.log")
-os.link(other_file, result.parent / "command.log")
+# The logs of its checks go to the directory of its own files, which it may make before the server.
+files = result.parent.parent / "workers" / sys.argv[5]
+files.mkdir(parents=True, exist_ok=True)
+os.symlink(outside_file, files / "tests.log")
+os.link(other_file, files / "command.log")
 """
 
 
@@ -173,7 +179,16 @@ async def test_links_a_worker_plants_for_its_result_and_check_logs_are_not_follo
     report, other = secret.parent / "report.json", secret.parent / "other.txt"
     report.write_text(json.dumps({"status": "done", "summary": SECRET}))
     other.write_text("another file of the user's\n")
-    argv = [sys.executable, "-c", PLANTING_WORKER, "{result_file}", str(report), str(secret), str(other)]
+    argv = [
+        sys.executable,
+        "-c",
+        PLANTING_WORKER,
+        "{result_file}",
+        str(report),
+        str(secret),
+        str(other),
+        "{worker_id}",
+    ]
     (project / "mcp-swarm.toml").write_text(
         f'default_runtime = "planter"\n\n[runtimes.planter]\ntype = "command"\nargv = {json.dumps(argv)}\n'
     )

@@ -82,7 +82,7 @@ async def test_callers_text_reaches_worker_and_checks_as_single_arguments(
     prompt, task_id, worker_id, prompt_file, result_file, cwd = worker.argv
     assert (task_id, worker_id, cwd) == ("1", "worker-1", str(project))
     assert _read(prompt_file) == prompt
-    assert Path(result_file) == project / ".mcp-swarm" / "workers" / "worker-1" / "result.json"
+    assert Path(result_file) == project / ".mcp-swarm" / "results" / "worker-1.json"
     for text in (subject, description, instructions):
         assert text in prompt
     assert worker.cwd == str(project)

@@ -69,8 +69,7 @@ if "@liar" in prompt:
         print(json.dumps(line), flush=True)
     # Result files for other workers: one that has ended, one not started yet.
     for other in ("worker-1", "worker-3"):
-        path = result.parent.parent / other / "result.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = result.with_name(other + ".json")
         path.write_text(json.dumps({"status": "blocked", "summary": "hijacked by worker-2"}))
     sys.exit(1)
 if "@honest" in prompt:

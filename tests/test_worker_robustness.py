@@ -31,6 +31,7 @@ from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputRe
 from mcp_swarm.runtimes.base import json_event
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm, WorkerLimits
+from mcp_swarm.verdicts import Verdict
 from tests.mcp_client import call, connect, stdio_parameters
 
 pytestmark = pytest.mark.anyio
@@ -522,19 +523,19 @@ async def late_report(store: Store, number: int, attempt: int) -> tuple[bool, Wo
     """What an old supervisor would write, arriving now: the worker before and after it."""
     async with store.write() as tx:
         before = await tx.workers.get(number)
-        task_id = await tx.workers.finish(
+        report = Verdict(
             number,
-            attempt=attempt,
-            state=WorkerState.FAILED,
-            now=now(),
+            attempt,
+            WorkerState.FAILED,
+            TaskStatus.FAILED,
             exit_code=9,
             summary="a late report",
             error="reported late",
             session_id="another-session",
-            task_status=TaskStatus.FAILED,
         )
+        recorded = await tx.workers.finish_many([report], now())
         after = await tx.workers.get(number)
-    return task_id is not None, before, after
+    return number in recorded, before, after
 
 
 async def test_a_late_report_of_an_old_attempt_never_overwrites_a_newer_one(tmp_path: Path) -> None:

@@ -113,10 +113,13 @@ class TaskQueries:
         )
         return [(int(row[0]), int(row[1])) for row in rows]
 
-    async def metadata(self, task_id: int) -> dict[str, Any] | None:
-        """A task's metadata alone; None if there is no such task."""
-        rows = await self._rows("SELECT metadata FROM tasks WHERE id = ?", (task_id,))
-        return cast(dict[str, Any], json.loads(rows[0][0])) if rows else None
+    async def metadata(self, task_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The metadata alone of each of these tasks that exists."""
+        rows = await self._rows(
+            "SELECT id, metadata FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(set(task_ids))),),
+        )
+        return {int(row[0]): cast(dict[str, Any], json.loads(row[1])) for row in rows}
 
     async def statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
         """The status of each of these ids that exists (deleted ones included)."""
@@ -263,15 +266,31 @@ class TaskQueries:
 
     async def release(self, task_id: int, *, owner: str, status: TaskStatus, now: str) -> bool:
         """Move a task its owner was running to `status`; False if it has another owner or is no
-        longer in_progress (it was reassigned or changed meanwhile, and is not the owner's to move).
-        Back to pending, it loses its owner, so that any worker may take it."""
+        longer in_progress (see `release_many`)."""
+        return task_id in await self.release_many([(task_id, owner, status)], now)
+
+    async def release_many(self, releases: Sequence[tuple[int, str, TaskStatus]], now: str) -> set[int]:
+        """Move each (task, owner, status) its owner was running to `status`, in one statement; the
+        ids of those moved. A task with another owner, or no longer in_progress, was reassigned or
+        changed meanwhile, and is not the owner's to move. Back to pending, a task loses its owner,
+        so that any worker may take it."""
+        if not releases:
+            return set()
         rows = await self._rows(
-            "UPDATE tasks SET status = :status, updated_at = :now, "
-            "owner = CASE WHEN :status = 'pending' THEN NULL ELSE owner END "
-            "WHERE id = :id AND owner = :owner AND status = 'in_progress' RETURNING 1",
-            {"status": status.value, "now": now, "id": task_id, "owner": owner},
+            "UPDATE tasks SET status = r.status, updated_at = :now, "
+            "owner = CASE WHEN r.status = 'pending' THEN NULL ELSE tasks.owner END "
+            "FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS owner, "
+            "json_extract(value, '$[2]') AS status FROM json_each(:releases)) AS r "
+            "WHERE tasks.id = r.id AND tasks.owner = r.owner AND tasks.status = 'in_progress' "
+            "RETURNING tasks.id",
+            {
+                "releases": json.dumps(
+                    [(task_id, owner, status.value) for task_id, owner, status in releases]
+                ),
+                "now": now,
+            },
         )
-        return bool(rows)
+        return {int(row[0]) for row in rows}
 
     async def record_events(self, events: Iterable[tuple[int, str, str, str, Any, Any]]) -> None:
         """Append (task_id, at, actor, field, old, new) rows to the history."""

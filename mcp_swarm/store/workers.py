@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -48,6 +48,36 @@ def _worker(row: sqlite3.Row) -> Worker:
         changes=None if row["changes"] is None else json.loads(row["changes"]),
         integrated_commit=row["integrated_commit"],
     )
+
+
+class Ending(Protocol):
+    """How one attempt of a worker ended, as `finish_many` records it (the engine's Verdict).
+    `attempt` None: whichever attempt is live now (closing a worker)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def state(self) -> WorkerState: ...
+    @property
+    def task_status(self) -> TaskStatus: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def summary(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def num_turns(self) -> int | None: ...
+    @property
+    def validation(self) -> dict[str, Any] | None: ...
+    @property
+    def changes(self) -> list[dict[str, Any]] | None: ...
 
 
 class WorkerQueries:
@@ -149,50 +179,49 @@ class WorkerQueries:
         )
         return bool(rows)
 
-    async def finish(
-        self,
-        number: int,
-        *,
-        attempt: int | None,
-        state: WorkerState,
-        now: str,
-        exit_code: int | None = None,
-        summary: str | None = None,
-        error: str | None = None,
-        session_id: str | None = None,
-        cost_usd: float | None = None,
-        num_turns: int | None = None,
-        validation: dict[str, Any] | None = None,
-        task_status: TaskStatus | None = None,
-        changes: list[dict[str, Any]] | None = None,
-    ) -> int | None:
-        """Record the end of a live worker's attempt and return its task's id; None if that attempt
-        had already ended or been superseded (the first verdict stands, and an old attempt's report
-        is ignored). `attempt` None: whichever attempt is live now (closing a worker)."""
-        rows = await self._rows(
-            f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
-                error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
-                num_turns = :num_turns, validation = :validation, task_status = :task_status,
-                changes = coalesce(:changes, changes), ended_at = :now
-            WHERE id = :id AND (:attempt IS NULL OR attempt = :attempt) AND state IN {_LIVE}
-            RETURNING task_id""",
+    async def finish_many(self, endings: Sequence[Ending], now: str) -> dict[int, int]:
+        """Record the end of live workers' attempts, in one statement: {worker number: task id} for
+        those recorded. An attempt that had already ended or been superseded is left as it is (the
+        first verdict stands, and an old attempt's report is ignored). Each worker appears at most
+        once: of two rows for one worker, one statement could not say which came first."""
+        if not endings:
+            return {}
+        numbers = [ending.number for ending in endings]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("finish_many takes each worker at most once")
+        rows = [
             {
-                "id": number,
-                "attempt": attempt,
-                "state": state.value,
-                "exit_code": exit_code,
-                "summary": summary,
-                "error": error,
-                "session_id": session_id,
-                "cost_usd": cost_usd,
-                "num_turns": num_turns,
-                "validation": None if validation is None else json.dumps(validation, separators=(",", ":")),
-                "task_status": None if task_status is None else task_status.value,
-                "changes": None if changes is None else json.dumps(changes, separators=(",", ":")),
-                "now": now,
-            },
+                "id": e.number,
+                "attempt": e.attempt,
+                "state": e.state.value,
+                "exit_code": e.exit_code,
+                "summary": e.summary,
+                "error": e.error,
+                "session_id": e.session_id,
+                "cost_usd": e.cost_usd,
+                "num_turns": e.num_turns,
+                "validation": None
+                if e.validation is None
+                else json.dumps(e.validation, separators=(",", ":")),
+                "task_status": e.task_status.value,
+                "changes": None if e.changes is None else json.dumps(e.changes, separators=(",", ":")),
+            }
+            for e in endings
+        ]
+        fields = ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name in rows[0])
+        recorded = await self._rows(
+            f"""UPDATE workers SET state = e.state, exit_code = e.exit_code, summary = e.summary,
+                error = e.error, session_id = coalesce(e.session_id, workers.session_id),
+                cost_usd = e.cost_usd, num_turns = e.num_turns, validation = e.validation,
+                task_status = e.task_status, changes = coalesce(e.changes, workers.changes),
+                ended_at = :now
+            FROM (SELECT {fields} FROM json_each(:rows)) AS e
+            WHERE workers.id = e.id AND (e.attempt IS NULL OR workers.attempt = e.attempt)
+                AND workers.state IN {_LIVE}
+            RETURNING workers.id, workers.task_id""",
+            {"rows": json.dumps(rows, separators=(",", ":")), "now": now},
         )
-        return int(rows[0][0]) if rows else None
+        return {int(row[0]): int(row[1]) for row in recorded}
 
     async def set_worktree(self, number: int, worktree: dict[str, str], cwd: str) -> None:
         await self._rows(
