@@ -44,7 +44,7 @@ from mcp_swarm.models import (
     Worker,
 )
 from mcp_swarm.runtimes.registry import default_runtime
-from mcp_swarm.stdio_limit import BoundedStdioServer
+from mcp_swarm.stdio_wire import BoundedStdioServer
 from mcp_swarm.store import Store
 from mcp_swarm.swarm import Swarm
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool

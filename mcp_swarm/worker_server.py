@@ -48,7 +48,7 @@ from mcp_swarm.reservations import (
     MAX_TTL_SECONDS,
     Reservations,
 )
-from mcp_swarm.stdio_limit import BoundedStdioServer
+from mcp_swarm.stdio_wire import BoundedStdioServer
 from mcp_swarm.store import Store
 from mcp_swarm.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 

@@ -21,6 +21,20 @@ from mcp_swarm.server import build_server
 Transport = Literal["memory", "stdio"]
 
 
+# The first two messages of a session, for tests that speak JSON-RPC on the wire themselves.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
 def installed_command() -> str:
     """The `mcp-swarm` console script installed next to this interpreter."""
     script = Path(sys.executable).parent / "mcp-swarm"

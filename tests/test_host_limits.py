@@ -43,7 +43,7 @@ from mcp_swarm.store import Store
 from mcp_swarm.worker_server import build_worker_server
 from mcp_swarm.worker_wrapper import CHUNK as WRAPPER_CHUNK
 from tests.helpers import assigned_workers
-from tests.mcp_client import call, connect, installed_command, refuse, stdio_parameters
+from tests.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
 from tests.test_worker_robustness import memory_kib, server_pid
 
 pytestmark = pytest.mark.anyio
@@ -440,17 +440,6 @@ def test_the_limits_settings_and_their_bounds(tmp_path: Path) -> None:
 
 
 # -- one message on stdio -----------------------------------------------------------------------------
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 def huge_request(request_id: int, *, id_last: bool) -> bytes:
