@@ -113,26 +113,19 @@ class Ledger:
         at = now()
         async with self.store.write() as tx:
             existing = dict(zip(existing_refs, await _live_ids(tx, existing_refs), strict=True))
-            numbers: list[int] = []
-            for task in plan:
-                numbers.append(
-                    await tx.tasks.insert(
-                        subject=task.subject,
-                        description=task.description,
-                        active_form=task.active_form or None,
-                        metadata=_without_nulls(task.metadata),
-                        now=at,
-                    )
-                )
+            rows = [
+                (task.subject, task.description, task.active_form or None, _without_nulls(task.metadata))
+                for task in plan
+            ]
+            numbers = await tx.tasks.insert_many(rows, at)
             events: list[EventRow] = []
+            dependencies: list[tuple[int, int]] = []
             for index, task in enumerate(plan):
-                blockers: list[int] = []
-                for ref in task.blocked_by:
-                    blocker = numbers[keys[ref]] if ref in keys else existing[ref]
-                    if blocker not in blockers:
-                        blockers.append(blocker)
-                        await tx.tasks.add_dependency(numbers[index], blocker)
+                refs = task.blocked_by
+                blockers = list(dict.fromkeys(numbers[keys[r]] if r in keys else existing[r] for r in refs))
+                dependencies.extend((numbers[index], blocker) for blocker in blockers)
                 events.append(_created_event(numbers[index], at, self.actor, task.subject, blockers))
+            await tx.tasks.add_dependencies(dependencies)
             await tx.tasks.record_events(events)
         ids = [str(number) for number in numbers]
         return CreatedPlan(ids=ids, keys={key: ids[index] for key, index in keys.items()})

@@ -391,8 +391,10 @@ class Swarm:
         """Record the processes just started, all in one transaction, and supervise each."""
         if not launches:
             return
+        # Plain local workers take one statement; tmux sessions and worktrees are recorded too.
+        plain = all(launch.tmux_session is None and launch.worktree is None for launch in launches)
         try:
-            async with self.store.write() as tx:
+            async with self.store.write(one_statement=plain) as tx:
                 await tx.workers.started(
                     (launch.number, launch.process.identity.pid, launch.process.identity.start_time)
                     for launch in launches

@@ -102,7 +102,7 @@ async def wait_for_workers(
         remaining = deadline - time.monotonic()
         if enough or remaining <= 0:
             if numbers is None and done:
-                async with store.write() as tx:
+                async with store.write(one_statement=True) as tx:
                     mine = await tx.workers.mark_reported([worker_number(w.id) for w in done], now())
                 done = [w for w in done if worker_number(w.id) in mine]
                 if not done and mode == "any" and running and not help_requests and remaining > 0:
@@ -124,13 +124,13 @@ async def _until_changed(store: Store, changed: anyio.Event, version: int, deadl
 
 
 async def _status(store: Store, numbers: list[int] | None, supervisor: str) -> tuple[list[Worker], list[str]]:
-    async with store.read() as tx:
+    async with store.read(snapshot=False) as tx:  # one statement either way
         if numbers is None:
-            unreported = await tx.workers.unreported()
+            unreported, live = await tx.workers.unreported_and_live()
             others = {w.supervisor for w in unreported} - {supervisor}
             gone = {other for other in others if not supervisor_alive(other)}
             done = [w for w in unreported if w.supervisor == supervisor or w.supervisor in gone]
-            running = [w.id for w in await tx.workers.live() if w.supervisor == supervisor]
+            running = [w.id for w in live if w.supervisor == supervisor]
         else:
             workers = await tx.workers.many(numbers)
             done = [w for w in workers if w.ended_at is not None]

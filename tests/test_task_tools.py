@@ -242,6 +242,16 @@ async def test_deleted_task_cannot_be_read_or_changed(client: Client) -> None:
     assert "was deleted" in await refuse(client, "TaskCreate", subject="C", description="", blockedBy=["1"])
 
 
+async def test_a_plan_keeps_every_character_of_its_text(client: Client) -> None:
+    texts = [("a\x00b", "line one\x00line two", "Doing \x00 it"), ("\u202e\U0010ffff", "", "x")]
+    plan = [{"subject": s, "description": d, "activeForm": a} for s, d, a in texts]
+    created = await call(client, "TaskCreatePlan", tasks=plan)
+    for task_id, (subject, description, active_form) in zip(created["ids"], texts, strict=True):
+        task = await call(client, "TaskGet", taskId=task_id)
+        got = (task["subject"], task.get("description", ""), task["activeForm"])
+        assert got == (subject, description, active_form)
+
+
 async def test_plan_is_created_in_one_call(client: Client) -> None:
     await call(client, "TaskCreate", subject="Existing", description="")
     created = await call(

@@ -51,6 +51,41 @@ async def test_workers_ending_together_are_each_recorded_once_with_their_task(st
     assert len(status_events) == len(numbers)
 
 
+async def test_verdicts_written_in_one_batch_keep_their_order_and_their_text(store: Store) -> None:
+    """Two verdicts on one worker in one batch (a close, then its supervisor's): the first stands.
+    What a verdict says is stored as given, a NUL and what follows it included."""
+    closed, failed, opener = await assigned_workers(store, 3)
+    recorder = VerdictRecorder(store, lambda: None)
+    outcomes: dict[str, bool] = {}
+
+    async def record(key: str, verdict: Verdict) -> None:
+        outcomes[key] = await recorder.record(verdict)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group, store.write():
+            # The opener's batch waits for the database; the three after it queue meanwhile, in
+            # this order, and are written together in the next batch.
+            for key, verdict in [
+                ("opener", Verdict(opener, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED)),
+                (
+                    "close",
+                    Verdict(closed, None, WorkerState.CANCELLED, TaskStatus.PENDING, error="x\x00y"),
+                ),
+                ("late", Verdict(closed, 1, WorkerState.SUCCEEDED, TaskStatus.COMPLETED, summary="late")),
+                ("failed", Verdict(failed, 1, WorkerState.FAILED, TaskStatus.FAILED, error="a\x00b")),
+            ]:
+                group.start_soon(record, key, verdict)
+                await anyio.wait_all_tasks_blocked()
+    assert outcomes == {"opener": True, "close": True, "late": False, "failed": True}
+    async with store.read() as tx:
+        first, second = await tx.workers.many([closed, failed])
+        task = await tx.tasks.get(int(first.task_id))
+    assert (first.state, first.error, first.summary) == (WorkerState.CANCELLED, "x\x00y", None)
+    assert (second.state, second.error) == (WorkerState.FAILED, "a\x00b")
+    assert task is not None
+    assert (task.status, task.owner) == (TaskStatus.PENDING, None)
+
+
 async def test_a_second_verdict_for_the_same_attempt_is_refused_and_changes_nothing(store: Store) -> None:
     [number] = await assigned_workers(store, 1)
     recorder = VerdictRecorder(store, lambda: None)

@@ -108,14 +108,21 @@ class Store:
         await self.close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncGenerator[Transaction]:
+    async def write(self, *, one_statement: bool = False) -> AsyncGenerator[Transaction]:
         """A read-then-write transaction: all of it happens, or none of it does.
 
         The body runs shielded from cancellation: a tool call cancelled by its client still
         finishes (or rolls back) the transaction it started, and is cancelled after.
+
+        one_statement=True is for a body of a single statement (an UPDATE ... WHERE ... RETURNING,
+        say), which SQLite makes atomic on its own, write lock and all: it saves the BEGIN and
+        COMMIT round trips to the database's thread.
         """
         async with self._write_lock:
             with anyio.CancelScope(shield=True):
+                if one_statement:
+                    yield Transaction(self._writer)
+                    return
                 await self._writer.execute("BEGIN IMMEDIATE")
                 try:
                     yield Transaction(self._writer)

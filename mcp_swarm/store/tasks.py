@@ -231,12 +231,28 @@ class TaskQueries:
     async def insert(
         self, *, subject: str, description: str, active_form: str | None, metadata: dict[str, Any], now: str
     ) -> int:
-        rows = await self._rows(
+        [number] = await self.insert_many([(subject, description, active_form, metadata)], now)
+        return number
+
+    async def insert_many(
+        self, tasks: Sequence[tuple[str, str, str | None, dict[str, Any]]], now: str
+    ) -> list[int]:
+        """New tasks from (subject, description, active form, metadata); their ids, in the same
+        order. Inside a write transaction: its ids are the last ones given out, one after another.
+        Bound as parameters, not passed through JSON, whose text functions cut a string at a NUL."""
+        await self._conn.executemany(
             "INSERT INTO tasks (subject, description, active_form, metadata, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (subject, description, active_form, _json_or_none(metadata), now, now),
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(s, d, a, _json_or_none(m), now, now) for s, d, a, m in tasks],
         )
-        return int(rows[0][0])
+        rows = await self._rows("SELECT id FROM tasks ORDER BY id DESC LIMIT ?", (len(tasks),))
+        return sorted(int(row[0]) for row in rows)
+
+    async def add_dependencies(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Record that each task_id waits for its blocker_id, (task_id, blocker_id) pairs."""
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO task_dependencies (task_id, blocker_id) VALUES (?, ?)", list(pairs)
+        )
 
     async def add_dependency(self, task_id: int, blocker_id: int) -> bool:
         """Record that task_id waits for blocker_id; False if it already did."""

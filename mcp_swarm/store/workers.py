@@ -50,6 +50,10 @@ def _worker(row: sqlite3.Row) -> Worker:
     )
 
 
+def _compact_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
 class Ending(Protocol):
     """How one attempt of a worker ended, as `finish_many` records it (the engine's Verdict).
     `attempt` None: whichever attempt is live now (closing a worker)."""
@@ -123,12 +127,15 @@ class WorkerQueries:
         rows = await self._rows("SELECT count(*) FROM workers WHERE task_id = ?", (task_id,))
         return int(rows[0][0])
 
-    async def unreported(self) -> list[Worker]:
-        """Workers that ended and whose result the Mayor has not been given yet."""
+    async def unreported_and_live(self) -> tuple[list[Worker], list[Worker]]:
+        """Workers that ended and whose result the Mayor has not been given yet, and the live ones:
+        one statement, so one consistent look and one round trip."""
         rows = await self._rows(
-            f"SELECT * FROM workers WHERE state NOT IN {_LIVE} AND reported_at IS NULL ORDER BY id"
+            f"SELECT * FROM workers WHERE state IN {_LIVE} OR reported_at IS NULL ORDER BY id"
         )
-        return [_worker(row) for row in rows]
+        workers = [_worker(row) for row in rows]
+        live = [worker for worker in workers if worker.state in LIVE_WORKER_STATES]
+        return [worker for worker in workers if worker.state not in LIVE_WORKER_STATES], live
 
     async def insert_many(
         self,
@@ -161,10 +168,11 @@ class WorkerQueries:
 
         A worker whose verdict is already in (it ended, or was closed, first) keeps it.
         """
-        await self._conn.executemany(
-            "UPDATE workers SET state = 'running', pid = ?, pid_start_time = ? "
-            "WHERE id = ? AND state = 'starting'",
-            [(pid, start_time, number) for number, pid, start_time in processes],
+        await self._rows(
+            "UPDATE workers SET state = 'running', pid = json_extract(p.value, '$[1]'), "
+            "pid_start_time = json_extract(p.value, '$[2]') FROM json_each(?) AS p "
+            "WHERE workers.id = json_extract(p.value, '$[0]') AND workers.state = 'starting'",
+            (json.dumps(list(processes)),),
         )
 
     async def restart(self, number: int, *, attempt: int, now: str, supervisor: str) -> bool:
@@ -180,53 +188,58 @@ class WorkerQueries:
         return bool(rows)
 
     async def finish_many(self, endings: Sequence[Ending], now: str) -> dict[int, int]:
-        """Record the end of live workers' attempts, in one statement: {worker number: task id} for
-        those recorded. An attempt that had already ended or been superseded is left as it is (the
-        first verdict stands, and an old attempt's report is ignored). Each worker appears at most
-        once: of two rows for one worker, one statement could not say which came first."""
+        """Record the end of live workers' attempts, in two statements: {worker number: task id}
+        for those recorded. An attempt that had already ended or been superseded is left as it is
+        (the first verdict stands, and an old attempt's report is ignored). Each worker appears at
+        most once: of two endings of one worker, the rows alone could not say which came first.
+
+        Which are recorded is read first, then they are updated, inside the caller's write
+        transaction: the values are bound as parameters (text through JSON would lose whatever
+        follows a NUL)."""
         if not endings:
             return {}
         numbers = [ending.number for ending in endings]
         if len(set(numbers)) != len(numbers):
             raise ValueError("finish_many takes each worker at most once")
-        rows = [
-            {
-                "id": e.number,
-                "attempt": e.attempt,
-                "state": e.state.value,
-                "exit_code": e.exit_code,
-                "summary": e.summary,
-                "error": e.error,
-                "session_id": e.session_id,
-                "cost_usd": e.cost_usd,
-                "num_turns": e.num_turns,
-                "validation": None
-                if e.validation is None
-                else json.dumps(e.validation, separators=(",", ":")),
-                "task_status": e.task_status.value,
-                "changes": None if e.changes is None else json.dumps(e.changes, separators=(",", ":")),
-            }
-            for e in endings
-        ]
-        fields = ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name in rows[0])
-        recorded = await self._rows(
-            f"""UPDATE workers SET state = e.state, exit_code = e.exit_code, summary = e.summary,
-                error = e.error, session_id = coalesce(e.session_id, workers.session_id),
-                cost_usd = e.cost_usd, num_turns = e.num_turns, validation = e.validation,
-                task_status = e.task_status, changes = coalesce(e.changes, workers.changes),
-                ended_at = :now
-            FROM (SELECT {fields} FROM json_each(:rows)) AS e
-            WHERE workers.id = e.id AND (e.attempt IS NULL OR workers.attempt = e.attempt)
-                AND workers.state IN {_LIVE}
-            RETURNING workers.id, workers.task_id""",
-            {"rows": json.dumps(rows, separators=(",", ":")), "now": now},
+        live = {
+            int(row[0]): (int(row[1]), int(row[2]))
+            for row in await self._rows(
+                f"SELECT id, task_id, attempt FROM workers WHERE state IN {_LIVE} "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (json.dumps(numbers),),
+            )
+        }
+        recorded = [e for e in endings if e.number in live and e.attempt in (None, live[e.number][1])]
+        await self._conn.executemany(
+            f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
+                error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
+                num_turns = :num_turns, validation = :validation, task_status = :task_status,
+                changes = coalesce(:changes, changes), ended_at = :now
+            WHERE id = :id AND state IN {_LIVE}""",
+            [
+                {
+                    "id": e.number,
+                    "state": e.state.value,
+                    "exit_code": e.exit_code,
+                    "summary": e.summary,
+                    "error": e.error,
+                    "session_id": e.session_id,
+                    "cost_usd": e.cost_usd,
+                    "num_turns": e.num_turns,
+                    "validation": _compact_json(e.validation),
+                    "task_status": e.task_status.value,
+                    "changes": _compact_json(e.changes),
+                    "now": now,
+                }
+                for e in recorded
+            ],
         )
-        return {int(row[0]): int(row[1]) for row in recorded}
+        return {e.number: live[e.number][0] for e in recorded}
 
     async def set_worktree(self, number: int, worktree: dict[str, str], cwd: str) -> None:
         await self._rows(
             "UPDATE workers SET isolation = 'worktree', worktree = ?, cwd = ? WHERE id = ?",
-            (json.dumps(worktree, separators=(",", ":")), cwd, number),
+            (_compact_json(worktree), cwd, number),
         )
 
     async def integrable(self) -> list[Worker]:
