@@ -7,22 +7,24 @@ needs. It records nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 import anyio
 
 from mcp_swarm.config import Mode
-from mcp_swarm.distributed import start_in_tmux
+from mcp_swarm.distributed import start_in_tmux, status_file
 from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, FileId, log_position
 from mcp_swarm.models import TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.processes import ProcessIdentity, ProcessStartError, StartedChild, start_child, watch
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
 from mcp_swarm.supervision import Launch
 from mcp_swarm.tmux import Tmux, TmuxError
-from mcp_swarm.worker_io import own_file, without_links, worker_environment
+from mcp_swarm.worker_io import worker_environment
 from mcp_swarm.worker_wrapper import MAX_LOG_BYTES_VARIABLE
 
 
@@ -174,12 +176,10 @@ class Launcher:
         # line that names it, as a new inode costs every worker a tenth of a millisecond or more.
         writes_prompt = any(str(request.prompt_file) in arg for arg in attempt.argv)
         ours = [log, request.result_file, *([request.prompt_file] if writes_prompt else [])]
-        self._refuse_links(*ours)
+        if mode == "distributed":  # its wrapper writes the exit status
+            ours.append(status_file(self.files(number), attempt.attempt))
         try:
-            for directory in {path.parent for path in ours}:
-                directory.mkdir(parents=True, exist_ok=True)
-            if mode == "distributed":  # for the exit statuses its wrapper writes
-                self.files(number).mkdir(parents=True, exist_ok=True)
+            self._make_ours(ours)
             if writes_prompt:
                 _write_new(request.prompt_file, request.prompt)
             request.result_file.unlink(missing_ok=True)
@@ -197,20 +197,40 @@ class Launcher:
         )
         return env, offset, log_id
 
-    def _refuse_links(self, *paths: Path) -> None:
-        """Refuse files of a worker reached through a symbolic link in the state directory.
+    def _make_ours(self, files: Sequence[Path]) -> None:
+        """Make the directories of a worker's files, and refuse files reached through a link.
 
-        A worker may write there (in shared isolation the state directory is in its project): a link
-        it planted would have us truncate, append to or delete a file of its choosing, anywhere.
+        A worker may write in the state directory (in shared isolation it is in its project): a
+        link it planted would have us truncate, append to or delete a file of its choosing,
+        anywhere. One lstat per name below the state directory: this is on spawn's hot path.
         """
-        for path in paths:
-            if not without_links(path, self.state_dir):
+        for directory in dict.fromkeys(path.parent for path in files):
+            current = self.state_dir
+            for part in directory.relative_to(self.state_dir).parts:
+                current = current / part
+                try:
+                    mode = os.lstat(current).st_mode
+                except FileNotFoundError:
+                    with contextlib.suppress(FileExistsError):  # made meanwhile by another server
+                        os.mkdir(current)
+                    mode = os.lstat(current).st_mode
+                if S_ISLNK(mode) or not S_ISDIR(mode):
+                    raise ProcessStartError(
+                        f"cannot start a worker: {directory} is reached through a symbolic link or "
+                        f"is no directory, which could lead outside {self.state_dir}; remove it"
+                    )
+        for path in files:
+            try:
+                stat = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if S_ISLNK(stat.st_mode):
                 raise ProcessStartError(
                     f"cannot start a worker: {path} is reached through a symbolic link, which could "
                     f"lead outside {self.state_dir}; remove the link"
                 )
             # A hard link is a name for a file that may lie anywhere on the file system.
-            if not own_file(path):
+            if not S_ISREG(stat.st_mode) or stat.st_nlink != 1:
                 raise ProcessStartError(
                     f"cannot start a worker: {path} is not a file of its own (a hard link, or no "
                     "regular file); remove it"

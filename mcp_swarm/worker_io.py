@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from stat import S_ISDIR, S_ISLNK, S_ISREG
+from stat import S_ISDIR, S_ISLNK
 
 from mcp_swarm.models import Task
 
@@ -102,8 +102,8 @@ def without_links(path: Path, root: Path) -> bool:
     directory, which the worker can write too: a link planted there would have the server append
     to, truncate or read a file anywhere the user can.
     """
-    # One lstat per name below `root`, not a realpath of each end: this runs for every file of
-    # every worker started, on spawn's hot path. A name not made yet is made by us, as a real one.
+    # One lstat per name below `root`, not a realpath of each end. A name not made yet is made by
+    # us, as a real one.
     try:
         relative = path.relative_to(root)
     except ValueError:
@@ -122,14 +122,3 @@ def without_links(path: Path, root: Path) -> bool:
         if S_ISLNK(mode) or (current != path and not S_ISDIR(mode)):
             return False
     return True
-
-
-def own_file(path: Path) -> bool:
-    """Whether `path` is missing, or a regular file with no other name (no hard link elsewhere)."""
-    try:
-        stat = path.lstat()
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return S_ISREG(stat.st_mode) and stat.st_nlink == 1
