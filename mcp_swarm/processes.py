@@ -240,8 +240,8 @@ def start_child(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], outpu
     /dev/null, so a program that asks for input gets end of file rather than hanging.
 
     It blocks until the program is executed, and may run in any thread: the engine starts a wave
-    of workers in a thread of its own, so that the event loop goes on meanwhile. `watch` must follow
-    in the event loop's thread.
+    of workers in a thread of its own (see Launcher.start). `watch` must follow in the event loop's
+    thread.
     """
     if isinstance(argv, str):
         # A string is a sequence of one-letter arguments; anyio would run it through a shell.
