@@ -22,6 +22,7 @@ from mcp_swarm.models import (
     TaskListing,
     TaskStatus,
     TaskSummary,
+    is_ready,
     metadata_bytes,
 )
 from mcp_swarm.store import Store, Transaction
@@ -85,20 +86,28 @@ class Ledger:
 
     async def create(self, new: NewTask) -> Task:
         at = now()
+        active_form, metadata = new.active_form or None, _without_nulls(new.metadata)
         async with self.store.write() as tx:
             blockers = await _live_ids(tx, new.blocked_by)
             number = await tx.tasks.insert(
                 subject=new.subject,
                 description=new.description,
-                active_form=new.active_form or None,
-                metadata=_without_nulls(new.metadata),
+                active_form=active_form,
+                metadata=metadata,
                 now=at,
             )
             # A new task has no dependents yet, so none of its blockers can close a cycle.
-            for blocker in blockers:
-                await tx.tasks.add_dependency(number, blocker)
+            if blockers:
+                await tx.tasks.add_dependencies((number, blocker) for blocker in blockers)
             await tx.tasks.record_events([_created_event(number, at, self.actor, new.subject, blockers)])
-            return await _live_task(tx, number, str(number))
+            if blockers:  # which of them are still open is the database's to say
+                return await _live_task(tx, number, str(number))
+        # With no blockers, all of it is known here: no round trip to read it back.
+        return Task(
+            id=str(number), subject=new.subject, description=new.description, active_form=active_form,
+            status=TaskStatus.PENDING, ready=is_ready(TaskStatus.PENDING, []), metadata=metadata,
+            created_at=at, updated_at=at,
+        )  # fmt: skip
 
     async def create_plan(self, plan: list[PlanTask]) -> CreatedPlan:
         """Create several tasks that may depend on each other, all at once or not at all."""
@@ -186,10 +195,23 @@ class Ledger:
                 deleted = await tx.tasks.get(number)
                 assert deleted is not None
                 return deleted
-            return await _live_task(tx, number, task_id)
+            if blocked_by or blocks:
+                return await _live_task(tx, number, task_id)
+            # Only the task's own columns changed, all known here: no round trip to read it back.
+            return _with_columns(task, columns, at)
 
 
 # -- rules shared by the methods above ------------------------------------------------------
+
+
+def _with_columns(task: Task, columns: dict[str, Any], at: str) -> Task:
+    """The task as read, with these columns written at `at` (its dependencies unchanged)."""
+    if not columns:
+        return task
+    status = TaskStatus(columns["status"]) if "status" in columns else task.status
+    update = {column: value for column, value in columns.items() if column != "status"}
+    ready = is_ready(status, task.blocked_by)
+    return task.model_copy(update={**update, "status": status, "ready": ready, "updated_at": at})
 
 
 async def _live_task(tx: Transaction, number: int, task_id: str) -> Task:

@@ -252,6 +252,25 @@ async def test_a_plan_keeps_every_character_of_its_text(client: Client) -> None:
         assert got == (subject, description, active_form)
 
 
+async def test_task_create_and_update_answer_the_task_as_stored(client: Client) -> None:
+    first = {"subject": "Before", "description": "d", "activeForm": "Go", "metadata": {"a": 1, "b": None}}
+    for number, arguments in [
+        ("1", first),
+        ("2", {"subject": "Blocked", "description": "", "blockedBy": ["1"]}),
+    ]:
+        created = await call(client, "TaskCreate", **arguments)
+        stored = await call(client, "TaskGet", taskId=number)
+        assert created == {key: stored[key] for key in created}
+    for changes in [
+        {"subject": "After", "activeForm": "", "owner": "me", "metadata": {"a": None, "b": [1.5, "\x00"]}},
+        {"status": "in_progress", "description": "longer"},
+        {"owner": "", "status": "completed"},
+        {},
+    ]:
+        answered = await call(client, "TaskUpdate", taskId="1", **changes)
+        assert answered == await call(client, "TaskGet", taskId="1"), changes
+
+
 async def test_plan_is_created_in_one_call(client: Client) -> None:
     await call(client, "TaskCreate", subject="Existing", description="")
     created = await call(

@@ -231,15 +231,20 @@ class TaskQueries:
     async def insert(
         self, *, subject: str, description: str, active_form: str | None, metadata: dict[str, Any], now: str
     ) -> int:
-        [number] = await self.insert_many([(subject, description, active_form, metadata)], now)
-        return number
+        rows = await self._rows(
+            "INSERT INTO tasks (subject, description, active_form, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (subject, description, active_form, _json_or_none(metadata), now, now),
+        )
+        return int(rows[0][0])
 
     async def insert_many(
         self, tasks: Sequence[tuple[str, str, str | None, dict[str, Any]]], now: str
     ) -> list[int]:
         """New tasks from (subject, description, active form, metadata); their ids, in the same
         order. Inside a write transaction: its ids are the last ones given out, one after another.
-        Bound as parameters, not passed through JSON, whose text functions cut a string at a NUL."""
+        Two round trips for any number (`insert` takes one for one); the values are bound as
+        parameters, not passed through JSON, whose text functions cut a string at a NUL."""
         await self._conn.executemany(
             "INSERT INTO tasks (subject, description, active_form, metadata, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
