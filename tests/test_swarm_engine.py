@@ -341,3 +341,33 @@ async def test_a_completion_hook_that_raises_fails_its_task_and_the_engine_goes_
             second = await engine.wait(mode="all", timeout=30)
             assert [w.task_id for w in second.done] == ["2"]
             group.cancel_scope.cancel()
+
+
+async def test_a_prompt_file_is_written_only_for_a_command_line_that_names_it(tmp_path: Path) -> None:
+    """The prompt file and a worker's own directory cost every worker an inode each: they are made
+    only when its command line names the file. The result file has a directory made once."""
+    project = tmp_path / "project"
+    project.mkdir()
+    state = tmp_path / "state"
+    read_prompt = [sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())", "{prompt_file}"]
+    runtimes: dict[str, Runtime] = {
+        "plain": CommandRuntime(CommandProfile(["true"]), name="plain"),
+        "reader": CommandRuntime(CommandProfile(read_prompt), name="reader"),
+    }
+    async with await Store.open(state / "swarm.db") as store:
+        engine = Swarm(store, runtimes, default_runtime="plain", state_dir=state, project_dir=project)
+        ledger = Ledger(store)
+        await ledger.create(NewTask(subject="no prompt file", description=""))
+        await ledger.create(NewTask(subject="reads its prompt", description="the words"))
+        async with anyio.create_task_group() as group:
+            await group.start(engine.run)
+            [plain] = (await engine.spawn(["1"])).workers
+            [reader] = (await engine.spawn(["2"], runtime="reader")).workers
+            done = (await engine.wait(mode="all", timeout=30)).done
+            assert [w.task_status for w in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
+            assert not await anyio.Path(state / "workers" / plain["workerId"]).exists()
+            prompt = anyio.Path(state / "workers" / reader["workerId"] / "prompt.md")
+            assert "the words" in await prompt.read_text()
+            assert "the words" in await anyio.Path(reader["log"]).read_text()
+            assert await anyio.Path(state / "results").is_dir()
+            group.cancel_scope.cancel()
