@@ -70,3 +70,66 @@ async def test_an_error_reaches_every_call_of_its_batch_and_the_next_batch_is_se
         assert await grouped(4) == 8
     assert outcomes == {1: "the database is gone", 2: 4, 3: 6}
     assert doubler.batches == [[1], [2, 3], [4]]
+
+
+async def test_calls_made_in_one_turn_of_the_event_loop_are_served_as_one_batch() -> None:
+    doubler = Doubler()
+    doubler.release.set()
+    grouped = Grouped(doubler.serve)
+    answers: dict[int, int] = {}
+
+    async def ask(item: int) -> None:
+        answers[item] = await grouped(item)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for item in range(5):  # all five start in the same turn, none waits for another
+                group.start_soon(ask, item)
+    assert answers == {item: 2 * item for item in range(5)}
+    assert doubler.batches == [[0, 1, 2, 3, 4]]
+
+
+async def test_the_callers_of_one_batch_resume_together_so_their_next_calls_share_a_batch() -> None:
+    # A wave of supervisors: each reads its metadata (one batch for all), then records its
+    # verdict. The verdicts must make one batch too, not a first one of whoever resumed first.
+    reads, writes = Doubler(), Doubler()
+    read, write = Grouped(reads.serve), Grouped(writes.serve)
+    answers: dict[int, int] = {}
+
+    async def supervise(item: int) -> None:
+        answers[item] = await write(await read(item))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for item in range(6):
+                group.start_soon(supervise, item)
+            await anyio.wait_all_tasks_blocked()
+            reads.release.set()
+            await anyio.wait_all_tasks_blocked()
+            writes.release.set()
+    assert answers == {item: 4 * item for item in range(6)}
+    assert reads.batches == [[0, 1, 2, 3, 4, 5]]
+    assert writes.batches == [[0, 2, 4, 6, 8, 10]]
+
+
+async def test_a_call_cancelled_while_it_waits_for_its_turn_is_withdrawn() -> None:
+    doubler = Doubler()
+    grouped = Grouped(doubler.serve)
+    answers: dict[int, int] = {}
+
+    async def ask(item: int) -> None:
+        answers[item] = await grouped(item)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask, 1)
+            await anyio.wait_all_tasks_blocked()  # 1 is being served, and held
+            async with anyio.create_task_group() as doomed:
+                doomed.start_soon(ask, 2)
+                await anyio.wait_all_tasks_blocked()  # 2 waits for its turn
+                doomed.cancel_scope.cancel()
+            group.start_soon(ask, 3)
+            await anyio.wait_all_tasks_blocked()
+            doubler.release.set()
+    assert answers == {1: 2, 3: 6}
+    assert doubler.batches == [[1], [3]]
