@@ -10,7 +10,9 @@ runtime running `date +%s%N`: a process that does next to nothing and says when 
 is measured is the engine's own cost per task (assignment, process start, supervision, verdict,
 the JSON-RPC round trips). The baseline runs the same argv as many times, in the same waves with
 the same parallelism: one `xargs -P 16` per wave, each started when the one before has ended.
-Rounds alternate which of the two goes first, and the medians are compared.
+A third contender is the floor under both: the same loop over stdio against
+benchmarks/bare_server.py, a server that starts the same processes with a log each and keeps no
+state. Rounds rotate which of the three goes first, and the medians are compared.
 
 The wake-up latency of `wait` is measured apart, one worker at a time: a program that sleeps long
 enough for `wait` to be blocked, then writes `time.time_ns()` to its log and exits at once. The
@@ -64,6 +66,7 @@ PROBE_SOURCE = (
     "import os, sys, time; time.sleep(float(sys.argv[1])); "
     "os.write(1, b'%d\\n' % time.time_ns()); os._exit(0)"
 )
+REPOSITORY = Path(__file__).resolve().parent.parent
 SKIPPED_FOR_LIMIT = "maxWorkers"  # how spawn's reason for a task left behind at the limit begins
 
 
@@ -295,6 +298,33 @@ async def _run_baseline(workdir: Path, args: argparse.Namespace) -> float:
     return wall
 
 
+# -- the floor: the same loop against a server with no state ------------------------------------
+
+
+async def _run_bare(workdir: Path, args: argparse.Namespace) -> float:
+    """The Mayor's loop against benchmarks/bare_server.py: per wave, queue it, then spawn and wait
+    until all of it has ended. Timed from the first spawn to the last wait, as mcp-swarm's run is."""
+    logs = Path(tempfile.mkdtemp(prefix="bare-", dir=workdir))
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "benchmarks.bare_server", str(logs), *_trivial_argv(args.work_ms)],
+        cwd=REPOSITORY,  # where `-m benchmarks.bare_server` is found
+    )
+    async with Client(params, mode="legacy") as client:
+        started = time.perf_counter()
+        with anyio.fail_after(args.run_timeout):
+            for _ in range(args.waves):
+                await _call(client, "queue", {"count": args.per_wave})
+                ended = 0
+                while ended < args.per_wave:
+                    await _call(client, "spawn", {"maxWorkers": args.workers})
+                    result = await _call(client, "wait", {})
+                    if result["failed"]:
+                        raise RuntimeError(f"{result['failed']} worker(s) failed on the bare server")
+                    ended += result["ended"]
+        return time.perf_counter() - started
+
+
 # -- the wake-up probe --------------------------------------------------------------------------
 
 
@@ -443,20 +473,22 @@ async def main(argv: Sequence[str] | None = None) -> int:
     begun = time.perf_counter()
     swarm_runs: list[SwarmRun] = []
     baselines: list[float] = []
+    bares: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mcp-swarm-bench-") as scratch:
         workdir = Path(scratch)
         for n in range(args.rounds):
-            # Alternate which goes first, so a drift in the machine's load favours neither.
-            if n % 2 == 0:
-                baselines.append(await _run_baseline(workdir, args))
-                swarm_runs.append(await _run_swarm(_project(workdir, args), args))
-            else:
-                swarm_runs.append(await _run_swarm(_project(workdir, args), args))
-                baselines.append(await _run_baseline(workdir, args))
-            run, base = swarm_runs[-1], baselines[-1]
+            # Rotate which goes first, so a drift in the machine's load favours none of the three.
+            for contender in (n + k for k in range(3)):
+                if contender % 3 == 0:
+                    baselines.append(await _run_baseline(workdir, args))
+                elif contender % 3 == 1:
+                    swarm_runs.append(await _run_swarm(_project(workdir, args), args))
+                else:
+                    bares.append(await _run_bare(workdir, args))
+            run, base, bare = swarm_runs[-1], baselines[-1], bares[-1]
             print(
                 f"round {n + 1}: mcp-swarm {run.wall:.3f} s, xargs -P {args.workers} {base:.3f} s, "
-                f"ratio {run.wall / base:.2f}x; load {load()}"
+                f"ratio {run.wall / base:.2f}x; bare server {bare:.3f} s ({bare / base:.2f}x); load {load()}"
             )
         probe = await _run_probe(_project(workdir, args), args)
 
@@ -464,12 +496,19 @@ async def main(argv: Sequence[str] | None = None) -> int:
     base_wall = statistics.median(baselines)
     ratio = swarm_wall / base_wall
     per_task_ms = (swarm_wall - base_wall) / total * 1000
+    bare_wall = statistics.median(bares)
     _print_swarm(swarm_runs, args)
     print(f"\n== wall time, median of {args.rounds} round(s) ==")
     print(f"  mcp-swarm (first spawn to last result): {swarm_wall:.3f} s")
     print(f"  xargs -P {args.workers}, one per wave:         {base_wall:.3f} s")
     print(f"  ratio mcp-swarm / baseline: {ratio:.2f}x")
     print(f"  overhead per task: {per_task_ms:.2f} ms ((mcp-swarm - baseline) / {total})")
+    print(f"  bare server (MCP, processes and logs, no state; benchmarks/bare_server.py): {bare_wall:.3f} s")
+    print(f"  ratio bare server / baseline: {bare_wall / base_wall:.2f}x: what no engine can win back here")
+    print(
+        f"  ratio mcp-swarm / bare server: {swarm_wall / bare_wall:.2f}x; the engine's own cost per task: "
+        f"{(swarm_wall - bare_wall) / total * 1000:.2f} ms"
+    )
     print("\n== wake-up of wait: worker exit to wait returning, one worker at a time ==")
     if probe.latency_ms:
         print(f"  {_spread(probe.latency_ms, 'ms', 2)}")
