@@ -3,7 +3,8 @@ gets its own answer, or the error of its batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -30,13 +31,19 @@ class Doubler:
         return [2 * item for item in items]
 
 
-async def test_calls_waiting_meanwhile_are_served_in_one_batch_each_with_its_answer() -> None:
-    doubler = Doubler()
-    grouped = Grouped(doubler.serve)
-    answers: dict[int, int] = {}
+def asking(grouped: Grouped[int, int], answers: dict[int, int]) -> Callable[[int], Coroutine[Any, Any, None]]:
+    """A caller of `grouped` that notes each answer it gets in `answers`."""
 
     async def ask(item: int) -> None:
         answers[item] = await grouped(item)
+
+    return ask
+
+
+async def test_calls_waiting_meanwhile_are_served_in_one_batch_each_with_its_answer() -> None:
+    doubler = Doubler()
+    answers: dict[int, int] = {}
+    ask = asking(Grouped(doubler.serve), answers)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
@@ -75,11 +82,8 @@ async def test_an_error_reaches_every_call_of_its_batch_and_the_next_batch_is_se
 async def test_calls_made_in_one_turn_of_the_event_loop_are_served_as_one_batch() -> None:
     doubler = Doubler()
     doubler.release.set()
-    grouped = Grouped(doubler.serve)
     answers: dict[int, int] = {}
-
-    async def ask(item: int) -> None:
-        answers[item] = await grouped(item)
+    ask = asking(Grouped(doubler.serve), answers)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
@@ -114,11 +118,8 @@ async def test_the_callers_of_one_batch_resume_together_so_their_next_calls_shar
 
 async def test_a_call_cancelled_while_it_waits_for_its_turn_is_withdrawn() -> None:
     doubler = Doubler()
-    grouped = Grouped(doubler.serve)
     answers: dict[int, int] = {}
-
-    async def ask(item: int) -> None:
-        answers[item] = await grouped(item)
+    ask = asking(Grouped(doubler.serve), answers)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
 from mcp_swarm.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
+from mcp_swarm.supervision import CompletionHook
 from mcp_swarm.swarm import Swarm, WorkerLimits
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +44,22 @@ json.dump({"status": "done", "summary": "did task " + os.environ["SWARM_TASK_ID"
 """
 
 
+def _engine(
+    store: Store,
+    tmp_path: Path,
+    runtimes: Mapping[str, Runtime],
+    *,
+    limits: WorkerLimits | None = None,
+    hooks: Sequence[CompletionHook] = (),
+) -> Swarm:
+    """An engine over `store` whose state is in tmp_path/state, for the project tmp_path/project;
+    its default runtime is the first of `runtimes`."""
+    return Swarm(
+        store, dict(runtimes), default_runtime=next(iter(runtimes)), state_dir=tmp_path / "state",
+        project_dir=tmp_path / "project", limits=limits, hooks=hooks,
+    )  # fmt: skip
+
+
 @pytest.fixture
 async def swarm(tmp_path: Path) -> AsyncGenerator[Swarm]:
     script = tmp_path / "worker.py"
@@ -51,14 +68,8 @@ async def swarm(tmp_path: Path) -> AsyncGenerator[Swarm]:
     project.mkdir()
     runtime = CommandRuntime(CommandProfile([sys.executable, str(script), "{prompt_file}"]), name="scripted")
     async with await Store.open(tmp_path / "state" / "swarm.db") as store:
-        engine = Swarm(
-            store,
-            {"scripted": runtime},
-            default_runtime="scripted",
-            state_dir=tmp_path / "state",
-            project_dir=project,
-            limits=WorkerLimits(max_workers=3, stop_grace_seconds=1.0, idle_seconds=60),
-        )
+        limits = WorkerLimits(max_workers=3, stop_grace_seconds=1.0, idle_seconds=60)
+        engine = _engine(store, tmp_path, {"scripted": runtime}, limits=limits)
         async with anyio.create_task_group() as group:
             await group.start(engine.run)
             yield engine
@@ -318,14 +329,7 @@ async def test_a_completion_hook_that_raises_fails_its_task_and_the_engine_goes_
     project.mkdir()
     runtime = CommandRuntime(CommandProfile(["true"]), name="true")
     async with await Store.open(tmp_path / "state" / "swarm.db") as store:
-        engine = Swarm(
-            store,
-            {"true": runtime},
-            default_runtime="true",
-            state_dir=tmp_path / "state",
-            project_dir=project,
-            hooks=[_BrokenHook()],
-        )
+        engine = _engine(store, tmp_path, {"true": runtime}, hooks=[_BrokenHook()])
         ledger = Ledger(store)
         await ledger.create(NewTask(subject="hooked", description="", metadata={"ol_bead_id": "ol-1.1"}))
         async with anyio.create_task_group() as group:
@@ -355,7 +359,7 @@ async def test_a_prompt_file_is_written_only_for_a_command_line_that_names_it(tm
         "reader": CommandRuntime(CommandProfile(read_prompt), name="reader"),
     }
     async with await Store.open(state / "swarm.db") as store:
-        engine = Swarm(store, runtimes, default_runtime="plain", state_dir=state, project_dir=project)
+        engine = _engine(store, tmp_path, runtimes)
         ledger = Ledger(store)
         await ledger.create(NewTask(subject="no prompt file", description=""))
         await ledger.create(NewTask(subject="reads its prompt", description="the words"))
