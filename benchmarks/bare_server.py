@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_swarm.stdio_wire import BoundedStdioServer
+from mcp_swarm.server.stdio_wire import BoundedStdioServer
 
 # The child is never waited for by this server's own code while it runs (its pidfd says when it
 # ended), so Popen's own bookkeeping is all the state kept per worker.

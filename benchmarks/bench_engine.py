@@ -27,11 +27,11 @@ from pathlib import Path
 
 import anyio
 
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.engine.swarm import Swarm, WorkerLimits
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
-from mcp_swarm.swarm import Swarm, WorkerLimits
 
 try:
     from benchmarks._report import Check, load, report_targets

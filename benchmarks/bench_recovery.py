@@ -25,12 +25,12 @@ from pathlib import Path
 
 import anyio
 
-from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.engine.swarm import Swarm
+from mcp_swarm.ledger.tasks import Ledger, now
 from mcp_swarm.models import PlanTask, worker_name
-from mcp_swarm.processes import start_process
+from mcp_swarm.placement.processes import start_process
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
-from mcp_swarm.swarm import Swarm
 
 try:
     from benchmarks._report import Check, load, quantile, report_targets

@@ -1,3 +1,3 @@
-from mcp_swarm.cli import main
+from mcp_swarm.cli.main import main
 
 main()

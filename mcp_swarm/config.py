@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.logtail import DEFAULT_MAX_LOG_BYTES, MIN_MAX_LOG_BYTES
+from mcp_swarm.placement.logtail import DEFAULT_MAX_LOG_BYTES, MIN_MAX_LOG_BYTES
 
 CONFIG_FILE_NAME = "mcp-swarm.toml"
 STATE_DIR_NAME = ".mcp-swarm"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.ledger.tasks import Ledger, now
 from mcp_swarm.models import PlanTask, worker_name
 from mcp_swarm.store import Store
 

@@ -16,7 +16,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
 from mcp_swarm.config import load_settings
-from mcp_swarm.server import build_server
+from mcp_swarm.server.mayor import build_server
 
 Transport = Literal["memory", "stdio"]
 

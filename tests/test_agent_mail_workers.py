@@ -32,9 +32,9 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.config import load_settings
-from mcp_swarm.mail import MAYOR, Mailbox
+from mcp_swarm.ledger.mail import MAYOR, Mailbox
+from mcp_swarm.server.worker import WORKER_TOOLS
 from mcp_swarm.store import Store
-from mcp_swarm.worker_server import WORKER_TOOLS
 from tests.mcp_client import call
 from tests.scripted_llm import (
     FunctionCall,

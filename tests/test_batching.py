@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_swarm.batching import Grouped
+from mcp_swarm.engine.batching import Grouped
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_swarm.beads import (
+from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.integrations.beads import (
     BD_MISSING,
     close_bead,
     close_task_bead,
@@ -24,8 +25,7 @@ from mcp_swarm.beads import (
     parse_ready,
     ready_beads,
 )
-from mcp_swarm.errors import InvalidInput, SwarmError
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus
 from mcp_swarm.store import Store
 

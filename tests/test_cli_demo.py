@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mcp_swarm.cli.demo import demo_tasks
 from mcp_swarm.config import load_settings
-from mcp_swarm.demo import demo_tasks
-from mcp_swarm.plan_file import load_plan
+from mcp_swarm.ledger.plan_file import load_plan
 from tests.mcp_client import installed_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -13,9 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskStatus, Worker
-from mcp_swarm.processes import ProcessIdentity, is_running
+from mcp_swarm.placement.processes import ProcessIdentity, is_running
 from mcp_swarm.store import Store
 from tests.mcp_client import installed_command
 
@@ -25,7 +25,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CONFIG = f"""
 [runtimes.quick]
 type = "command"
-argv = [{str(sys.executable)!r}, "-m", "mcp_swarm.demo_worker", "--pace", "0"]
+argv = [{str(sys.executable)!r}, "-m", "mcp_swarm.cli.demo_worker", "--pace", "0"]
 
 [runtimes.sleeper]
 type = "command"

@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import TaskEvent
 from mcp_swarm.store import Store
 from tests.mcp_client import call, text_of

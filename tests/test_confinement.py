@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_swarm import worktrees
+from mcp_swarm.workspace import worktrees
 from tests.mcp_client import call, installed_command, project_session
 from tests.recorded_runs import configure, run_one
 from tests.test_worktree_tools import git

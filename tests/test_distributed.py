@@ -21,8 +21,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_swarm.processes import group_members
-from mcp_swarm.tmux import Tmux
+from mcp_swarm.placement.processes import group_members
+from mcp_swarm.placement.tmux import Tmux
 from tests.mcp_client import call, project_session, serving
 
 if shutil.which("tmux") is None:

@@ -62,8 +62,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, Tool
 
 from mcp_swarm.config import load_settings
-from mcp_swarm.server import build_server
-from mcp_swarm.worker_server import build_worker_server
+from mcp_swarm.server.mayor import build_server
+from mcp_swarm.server.worker import build_worker_server
 from tests.invariants import assert_ledger_sound, ledger_problems
 
 P = ParamSpec("P")

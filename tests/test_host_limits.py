@@ -25,9 +25,12 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 
+from mcp_swarm.cli.status_view import LogPosition, copy_new
 from mcp_swarm.config import load_settings
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.logtail import (
+from mcp_swarm.ledger.mail import MAX_BODY_CHARS, Mailbox
+from mcp_swarm.models import MAX_PLAN_TASKS
+from mcp_swarm.placement.logtail import (
     CHUNK_BYTES,
     DEFAULT_MAX_LOG_BYTES,
     TAIL_BYTES,
@@ -35,13 +38,10 @@ from mcp_swarm.logtail import (
     log_position,
     rotated_path,
 )
-from mcp_swarm.mail import MAX_BODY_CHARS, Mailbox
-from mcp_swarm.models import MAX_PLAN_TASKS
-from mcp_swarm.status_view import LogPosition, copy_new
-from mcp_swarm.stdio_limit import MAX_MESSAGE_BYTES
+from mcp_swarm.placement.worker_wrapper import CHUNK as WRAPPER_CHUNK
+from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
+from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
-from mcp_swarm.worker_server import build_worker_server
-from mcp_swarm.worker_wrapper import CHUNK as WRAPPER_CHUNK
 from tests.helpers import assigned_workers
 from tests.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
 from tests.test_worker_robustness import memory_kib, server_pid

@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 )
 
 from mcp_swarm.errors import BlockedTask, DependencyCycle, InvalidInput, SwarmError, TaskNotFound
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import (
     CreatedPlan,
     NewTask,

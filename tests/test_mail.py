@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger import Ledger
-from mcp_swarm.mail import MAX_BODY_CHARS, MAYOR, Mailbox, MessageType
+from mcp_swarm.ledger.mail import MAX_BODY_CHARS, MAYOR, Mailbox, MessageType
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus, worker_name
 from mcp_swarm.store import Store
 from tests.helpers import assigned_workers

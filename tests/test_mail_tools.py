@@ -16,8 +16,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_swarm.mail import Mailbox, MessageType
-from mcp_swarm.reservations import Reservations
+from mcp_swarm.ledger.mail import Mailbox, MessageType
+from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.store import Store
 from tests.mcp_client import call, refuse, stdio_parameters
 

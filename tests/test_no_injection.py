@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mcp_swarm.processes import group_members
+from mcp_swarm.placement.processes import group_members
 from tests import test_distributed
 from tests.mcp_client import call, project_session, refuse
 from tests.recorded_runs import (
@@ -89,7 +89,7 @@ async def test_callers_text_reaches_worker_and_checks_as_single_arguments(
     if mode == "distributed":
         # Through tmux, the wrapper got the worker's argv as separate arguments after its "--".
         wrapper = worker.parent_cmdline
-        assert wrapper[1:4] == ["-P", "-m", "mcp_swarm.worker_wrapper"], wrapper
+        assert wrapper[1:4] == ["-P", "-m", "mcp_swarm.placement.worker_wrapper"], wrapper
         after = wrapper[wrapper.index("--") + 1 :]
         assert after == [sys.executable, str(RECORD_RUN), str(records / "worker-1.json"), *worker.argv]
     assert read_record(records / "check.json").argv == texts

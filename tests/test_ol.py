@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from mcp_swarm.errors import DependencyCycle, InvalidInput
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.integrations.ol import OL_MISSING, import_wave, parse_hero_hunt, quest_of
+from mcp_swarm.integrations.ol_ratchet import ratchet, ratchet_task, summarize, wave_summary
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus
-from mcp_swarm.ol import OL_MISSING, import_wave, parse_hero_hunt, quest_of
-from mcp_swarm.ol_ratchet import ratchet, ratchet_task, summarize, wave_summary
-from mcp_swarm.programs import STDERR_KEEP_BYTES
+from mcp_swarm.placement.programs import STDERR_KEEP_BYTES
 from mcp_swarm.store import Store
 
 pytestmark = pytest.mark.anyio

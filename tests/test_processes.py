@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_swarm.processes import (
+from mcp_swarm.placement.processes import (
     ProcessIdentity,
     ProcessStartError,
     RunningProcess,

@@ -22,7 +22,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_swarm.processes import group_members
+from mcp_swarm.placement.processes import group_members
 from tests.mcp_client import call, project_session, serving
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from mcp_swarm.errors import DependencyCycle
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, PlanTask, TaskChanges, TaskStatus
 from mcp_swarm.store import SchemaTooNew, Store
 from mcp_swarm.store.schema import SCHEMA_VERSION

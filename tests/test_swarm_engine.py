@@ -11,14 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
+from mcp_swarm.engine.supervision import CompletionHook
+from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.errors import InvalidInput, RuntimeNotCapable
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
-from mcp_swarm.processes import group_members
+from mcp_swarm.placement.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
-from mcp_swarm.supervision import CompletionHook
-from mcp_swarm.swarm import Swarm, WorkerLimits
 
 pytestmark = pytest.mark.anyio
 

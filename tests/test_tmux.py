@@ -26,8 +26,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_swarm.processes import ProcessIdentity, is_running, stop_group
-from mcp_swarm.tmux import (
+from mcp_swarm.placement.processes import ProcessIdentity, is_running, stop_group
+from mcp_swarm.placement.tmux import (
     DEFAULT_SOCKET,
     HEIGHT,
     WIDTH,
@@ -345,7 +345,7 @@ async def test_the_worker_outlives_the_process_that_started_it(rig: Rig) -> None
     starter = f"""
         import anyio, json, sys
         from pathlib import Path
-        from mcp_swarm.tmux import Tmux
+        from mcp_swarm.placement.tmux import Tmux
 
         async def main():
             worker = await Tmux({rig.socket!r}).start(
@@ -599,7 +599,14 @@ async def test_the_wrapper_run_by_hand_copies_to_its_stdout_and_exits_as_its_wor
     env_file = tmp_path / "env.json"
     env_file.write_text(json.dumps({"PATH": os.defpath}))
     script = "import os, signal; print('before the end', flush=True); os.kill(os.getpid(), signal.SIGTERM)"
-    wrapper = [sys.executable, "-P", "-m", "mcp_swarm.worker_wrapper", "--log", str(tmp_path / "log")]
+    wrapper = [
+        sys.executable,
+        "-P",
+        "-m",
+        "mcp_swarm.placement.worker_wrapper",
+        "--log",
+        str(tmp_path / "log"),
+    ]
     wrapper += ["--status", str(tmp_path / "status"), "--env-file", str(env_file), "--"]
     with anyio.fail_after(DEADLINE):
         done = await anyio.run_process([*wrapper, sys.executable, "-c", script], check=False)
@@ -618,10 +625,18 @@ async def test_the_wrapper_run_by_hand_copies_to_its_stdout_and_exits_as_its_wor
 
 
 async def test_the_wrapper_imports_only_the_standard_library() -> None:
-    probe = "import sys; import mcp_swarm.worker_wrapper; print(' '.join(sorted(sys.modules)))"
+    probe = "import sys; import mcp_swarm.placement.worker_wrapper; print(' '.join(sorted(sys.modules)))"
     with anyio.fail_after(DEADLINE):
         done = await anyio.run_process([sys.executable, "-P", "-c", probe])
     modules = set(done.stdout.decode().split())
-    assert "mcp_swarm.worker_wrapper" in modules
-    heavy = {"mcp", "pydantic", "anyio", "subprocess", "asyncio", "mcp_swarm.processes", "mcp_swarm.errors"}
+    assert "mcp_swarm.placement.worker_wrapper" in modules
+    heavy = {
+        "mcp",
+        "pydantic",
+        "anyio",
+        "subprocess",
+        "asyncio",
+        "mcp_swarm.placement.processes",
+        "mcp_swarm.errors",
+    }
     assert modules.isdisjoint(heavy), modules & heavy

@@ -17,9 +17,9 @@ from mcp import Client
 
 from mcp_swarm.config import load_settings
 from mcp_swarm.models import worker_name
-from mcp_swarm.server import build_server
+from mcp_swarm.server.mayor import build_server
+from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
-from mcp_swarm.worker_server import build_worker_server
 from tests.helpers import assigned_workers
 
 pytestmark = pytest.mark.anyio

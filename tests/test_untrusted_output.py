@@ -27,8 +27,8 @@ import anyio
 import pytest
 from mcp import Client
 
+from mcp_swarm.engine.worker_io import SUMMARY_LIMIT
 from mcp_swarm.store import Store
-from mcp_swarm.worker_io import SUMMARY_LIMIT
 from tests.mcp_client import call, stdio_parameters, text_of
 
 pytestmark = pytest.mark.anyio

@@ -5,10 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.engine.verdicts import Verdict, VerdictRecorder
+from mcp_swarm.ledger.tasks import Ledger, now
 from mcp_swarm.models import TaskStatus, WorkerState
 from mcp_swarm.store import Store
-from mcp_swarm.verdicts import Verdict, VerdictRecorder
 from tests.helpers import assigned_workers
 
 pytestmark = pytest.mark.anyio

@@ -24,14 +24,14 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_swarm.ledger import Ledger, now
+from mcp_swarm.engine.swarm import Swarm, WorkerLimits
+from mcp_swarm.engine.verdicts import Verdict
+from mcp_swarm.ledger.tasks import Ledger, now
 from mcp_swarm.models import NewTask, Task, TaskStatus, Worker, WorkerState
-from mcp_swarm.processes import group_members
+from mcp_swarm.placement.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.runtimes.base import json_event
 from mcp_swarm.store import Store
-from mcp_swarm.swarm import Swarm, WorkerLimits
-from mcp_swarm.verdicts import Verdict
 from tests.mcp_client import call, connect, stdio_parameters
 
 pytestmark = pytest.mark.anyio

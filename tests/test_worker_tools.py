@@ -11,9 +11,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_swarm.ledger import Ledger
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import TaskStatus
-from mcp_swarm.processes import group_members
+from mcp_swarm.placement.processes import group_members
 from mcp_swarm.store import Store
 from tests.mcp_client import call, refuse, stdio_parameters
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mcp_swarm import worktree_merge, worktrees
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError
+from mcp_swarm.workspace import merge as worktree_merge
+from mcp_swarm.workspace import worktrees
+from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """What a runtime is: a way to start a worker agent and to read what it did.
 
 A runtime builds argument lists and interprets output; it never starts or stops a process (that
-is `mcp_swarm.processes`) and never decides a task's fate (that is the engine). This split is the
+is `mcp_swarm.placement.processes`) and never decides a task's fate (that is the engine). This split is the
 one httpx makes between a client and its transports: the engine is written once, and a fake
 runtime in the tests exercises all of it with no agent CLI installed.
 """

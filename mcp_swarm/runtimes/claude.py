@@ -25,7 +25,7 @@ from mcp_swarm.runtimes.base import (
     as_object,
     json_event,
 )
-from mcp_swarm.worker_server import SERVER_NAME, worker_command
+from mcp_swarm.server.worker import SERVER_NAME, worker_command
 
 # Set by a Claude Code session for its own children; a worker that inherits them believes it is
 # nested inside the Mayor's session and behaves differently.

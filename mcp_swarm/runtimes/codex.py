@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_swarm.runtimes.base import Outcome, OutputReader, Runtime, WorkerRequest, as_object, json_event
-from mcp_swarm.worker_server import SERVER_NAME, worker_command
+from mcp_swarm.server.worker import SERVER_NAME, worker_command
 
 
 @dataclass(frozen=True)

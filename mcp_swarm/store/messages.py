@@ -1,6 +1,6 @@
 """Every SQL statement about Agent Mail messages.
 
-Rows come back as plain `MessageRow` tuples: the engine (`mcp_swarm.mail`) owns the model, and
+Rows come back as plain `MessageRow` tuples: the engine (`mcp_swarm.ledger.mail`) owns the model, and
 importing it here would make the store depend on the engine that depends on the store.
 """
 

@@ -1,0 +1,1 @@
+"""The `mcp-swarm` command line."""

@@ -1,0 +1,347 @@
+"""The `mcp-swarm` command line.
+
+Typer gives typed options, `--help` for every command and shell completion from plain function
+signatures, which is less code to keep than an argparse tree.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar, cast
+
+import typer
+from rich.console import Console
+
+from mcp_swarm import __version__
+from mcp_swarm.config import Settings, load_settings
+from mcp_swarm.errors import SwarmError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="mcp-swarm",
+    help="An MCP server that turns an agent session into the Mayor of a swarm of worker agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Docstrings are wrapped at the source's line length; markdown joins their lines again.
+    rich_markup_mode="markdown",
+)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="A configuration file (default: ./mcp-swarm.toml if present)", show_default=False
+    ),
+]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)", show_default=False
+    ),
+]
+
+
+ModeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        help="local (workers are this server's children) or distributed (each in a tmux session that "
+        "outlives the server); default: local",
+        show_default=False,
+    ),
+]
+WorkerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--worker",
+        help="Serve one worker instead of the Mayor: only its own task, its reports, its inbox and "
+        "its file reservations (the claude and codex runtimes configure this for their workers)",
+        show_default=False,
+    ),
+]
+
+
+def _reporting_errors(run: Callable[[], T]) -> T:
+    """`run()`, with a domain error as one line on stderr (exit 2) and Ctrl-C before any worker
+    started as exit 130; anything else keeps its traceback."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # before the workers started: nothing to stop
+    except BaseException as exc:
+        error = _domain_error(exc)
+        if error is None:
+            raise
+        raise _fail(str(error)) from exc
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"mcp-swarm: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _console() -> Console:
+    console = Console(soft_wrap=True, highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        # Piped: tables as wide as they need, not squeezed into rich's default of 80 columns.
+        console.width = 160
+    return console
+
+
+def _domain_error(exc: BaseException) -> SwarmError | None:
+    """The domain error behind an exception, also from inside a task group's exception group."""
+    if isinstance(exc, SwarmError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast(BaseExceptionGroup[BaseException], exc)
+        for inner in group.exceptions:
+            found = _domain_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary project and its database, and say where")
+    ] = False,
+    pace: Annotated[
+        float, typer.Option("--pace", min=0, help="Seconds between a scripted worker's progress lines")
+    ] = 0.25,
+) -> None:
+    """Watch a swarm build a small user auth system: 5 tasks in 4 waves, scripted workers.
+
+    No configuration, no agent CLI and no LLM: the seed's example plan runs for real (spawn,
+    supervision, validation) in a temporary git repository, removed at the end unless --keep."""
+    from mcp_swarm.cli.demo import run_demo
+
+    raise typer.Exit(_reporting_errors(lambda: run_demo(_console(), keep=keep, pace=pace)))
+
+
+@app.command()
+def run(
+    plan: Annotated[
+        Path, typer.Argument(help="A plan file, TOML or JSON ([[tasks]] with key, subject, ...)")
+    ],
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime", help="Run every task with this runtime (claude, codex, demo, a configured one)"
+        ),
+    ] = None,
+    max_workers: Annotated[
+        int | None, typer.Option("--max-workers", min=1, max=256, help="At most this many workers at once")
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.001, help="Each worker's wall-clock limit in seconds (default 1800)"),
+    ] = None,
+) -> None:
+    """Run a plan file to its end, headless: the engine is the Mayor.
+
+    Every ready task gets a worker, wave after wave. Exit status 0 if every task completed, 1 if
+    not, 2 for a bad plan (nothing is created), 130 after Ctrl-C (which stops the workers; their
+    tasks return to pending)."""
+    import anyio
+
+    from mcp_swarm.app import DEMO_RUNTIME, demo_runtime, engine_runtimes
+    from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
+    from mcp_swarm.cli.runner import RunOptions, RunState, choose_runtimes, run_plan
+    from mcp_swarm.ledger.plan_file import load_plan
+    from mcp_swarm.store import SchemaTooNew
+
+    console = _console()
+
+    def start() -> tuple[Settings, RunState]:
+        settings = load_settings(db=db, config=config)
+        plan_file = load_plan(plan)
+        runtimes = engine_runtimes(settings, {DEMO_RUNTIME: demo_runtime()})
+        options = RunOptions(runtime=runtime, max_workers=max_workers, timeout_seconds=timeout)
+        choose_runtimes(plan_file, options, settings, runtimes)  # refused here, before anything exists
+        view = make_view(console)
+        return settings, anyio.run(
+            lambda: run_plan(plan_file, settings, runtimes, options, view, title=plan.name)
+        )
+
+    try:
+        settings, state = _reporting_errors(start)
+    except SchemaTooNew as exc:
+        raise _fail(str(exc)) from exc
+    # `status` run here finds the default database by itself; any other needs naming.
+    here = load_settings().db_path == settings.db_path
+    look = "mcp-swarm status" + ("" if here else f" --db {settings.db_path}")
+    print_summary(console, [*summary_lines(state), f"state: {settings.db_path} (`{look}` shows it)"])
+    raise typer.Exit(state.exit_status)
+
+
+@app.command()
+def status(
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw as the swarm changes, until Ctrl-C")] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show tasks (wave, status, owner) and workers (state, duration, cost).
+
+    Read from the database without changing it; --watch redraws as it changes."""
+    import anyio
+
+    from mcp_swarm.cli.status_view import show_status
+
+    try:
+        settings = load_settings(db=db, config=config)
+        anyio.run(lambda: show_status(_console(), settings.db_path, watch=watch))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def logs(
+    worker: Annotated[str, typer.Argument(help="The worker, e.g. worker-3 (`mcp-swarm status` lists them)")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the worker ends")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a worker's log; --follow keeps printing until the worker ends."""
+    import anyio
+
+    from mcp_swarm.cli.status_view import show_log
+
+    try:
+        settings = load_settings(db=db, config=config)
+        anyio.run(lambda: show_log(settings.db_path, worker, follow=follow))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:
+        # `mcp-swarm logs worker-3 | head`: the reader has all it wanted.
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def install(
+    client: Annotated[str, typer.Argument(help="claude, codex, cursor or gemini", show_default=False)],
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            "--scope",
+            help="project (this directory; the default) or user (every project; codex: always)",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing, different 'swarm' server entry")
+    ] = False,
+) -> None:
+    """Register `mcp-swarm serve` in Claude Code, Codex, Cursor or Gemini CLI.
+
+    Adds the MCP server 'swarm' to the client's configuration file and keeps the rest of the file
+    as it was. Running it again changes nothing; a different existing 'swarm' needs --force."""
+    from mcp_swarm.cli.install import CLIENT_NAMES, Client, InstallRefused, Scope, server_command
+    from mcp_swarm.cli.install import install as register
+
+    try:
+        chosen = Client(client.lower())
+    except ValueError:
+        raise _fail(f"unknown client {client!r}; use claude, codex, cursor or gemini") from None
+    if scope is None:
+        where = Scope.USER if chosen is Client.CODEX else Scope.PROJECT
+    elif scope.lower() in ("project", "user"):
+        where = Scope(scope.lower())
+    else:
+        raise _fail(f"unknown scope {scope!r}; use project or user")
+    command = server_command()
+    console = _console()
+    try:
+        changes = register(chosen, where, command, home=Path.home(), project=Path.cwd(), force=force)
+    except InstallRefused as exc:
+        typer.echo(f"mcp-swarm: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"{CLIENT_NAMES[chosen]} ({where.value} scope): 'swarm' runs {' '.join(command)}", markup=False
+    )
+    for change in changes:
+        mark = "[green]✓[/]" if change.changed else "[dim]·[/]"
+        console.print(f"  {mark} {change.path}: {change.what}")
+    if not any(change.changed for change in changes):
+        console.print("Nothing to change: it was already registered.")
+    check = {
+        Client.CLAUDE: "claude mcp list",
+        Client.CODEX: "codex mcp list",
+        Client.GEMINI: "gemini mcp list",
+    }
+    if chosen in check:
+        console.print(f"Check it: {check[chosen]}", markup=False)
+    else:
+        console.print("Cursor lists it under Settings → MCP; enable it there if asked.", markup=False)
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = None,
+    mode: ModeOption = None,
+    worker: WorkerOption = None,
+) -> None:
+    """Speak MCP on stdin/stdout: register this command in Claude Code, Codex or any MCP client."""
+    # Imported here so that `mcp-swarm --help` stays quick.
+    from mcp_swarm.server.mayor import build_server
+
+    try:
+        settings = load_settings(db=db, config=config, log_level=log_level, mode=mode)
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+    # stdout carries the protocol and nothing else: every log line goes to stderr.
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if worker is not None:
+        from mcp_swarm.server.worker import build_worker_server
+
+        try:
+            worker_server = build_worker_server(settings, worker)
+        except SwarmError as exc:
+            raise _fail(str(exc)) from exc
+        gc.collect()
+        gc.freeze()
+        worker_server.run("stdio")
+        return
+    server = build_server(settings)
+    # Everything imported so far lives as long as the process: freezing it keeps the garbage
+    # collector from walking it again on every full collection, which was the tail of TaskList.
+    gc.collect()
+    gc.freeze()
+    server.run("stdio")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

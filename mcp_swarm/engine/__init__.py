@@ -1,0 +1,1 @@
+"""The swarm: assignment, launch, supervision, verdicts, wait, recovery and integration."""

@@ -1,0 +1,136 @@
+"""Worktree isolation for the engine: a worker's worktree, what it changed, and integration.
+
+Workers never commit; the Mayor integrates. `integrate_completed` takes the completed workers
+whose worktrees have not been integrated yet, orders them by their tasks' dependencies, and
+hands them to `worktrees.integrate`, which applies each one's changes to the main tree and
+commits once for the wave. What was integrated is recorded, so no change comes in twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcp_swarm.errors import InvalidInput
+from mcp_swarm.ledger.tasks import now
+from mcp_swarm.models import Worker
+from mcp_swarm.workspace.merge import integrate
+from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
+
+if TYPE_CHECKING:
+    from mcp_swarm.engine.swarm import Swarm
+
+logger = logging.getLogger(__name__)
+
+
+def worktree_record(worktree: Worktree) -> dict[str, str]:
+    return {
+        "path": str(worktree.path),
+        "branch": worktree.branch,
+        "base_commit": worktree.base_commit,
+        "subdirectory": worktree.subdirectory,
+    }
+
+
+def worktree_of(worker: Worker) -> Worktree | None:
+    if worker.worktree is None:
+        return None
+    record = worker.worktree
+    return Worktree(
+        Path(record["path"]), record["branch"], record["base_commit"], record.get("subdirectory", "")
+    )
+
+
+def change_records(files: Sequence[FileChange]) -> list[dict[str, Any]]:
+    """Compact: what a Mayor needs to see of each changed file."""
+    return [
+        # Not `in (None, False)`: 0 == False, and a count of 0 is worth showing.
+        {key: value for key, value in asdict(change).items() if value is not None and value is not False}
+        for change in files
+    ]
+
+
+async def changes_of(worktree: Worktree) -> list[dict[str, Any]] | None:
+    """What a worker changed in its worktree; None (and a log line) if it cannot be read."""
+    try:
+        return change_records(await changes(worktree))
+    except WorktreeError as exc:
+        logger.warning("cannot read the changes in %s: %s", worktree.path, exc)
+        return None
+
+
+def _in_dependency_order(workers: list[Worker], edges: list[tuple[int, int]]) -> list[Worker]:
+    """Blockers before the tasks that waited for them; otherwise in task order."""
+    by_task = {int(worker.task_id): worker for worker in workers}
+    waiting_on: dict[int, set[int]] = {task: set() for task in by_task}
+    for task, blocker in edges:
+        waiting_on[task].add(blocker)
+    ordered: list[Worker] = []
+    while waiting_on:
+        ready = sorted(task for task, blockers in waiting_on.items() if not blockers)
+        if not ready:  # a cycle cannot be created; were one there, task order decides
+            ready = sorted(waiting_on)
+        for task in ready:
+            ordered.append(by_task[task])
+            del waiting_on[task]
+        for blockers in waiting_on.values():
+            blockers.difference_update(ready)
+    return ordered
+
+
+async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Bring the completed, not yet integrated workers' changes into the main tree as one commit."""
+    async with swarm.integration_lock:
+        async with swarm.store.read() as tx:
+            candidates = await tx.workers.integrable()
+            if worker_ids is not None:
+                wanted = set(worker_ids)
+                known = {worker.id for worker in candidates}
+                if unknown := sorted(wanted - known):
+                    raise InvalidInput(
+                        f"nothing to integrate for {', '.join(unknown)}: only workers that completed "
+                        "their task in a worktree (spawn isolation=worktree), not yet integrated"
+                    )
+                candidates = [worker for worker in candidates if worker.id in wanted]
+            edges = await tx.tasks.dependencies_among(int(worker.task_id) for worker in candidates)
+            tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in candidates])}
+        if not candidates:
+            return {"integrated": [], "message": "nothing to integrate"}
+        items: list[IntegrationItem] = []
+        for worker in _in_dependency_order(candidates, edges):
+            worktree = worktree_of(worker)
+            assert worktree is not None  # integrable() has only workers with a worktree
+            items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
+        report = await integrate(
+            swarm.project_dir, items, f"Integrate {len(items)} task(s) done by the swarm"
+        )
+        integrated = [done.item for done in report.integrated]
+        if integrated:
+            async with swarm.store.write() as tx:
+                await tx.workers.mark_integrated(
+                    [int(item.worker_id.split("-")[1]) for item in integrated], report.commit or "", now()
+                )
+    answer: dict[str, Any] = {
+        "integrated": [
+            {
+                "taskId": done.item.task_id,
+                "workerId": done.item.worker_id,
+                "files": change_records(done.files),
+            }
+            for done in report.integrated
+        ]
+    }
+    if report.commit:
+        answer["commit"] = report.commit
+    if report.conflicts:
+        answer["conflicts"] = [
+            {"taskId": c.item.task_id, "workerId": c.item.worker_id, "reason": c.reason, "files": c.files,
+             "message": c.message}
+            for c in report.conflicts
+        ]  # fmt: skip
+    if report.not_attempted:
+        answer["notAttempted"] = [item.worker_id for item in report.not_attempted]
+    return answer

@@ -1,0 +1,1 @@
+"""Waves from elsewhere: OL hero hunts and beads."""

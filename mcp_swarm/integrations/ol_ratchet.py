@@ -1,0 +1,185 @@
+"""Reporting finished beads back to OL: `ol hero ratchet`, and the wave's summary.
+
+After a bead's task is completed and validated, `ol hero ratchet <bead> --quest <quest>` runs:
+exit 0 keeps the task completed, anything else fails it, with ol's stderr as the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from mcp_swarm.errors import InvalidInput
+from mcp_swarm.integrations.ol import (
+    BEAD_KEY,
+    DEFAULT_RATCHET_TIMEOUT,
+    OL_MISSING,
+    QUEST_KEY,
+    RATCHET_KEY,
+    check_id,
+    quest_of,
+    tasks_by_metadata,
+)
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import Task, TaskChanges, TaskStatus
+from mcp_swarm.placement.processes import ProcessStartError
+from mcp_swarm.placement.programs import failure_reason, run_program
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RatchetResult:
+    """How `ol hero ratchet` answered. `error` says why it could not answer (no ol, no time)."""
+
+    ok: bool
+    exit_code: int | None
+    stderr: str = ""
+    error: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the bead's task fails, in words for the Mayor; None when the ratchet passed."""
+        return failure_reason("OL ratchet", self.ok, self.exit_code, self.stderr, self.error)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"ok": self.ok}
+        if self.exit_code is not None:
+            wire["exitCode"] = self.exit_code
+        if self.stderr:
+            wire["stderr"] = self.stderr
+        if self.error:
+            wire["error"] = self.error
+        return wire
+
+    @classmethod
+    def from_wire(cls, value: object) -> RatchetResult | None:
+        """Read back what `to_wire` stored in a task's metadata; None if it is not that."""
+        if not isinstance(value, dict):
+            return None
+        wire = cast(dict[str, Any], value)
+        ok, code, stderr, error = (
+            wire.get("ok"),
+            wire.get("exitCode"),
+            wire.get("stderr", ""),
+            wire.get("error"),
+        )
+        if (
+            not isinstance(ok, bool)
+            or not (code is None or isinstance(code, int))
+            or not isinstance(stderr, str)
+        ):
+            return None
+        return cls(ok=ok, exit_code=code, stderr=stderr, error=error if isinstance(error, str) else None)
+
+    def task_changes(self) -> TaskChanges:
+        """The change that records this outcome on the bead's task: exit 0 leaves it completed,
+        anything else fails it. The outcome goes into metadata `ol_ratchet` for the summary."""
+        status = None if self.ok else TaskStatus.FAILED
+        return TaskChanges(status=status, metadata={RATCHET_KEY: self.to_wire()})
+
+
+async def ratchet(
+    bead_id: str,
+    quest: str,
+    *,
+    cwd: Path,
+    timeout: float = DEFAULT_RATCHET_TIMEOUT,  # noqa: ASYNC109 - a timed-out ratchet is a result, not an error
+) -> RatchetResult:
+    """Run `ol hero ratchet <bead> --quest <quest>` in `cwd`.
+
+    Never raises for what ol does: a missing ol, a timeout or a program that cannot start come
+    back as a result that is not ok, with `error` set, so a completion hook has one path.
+    InvalidInput only for ids that cannot be put on a command line.
+    """
+    for name, value in (("bead id", bead_id), ("quest", quest)):
+        try:
+            check_id(value)
+        except ValueError as exc:
+            raise InvalidInput(f"{name}: {exc}") from exc
+    program = shutil.which("ol")
+    if program is None:
+        return RatchetResult(ok=False, exit_code=None, error=OL_MISSING)
+    argv = [program, "hero", "ratchet", bead_id, "--quest", quest]
+    try:
+        run = await run_program(argv, cwd=cwd, timeout=timeout)
+    except ProcessStartError as exc:
+        return RatchetResult(ok=False, exit_code=None, error=str(exc))
+    if run.exit_code is None:
+        return RatchetResult(
+            ok=False,
+            exit_code=None,
+            stderr=run.stderr,
+            error=f"ol hero ratchet {bead_id} --quest {quest} did not finish within {timeout:g} s",
+        )
+    if run.exit_code != 0:
+        logger.warning("ol hero ratchet %s --quest %s: exit status %d", bead_id, quest, run.exit_code)
+    return RatchetResult(ok=run.exit_code == 0, exit_code=run.exit_code, stderr=run.stderr)
+
+
+async def ratchet_task(
+    ledger: Ledger,
+    task_id: str,
+    *,
+    cwd: Path,
+    timeout: float = DEFAULT_RATCHET_TIMEOUT,  # noqa: ASYNC109 - as `ratchet`'s
+) -> RatchetResult | None:
+    """The completion backflow for one task: ratchet its bead and record the outcome on it.
+
+    None, and nothing done, for a task that is not an OL bead, is not completed, or whose bead
+    has already been ratcheted: ratcheting twice would ask OL to finish a finished bead.
+    """
+    task = await ledger.get(task_id)
+    bead = task.metadata.get(BEAD_KEY)
+    if not isinstance(bead, str) or task.status is not TaskStatus.COMPLETED:
+        return None
+    earlier = RatchetResult.from_wire(task.metadata.get(RATCHET_KEY))
+    if earlier is not None and earlier.ok:
+        return None
+    quest = task.metadata.get(QUEST_KEY)
+    result = await ratchet(
+        bead, quest if isinstance(quest, str) else quest_of(bead), cwd=cwd, timeout=timeout
+    )
+    await ledger.update(task_id, result.task_changes())
+    return result
+
+
+# -- the summary --------------------------------------------------------------------------------
+
+
+def summarize(
+    tasks: Iterable[Task], ratchets: Mapping[str, RatchetResult] | None = None
+) -> list[dict[str, Any]]:
+    """One row per OL bead task: its swarm outcome (the task's status) and its ratchet outcome.
+
+    The ratchet outcome is `ratchets[bead]` when given, else what `ratchet_task` recorded in
+    metadata `ol_ratchet`: "passed", or "failed" with a `reason`; "notRun" when neither. Rows are
+    in task order, which an import made priority order; tasks of no OL bead are left out.
+    """
+    rows: list[tuple[int, dict[str, Any]]] = []
+    given = ratchets or {}
+    for task in tasks:
+        bead = task.metadata.get(BEAD_KEY)
+        if not isinstance(bead, str) or task.status is TaskStatus.DELETED:
+            continue
+        row: dict[str, Any] = {"beadId": bead, "taskId": task.id, "swarm": task.status.value}
+        result = given.get(bead) or RatchetResult.from_wire(task.metadata.get(RATCHET_KEY))
+        if result is None:
+            row["ratchet"] = "notRun"
+        else:
+            row["ratchet"] = "passed" if result.ok else "failed"
+            if result.exit_code is not None:
+                row["exitCode"] = result.exit_code
+            if result.reason is not None:
+                row["reason"] = result.reason
+        rows.append((int(task.id), row))
+    return [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+
+async def wave_summary(ledger: Ledger) -> list[dict[str, Any]]:
+    """`summarize` over every OL bead task of the ledger."""
+    return summarize((await tasks_by_metadata(ledger, BEAD_KEY)).values())

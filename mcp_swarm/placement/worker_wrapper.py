@@ -1,0 +1,416 @@
+"""The process in a worker's tmux pane: it runs the worker and records how the worker ended.
+
+    python -P -m mcp_swarm.placement.worker_wrapper \
+        --log LOG --status STATUS --env-file ENV [--cwd DIR] -- ARGV...
+
+tmux makes this process the leader of the pane's session and process group, and the worker is
+its child in that same group, so signalling the group of this pid stops everything. The worker's
+output is copied, as it comes, to the pane (so `tmux attach` shows it live) and to LOG. When the
+worker exits, STATUS is written, and only then does this process exit: the server that started
+the worker may be long gone, and STATUS is how whoever comes next learns the outcome.
+
+LOG is kept under the limit that MCP_SWARM_MAX_LOG_BYTES in the environment file gives (taken out
+of the worker's environment): past it, LOG becomes LOG.1 and a new LOG is begun. This process is
+the log's only writer, so that is exact and loses nothing, and it goes on while no server runs.
+
+SIGTERM, SIGHUP and SIGINT are passed on to the worker, and the wrapper waits for it as before.
+kill-session reaches the worker that way: tmux's hang-up signals the wrapper alone. A signal sent
+to the whole group reaches the worker twice, directly and passed on. SIGKILL leaves no STATUS: a
+wrapper gone without one was killed.
+
+It starts once per worker, so it uses little of the standard library and nothing else: importing
+the rest of mcp_swarm (or mcp, pydantic, anyio) here would cost every worker that time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+
+# What a shell reports for a command it cannot run; the status file then also holds "error".
+START_FAILED = 127
+USAGE = 2
+# Read and written in chunks of this size: a worker that floods or never ends a line costs no more.
+CHUNK = 64 * 1024
+# Chunks copied before looking again whether the worker has exited: a grandchild that inherited
+# its output and floods it must not keep us from seeing the worker's end. 1 MiB is also as much as
+# a pipe can hold, so all the worker wrote before it exited is copied.
+_CHUNKS_AT_ONCE = 16
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# Python ignores these itself, and an ignored signal stays ignored across exec: the worker gets
+# them back at their default, as subprocess would give them.
+_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
+# Without a pidfd (Linux before 5.3, some sandboxes) nothing wakes us when the worker exits while
+# its output pipe stays open; it is then looked for this often, in milliseconds.
+_EXIT_LOOK_MS = 50
+_SKIPPED = b"\r\n[mcp-swarm: output skipped here, the pane could not keep up; the log has all of it]\r\n"
+_FLAGS = ("--log", "--status", "--env-file", "--cwd")
+MAX_LOG_BYTES_VARIABLE = "MCP_SWARM_MAX_LOG_BYTES"
+
+
+class UsageError(Exception):
+    """The command line is wrong: a bug in whoever built it, as the engine always passes every flag."""
+
+
+class CannotStart(Exception):
+    """The worker could not be started; the message says why, for the log and the status."""
+
+
+class Options:
+    def __init__(self, log: str, status: str, env_file: str, cwd: str | None, argv: list[str]) -> None:
+        self.log = log
+        self.status = status
+        self.env_file = env_file
+        self.cwd = cwd
+        self.argv = argv
+
+
+def parse(args: list[str]) -> Options:
+    if "--" not in args:
+        raise UsageError("missing '--' before the worker's command")
+    split = args.index("--")
+    flags, argv = args[:split], args[split + 1 :]
+    if not argv:
+        raise UsageError("no worker command after '--'")
+    values: dict[str, str] = {}
+    if len(flags) % 2:
+        raise UsageError(f"every flag takes a value: {flags}")
+    for name, value in zip(flags[::2], flags[1::2], strict=True):
+        if name not in _FLAGS or name in values:
+            raise UsageError(f"unknown or repeated flag {name!r}")
+        values[name] = value
+    missing = [name for name in _FLAGS[:3] if name not in values]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)}")
+    # Absolute now: the worker's directory is entered before the status is written.
+    return Options(
+        log=os.path.abspath(values["--log"]),
+        status=os.path.abspath(values["--status"]),
+        env_file=values["--env-file"],
+        cwd=values.get("--cwd"),
+        argv=argv,
+    )
+
+
+class Forwarder:
+    """Passes the signals that stop a worker on to it, so that it can end cleanly.
+
+    A signal that arrives before the worker runs is held and passed on once it does. Once the worker
+    has exited, nothing is passed on: its pid may be reused as soon as it is reaped.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._child: int | None = None
+        self._done = False
+        for signum in _FORWARDED:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._done:
+            return
+        if self._child is None:
+            self._pending.append(signum)
+        else:
+            _kill(self._child, signum)
+
+    def started(self, pid: int) -> None:
+        self._child = pid
+        pending, self._pending = self._pending, []
+        for signum in pending:
+            _kill(pid, signum)
+
+    def exited(self) -> None:
+        """Called while the worker is a zombie: its pid cannot have been reused yet."""
+        self._done = True
+
+
+def _kill(pid: int, signum: int) -> None:
+    # try/except rather than contextlib.suppress here and below: one import less at every start.
+    try:  # noqa: SIM105
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Pane:
+    """Our stdout, the tmux pane: a live view of the worker that must never hold the worker up.
+
+    A terminal's buffer is small and tmux empties it only as fast as it draws, so a worker that
+    floods would be slowed to that pace, or stopped by a tmux server that hangs. On a terminal,
+    writes therefore never block: what the pane cannot take is skipped (the log has everything).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        # Only a terminal's open file is ours alone to make non-blocking; a pipe or file we were
+        # given (the wrapper run by hand) may be shared with whoever gave it.
+        self._lossy = os.isatty(fd)
+        if self._lossy:
+            os.set_blocking(fd, False)
+        self._skipped = False
+        self._gone = False
+
+    def write(self, data: bytes) -> None:
+        if self._gone:
+            return
+        try:
+            if not self._lossy:
+                _write_all(self._fd, data)
+                return
+            if self._skipped:
+                if os.write(self._fd, _SKIPPED) < len(_SKIPPED):
+                    return
+                self._skipped = False
+            self._skipped = os.write(self._fd, data) < len(data)
+        except BlockingIOError:
+            self._skipped = True
+        except OSError:
+            # EIO: tmux closed the pane (kill-session, kill-server). The log carries on.
+            self._gone = True
+
+
+class Log:
+    """The worker's log, rotated past `max_bytes`: renamed to LOG.1 (replacing an older one)."""
+
+    def __init__(self, path: str, fd: int, pane: Pane, max_bytes: int | None) -> None:
+        self._path = path
+        self._fd = fd
+        self._pane = pane
+        self._max_bytes = max_bytes
+        self._size = os.fstat(fd).st_size
+        self._failed = False
+
+    def write(self, data: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            if self._max_bytes is not None and self._size and self._size + len(data) > self._max_bytes:
+                # Cut after the chunk's last line end, if it has one, so that each file holds whole
+                # lines: the old one may pass the limit by less than a chunk.
+                end = data.rfind(b"\n") + 1
+                self._append(data[:end])
+                self._rotate()
+                data = data[end:]
+            self._append(data)
+        except OSError as exc:
+            # A full disk must not stop the worker, nor leave it blocked on a pipe we stopped reading.
+            self._failed = True
+            self._pane.write(f"\nmcp-swarm: cannot write the log any more: {exc.strerror}\n".encode())
+
+    def _append(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.replace(self._path, self._path + ".1")
+        # O_EXCL and O_NOFOLLOW: the name was just freed, and a link the worker planted there
+        # meanwhile must not take its output anywhere else.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._path, flags, 0o600)
+        os.close(self._fd)
+        self._fd, self._size = fd, 0
+
+
+def read_environment(path: str) -> dict[str, str]:
+    """The worker's whole environment, from a file deleted as soon as it is read: it may hold secrets."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as exc:
+        raise CannotStart(f"cannot read its environment file {path}: {exc.strerror}") from exc
+    finally:
+        try:  # noqa: SIM105
+            os.unlink(path)
+        except OSError:
+            pass
+    try:
+        loaded: dict[str, object] | list[object] | str | float | bool | None = json.loads(raw)
+    except ValueError as exc:
+        raise CannotStart(f"its environment file {path} is not JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise CannotStart(f"its environment file {path} holds no JSON object")
+    env: dict[str, str] = {}
+    for name, value in loaded.items():
+        if not isinstance(value, str):
+            raise CannotStart(f"its environment file {path} gives {name!r} a value that is not a string")
+        env[name] = value
+    return env
+
+
+def take_log_limit(env: dict[str, str]) -> int | None:
+    """The log's limit, out of the worker's environment; None (no limit) when it gives none."""
+    value = env.pop(MAX_LOG_BYTES_VARIABLE, None)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise CannotStart(f"{MAX_LOG_BYTES_VARIABLE} must be a whole number of bytes, not {value!r}")
+    return int(value)
+
+
+def spawn(argv: list[str], env: dict[str, str], output: int) -> int:
+    """Start argv as our child, in our process group, as subprocess would: PATH from `env`, no shell."""
+    program = argv[0]
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(directory, program) for directory in os.get_exec_path(env)]
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, output, 1),
+        (os.POSIX_SPAWN_DUP2, output, 2),
+    ]
+    # posix_spawn rather than subprocess: importing subprocess alone would add a third to our
+    # start-up. Each PATH entry is tried in turn as execvp does: one we may not execute is
+    # remembered, in case no later one can be run either.
+    denied: OSError | None = None
+    try:
+        for path in candidates:
+            try:
+                return os.posix_spawn(path, argv, env, file_actions=actions, setsigdef=_RESTORED)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except PermissionError as exc:
+                denied = exc
+    except OSError as exc:
+        raise CannotStart(f"cannot start {program!r}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte or '=' where the kernel cannot take it
+        raise CannotStart(f"cannot start {program!r}: {exc}") from exc
+    if denied is not None:
+        raise CannotStart(f"cannot start {program!r}: it is not executable (permission denied)")
+    if "/" in program:
+        raise CannotStart(f"cannot start {program!r}: there is no such file")
+    raise CannotStart(f"cannot start {program!r}: no program of that name on the PATH it was given")
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, leaving it unreaped (WNOWAIT) so its pid stays ours."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _copy_available(source: int, sinks: tuple[Log, Pane]) -> bool:
+    """Copy what can be read without waiting, up to a bound; False once every writer has closed the pipe."""
+    for _ in range(_CHUNKS_AT_ONCE):
+        try:
+            chunk = os.read(source, CHUNK)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        for sink in sinks:
+            sink.write(chunk)
+    return True
+
+
+def pump(pid: int, source: int, sinks: tuple[Log, Pane], forwarder: Forwarder) -> int:
+    """Copy the worker's output until it exits; return its exit code as subprocess reports it."""
+    os.set_blocking(source, False)
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = None
+    else:
+        poller.register(pidfd, select.POLLIN)
+    timeout = None if pidfd is not None else _EXIT_LOOK_MS
+    reading = True
+    # The worker's exit, not the end of its output, is what ends this: a grandchild that inherited
+    # the pipe may hold it open for ever. Whatever is already in the pipe then is still copied.
+    while not _exited(pid):
+        poller.poll(timeout)  # a signal interrupts it; Python runs the handler and polls again
+        if reading and not _copy_available(source, sinks):
+            reading = False
+            poller.unregister(source)
+    forwarder.exited()
+    if reading:
+        _copy_available(source, sinks)
+    if pidfd is not None:
+        os.close(pidfd)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def write_status(path: str, record: dict[str, object]) -> None:
+    """Write the status file whole or not at all: a reader never sees half of it."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, json.dumps(record).encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def run(options: Options, forwarder: Forwarder) -> int:
+    pane = Pane(1)
+    log: Log | None = None
+    try:
+        env = read_environment(options.env_file)
+        max_log_bytes = take_log_limit(env)
+        try:
+            # O_APPEND: a worker continued later adds to its log. 0o600: a transcript may hold secrets.
+            log_fd = os.open(options.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CannotStart(f"cannot open its log {options.log}: {exc.strerror}") from exc
+        log = Log(options.log, log_fd, pane, max_log_bytes)
+        if options.cwd is not None:
+            # Checked here, not left to tmux: tmux starts a pane whose directory is missing in the
+            # home directory instead, and a worker must never run somewhere it was not sent.
+            try:
+                os.chdir(options.cwd)
+            except OSError as exc:
+                raise CannotStart(
+                    f"cannot enter its working directory {options.cwd}: {exc.strerror}"
+                ) from exc
+        read_end, write_end = os.pipe()
+        try:
+            pid = spawn(options.argv, env, write_end)
+        finally:
+            os.close(write_end)  # the worker has its own copies; ours would keep the pipe from ending
+    except CannotStart as exc:
+        line = f"mcp-swarm: {exc}\n".encode()
+        pane.write(line)
+        if log is not None:
+            log.write(line)
+        _record(options.status, {"exit_code": START_FAILED, "error": str(exc)}, pane)
+        return START_FAILED
+    forwarder.started(pid)
+    exit_code = pump(pid, read_end, (log, pane), forwarder)
+    _record(options.status, {"exit_code": exit_code}, pane)
+    # As a shell reports a command killed by a signal.
+    return exit_code if exit_code >= 0 else 128 - exit_code
+
+
+def _record(path: str, record: dict[str, object], pane: Pane) -> None:
+    try:
+        write_status(path, record)
+    except OSError as exc:
+        pane.write(f"mcp-swarm: cannot write the status file {path}: {exc.strerror}\n".encode())
+
+
+def main(args: list[str]) -> int:
+    # First of all, so that a stop requested while we start is held for the worker, not lost.
+    forwarder = Forwarder()
+    try:
+        options = parse(args)
+    except UsageError as exc:
+        flags = " ".join(f"{flag} ..." for flag in _FLAGS)
+        print(f"mcp_swarm.placement.worker_wrapper: {exc}", file=sys.stderr)
+        print(f"usage: python -m mcp_swarm.placement.worker_wrapper {flags} -- ARGV...", file=sys.stderr)
+        return USAGE
+    return run(options, forwarder)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
