@@ -26,8 +26,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import TextContent
 
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import PlanTask, worker_name
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.store import Store
 
 try:

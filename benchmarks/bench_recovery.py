@@ -26,8 +26,8 @@ from pathlib import Path
 import anyio
 
 from mcp_swarm.engine.swarm import Swarm
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import PlanTask, worker_name
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.placement.processes import start_process
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store

@@ -10,9 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from mcp_swarm.config import Settings
+from mcp_swarm.config import DEFAULT_ENV_ALLOW, Settings
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
-from mcp_swarm.engine.worker_io import DEFAULT_ENV_ALLOW
 from mcp_swarm.integrations.completion_hooks import completion_hooks
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.runtimes.base import Runtime

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.placement.logtail import DEFAULT_MAX_LOG_BYTES, MIN_MAX_LOG_BYTES
 
 CONFIG_FILE_NAME = "mcp-swarm.toml"
 STATE_DIR_NAME = ".mcp-swarm"
@@ -26,6 +25,12 @@ Mode = Literal["local", "distributed"]
 MODES: tuple[Mode, ...] = ("local", "distributed")
 # tmux's own socket directory, under a name of the swarm's: never the user's default server.
 DEFAULT_TMUX_SOCKET = "mcp-swarm"
+
+
+# A worker's log past this many bytes moves its older output to `<log>.1` (placement/logtail.py).
+DEFAULT_MAX_LOG_BYTES = 64 << 20
+# Below a chunk of the tmux wrapper's copy, the limit could not be held to at all.
+MIN_MAX_LOG_BYTES = 64 << 10
 
 
 class RuntimeSettings(BaseModel):
@@ -188,3 +193,21 @@ def load_settings(
         tmux_socket=tmux_socket,
         runtimes=file.runtimes,
     )
+
+
+# Names copied from the server's environment into a worker's; a trailing * matches a prefix.
+DEFAULT_ENV_ALLOW = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "TMPDIR", "SHELL",
+    "ANTHROPIC_*", "CLAUDE_CONFIG_DIR", "OPENAI_*", "CODEX_HOME", "NO_PROXY", "no_proxy",
+)  # fmt: skip
+
+
+def allowed_environment(
+    base: Mapping[str, str], allow: Sequence[str], extra: Mapping[str, str]
+) -> dict[str, str]:
+    """`base` cut down to the names `allow` lets through, then `extra`: what a program we start inherits."""
+    prefixes = tuple(name[:-1] for name in allow if name.endswith("*"))
+    exact = {name for name in allow if not name.endswith("*")}
+    env = {key: value for key, value in base.items() if key in exact or key.startswith(prefixes)}
+    env.update(extra)
+    return env

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from mcp_swarm.errors import InvalidInput, TaskNotFound
 
 # Limits are part of the tool contract (documented in the README); raising one is a compatible
 # change, lowering one is not.
@@ -223,6 +226,42 @@ class Worker(_Output):
     changes: list[dict[str, Any]] | None = None
     integrated_commit: str | None = None
 
+    @property
+    def number(self) -> int:
+        """The worker's row in the store: `worker-3` is 3."""
+        return worker_number(self.id)
+
 
 def is_ready(status: TaskStatus, open_blockers: list[str]) -> bool:
     return status is TaskStatus.PENDING and not open_blockers
+
+
+# -- ids and the clock: one home for every layer ---------------------------------------------
+
+# Ids are SQLite integers: more digits than this name nothing (and overflow a query).
+_MAX_DB_ID_DIGITS = 18
+
+
+def now() -> str:
+    """The time as every record of the swarm keeps it: UTC, milliseconds, fixed width, with a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_task_id(task_id: str) -> int:
+    """Task ids are the decimal strings the ledger hands out; anything else names no task."""
+    if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > _MAX_DB_ID_DIGITS:
+        raise TaskNotFound(task_id)
+    number = int(task_id)
+    if str(number) != task_id:
+        raise TaskNotFound(task_id)
+    return number
+
+
+def worker_number(worker_id: str) -> int:
+    """The number in a worker id (`worker-3` -> 3); anything else names no worker."""
+    prefix, _, number = worker_id.partition("-")
+    # isascii: str.isdigit is also true of digits int() refuses, such as "²".
+    digits = number.isascii() and number.isdigit() and len(number) <= _MAX_DB_ID_DIGITS
+    if prefix != "worker" or not digits or str(int(number)) != number or int(number) < 1:
+        raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
+    return int(number)

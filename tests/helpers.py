@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import PlanTask, worker_name
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.store import Store
 
 # Long enough for a slow machine, short enough that a broken test fails rather than hangs.

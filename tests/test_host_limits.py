@@ -26,18 +26,11 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 
 from mcp_swarm.cli.status_view import LogPosition, copy_new
-from mcp_swarm.config import load_settings
+from mcp_swarm.config import DEFAULT_MAX_LOG_BYTES, load_settings
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import MAX_BODY_CHARS, Mailbox
 from mcp_swarm.models import MAX_PLAN_TASKS
-from mcp_swarm.placement.logtail import (
-    CHUNK_BYTES,
-    DEFAULT_MAX_LOG_BYTES,
-    TAIL_BYTES,
-    LogTail,
-    log_position,
-    rotated_path,
-)
+from mcp_swarm.placement.logtail import CHUNK_BYTES, TAIL_BYTES, LogTail, log_position, rotated_path
 from mcp_swarm.placement.worker_wrapper import CHUNK as WRAPPER_CHUNK
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.server.worker import build_worker_server

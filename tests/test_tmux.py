@@ -26,17 +26,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mcp_swarm.config import DEFAULT_TMUX_SOCKET
 from mcp_swarm.placement.processes import ProcessIdentity, is_running, stop_group
-from mcp_swarm.placement.tmux import (
-    DEFAULT_SOCKET,
-    HEIGHT,
-    WIDTH,
-    Tmux,
-    TmuxError,
-    TmuxWorker,
-    session_name,
-    socket_args,
-)
+from mcp_swarm.placement.tmux import HEIGHT, WIDTH, Tmux, TmuxError, TmuxWorker, session_name, socket_args
 from tests.helpers import Fifo
 
 TMUX = shutil.which("tmux")
@@ -543,7 +535,9 @@ def test_session_names_and_sockets() -> None:
     assert socket_args("/run/user/1000/swarm socket") == ["-S", "/run/user/1000/swarm socket"]
     with pytest.raises(ValueError, match="needs a name or a path"):
         socket_args("")
-    assert Tmux().attach_command("swarm-worker-3") == f"tmux -L {DEFAULT_SOCKET} attach -t =swarm-worker-3"
+    assert (
+        Tmux().attach_command("swarm-worker-3") == f"tmux -L {DEFAULT_TMUX_SOCKET} attach -t =swarm-worker-3"
+    )
     assert Tmux("/tmp/my dir/s").attach_command("swarm-worker-3") == (
         "tmux -S '/tmp/my dir/s' attach -t =swarm-worker-3"
     )

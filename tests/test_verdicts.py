@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from mcp_swarm.engine.verdicts import Verdict, VerdictRecorder
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import TaskStatus, WorkerState
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import TaskStatus, WorkerState, now
 from mcp_swarm.store import Store
 from tests.helpers import assigned_workers
 

@@ -26,8 +26,8 @@ from mcp import Client
 
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.engine.verdicts import Verdict
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import NewTask, Task, TaskStatus, Worker, WorkerState
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import NewTask, Task, TaskStatus, Worker, WorkerState, now
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.runtimes.base import json_event

@@ -21,8 +21,8 @@ from mcp_swarm.config import load_settings
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import MAYOR, Mailbox, MessageType
 from mcp_swarm.ledger.reservations import Reservations
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import PlanTask, TaskStatus, worker_name
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
 from mcp_swarm.server.worker import WORKER_TOOLS, build_worker_server, split_text
 from mcp_swarm.store import Store
 from tests.mcp_client import Transport, call, installed_command, refuse, stdio_parameters

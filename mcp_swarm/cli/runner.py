@@ -26,8 +26,8 @@ from mcp_swarm.config import Settings
 from mcp_swarm.engine.swarm import Swarm, worker_number
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.plan_file import PlanFile
-from mcp_swarm.ledger.tasks import Ledger, now
-from mcp_swarm.models import TaskChanges, TaskStatus, TaskSummary, Worker
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import TaskChanges, TaskStatus, TaskSummary, Worker, now
 from mcp_swarm.runtimes.base import Runtime, as_array, as_object
 from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store

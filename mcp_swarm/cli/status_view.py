@@ -23,7 +23,8 @@ from rich.text import Text
 
 from mcp_swarm.cli.run_view import seconds
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.models import LIVE_WORKER_STATES, TaskStatus, Worker, WorkerState
+from mcp_swarm.ledger.plan_file import task_waves
+from mcp_swarm.models import LIVE_WORKER_STATES, TaskStatus, Worker, WorkerState, worker_number
 from mcp_swarm.store.snapshot import ReadOnlyDatabase, Snapshot, open_read_only
 
 _TASK_STYLE = {"pending": "", "in_progress": "yellow", "completed": "green", "failed": "red"}
@@ -50,10 +51,11 @@ def render(snapshot: Snapshot, db_path: Path) -> Group:
     for name, justify in (("wave", "right"), ("id", "right"), ("subject", "left"), ("status", "left"),
                           ("owner", "left"), ("blocked by", "left")):  # fmt: skip
         tasks.add_column(name, justify=justify)  # type: ignore[arg-type]
+    waves = task_waves(snapshot.tasks)
     for task in snapshot.tasks:
         status = task.status.value + (" (ready)" if task.ready else "")
         tasks.add_row(
-            str(snapshot.waves.get(task.id, "")),
+            str(waves.get(task.id, "")),
             task.id,
             task.subject,
             Text(status, style=_TASK_STYLE.get(task.status.value, "")),
@@ -117,12 +119,12 @@ async def _watch_plain(console: Console, db: ReadOnlyDatabase, snapshot: Snapsho
 
 def parse_worker(text: str) -> int:
     """`worker-3` or `3`."""
-    number = text.removeprefix("worker-")
-    if not number.isdigit() or int(number) < 1:
+    try:
+        return worker_number(text if text.startswith("worker-") else f"worker-{text}")
+    except InvalidInput:
         raise InvalidInput(
             f"no worker {text!r}; workers are named like worker-3 (`mcp-swarm status` lists them)"
-        )
-    return int(number)
+        ) from None
 
 
 async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float = 0.2) -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger.tasks import now
-from mcp_swarm.models import Worker
+from mcp_swarm.models import Worker, now, worker_number
 from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
@@ -111,7 +110,7 @@ async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = N
         if integrated:
             async with swarm.store.write() as tx:
                 await tx.workers.mark_integrated(
-                    [int(item.worker_id.split("-")[1]) for item in integrated], report.commit or "", now()
+                    [worker_number(item.worker_id) for item in integrated], report.commit or "", now()
                 )
     answer: dict[str, Any] = {
         "integrated": [

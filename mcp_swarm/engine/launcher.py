@@ -16,12 +16,11 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 import anyio
 
-from mcp_swarm.config import Mode
+from mcp_swarm.config import DEFAULT_MAX_LOG_BYTES, Mode, allowed_environment
 from mcp_swarm.engine.supervision import Launch
-from mcp_swarm.engine.worker_io import worker_environment
 from mcp_swarm.models import TaskStatus, Worker, WorkerState, worker_name
 from mcp_swarm.placement.distributed import start_in_tmux, status_file
-from mcp_swarm.placement.logtail import DEFAULT_MAX_LOG_BYTES, FileId, log_position
+from mcp_swarm.placement.logtail import FileId, log_position
 from mcp_swarm.placement.processes import ProcessIdentity, ProcessStartError, StartedChild, start_child, watch
 from mcp_swarm.placement.tmux import Tmux, TmuxError
 from mcp_swarm.placement.worker_wrapper import MAX_LOG_BYTES_VARIABLE
@@ -86,11 +85,11 @@ class Launcher:
 
     def shared_environment(self) -> dict[str, str]:
         """What every worker of one spawn inherits from ours: the allow-listed variables."""
-        return worker_environment(os.environ, self.env_allow, {"SWARM_DB": str(self.db_path)})
+        return allowed_environment(os.environ, self.env_allow, {"SWARM_DB": str(self.db_path)})
 
     def checks_environment(self) -> dict[str, str]:
         """The environment of a task's validation commands: the same allow-list."""
-        return worker_environment(os.environ, self.env_allow, {})
+        return allowed_environment(os.environ, self.env_allow, {})
 
     async def start(
         self, attempts: Sequence[Attempt], runtime: Runtime, shared_env: Mapping[str, str], mode: Mode

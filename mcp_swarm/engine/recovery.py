@@ -79,7 +79,7 @@ async def recover(swarm: Swarm) -> Recovered:
             continue
         async with swarm.store.write() as tx:
             claimed = await tx.workers.claim(
-                int(worker.id.split("-")[1]),
+                worker.number,
                 attempt=worker.attempt,
                 previous=worker.supervisor,
                 supervisor=swarm.supervisor,
@@ -109,7 +109,7 @@ def _some(names: list[str], shown: int = 10) -> str:
 
 
 async def _adopt(swarm: Swarm, worker: Worker) -> bool:
-    number = int(worker.id.split("-")[1])
+    number = worker.number
     if worker.mode == "distributed":
         return await _adopt_distributed(swarm, worker, number)
     identity = locate(worker)

@@ -19,12 +19,13 @@ from typing import Any, Protocol
 
 import anyio
 
+from mcp_swarm.config import DEFAULT_MAX_LOG_BYTES
 from mcp_swarm.engine.batching import Grouped
 from mcp_swarm.engine.validation import run_checks
 from mcp_swarm.engine.verdicts import Verdict
 from mcp_swarm.engine.worker_io import clean_summary
 from mcp_swarm.models import TaskStatus, WorkerState
-from mcp_swarm.placement.logtail import DEFAULT_MAX_LOG_BYTES, FileId, LogTail
+from mcp_swarm.placement.logtail import FileId, LogTail
 from mcp_swarm.placement.processes import WorkerProcess
 from mcp_swarm.runtimes.base import Outcome, OutputReader, WorkerRequest, as_object
 from mcp_swarm.store import Store

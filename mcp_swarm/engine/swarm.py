@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from mcp_swarm.config import DEFAULT_TMUX_SOCKET, MODES, Mode
+from mcp_swarm.config import DEFAULT_ENV_ALLOW, DEFAULT_TMUX_SOCKET, MODES, Mode
 from mcp_swarm.engine.integration import changes_of, worktree_of, worktree_record
 from mcp_swarm.engine.launcher import Attempt, Launcher
 from mcp_swarm.engine.recovery import recover
@@ -33,14 +33,23 @@ from mcp_swarm.engine.supervision import (
     watch_until_end,
 )
 from mcp_swarm.engine.verdicts import Verdict, VerdictRecorder
-from mcp_swarm.engine.waiting import Changes, ProgressCallback, WaitResult, wait_for_workers, worker_number
-from mcp_swarm.engine.worker_io import DEFAULT_ENV_ALLOW, build_prompt
+from mcp_swarm.engine.waiting import Changes, ProgressCallback, WaitResult, wait_for_workers
+from mcp_swarm.engine.worker_io import build_prompt
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger.mail import Mailbox
 from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.ledger.scopes import clash, scope_of
-from mcp_swarm.ledger.tasks import now, parse_task_id
-from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_name
+from mcp_swarm.models import (
+    LIVE_WORKER_STATES,
+    Task,
+    TaskStatus,
+    Worker,
+    WorkerState,
+    now,
+    parse_task_id,
+    worker_name,
+    worker_number,
+)
 from mcp_swarm.placement.processes import (
     ProcessIdentity,
     WorkerProcess,
@@ -50,6 +59,7 @@ from mcp_swarm.placement.processes import (
 from mcp_swarm.placement.tmux import Tmux
 from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.store import Store, Transaction
+from mcp_swarm.store.tasks import EventRow
 from mcp_swarm.workspace.worktrees import Worktree
 from mcp_swarm.workspace.worktrees import create as create_worktree
 from mcp_swarm.workspace.worktrees import remove as remove_worktree
@@ -357,7 +367,7 @@ class Swarm:
         await tx.workers.set_logs({number: str(self.launcher.log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
         in_progress = TaskStatus.IN_PROGRESS.value
-        events: list[tuple[int, str, str, str, Any, Any]] = []
+        events: list[EventRow] = []
         for task in tasks:
             owner = worker_name(numbers[int(task.id)])
             events.append((int(task.id), at, self.actor, "owner", task.owner, owner))

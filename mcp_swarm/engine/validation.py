@@ -23,9 +23,9 @@ from typing import Any
 
 import anyio
 
-from mcp_swarm.engine.worker_io import inside, without_links
 from mcp_swarm.placement.processes import ProcessStartError, start_process
 from mcp_swarm.runtimes.base import as_array, as_object
+from mcp_swarm.workspace.paths import inside, without_links
 
 DEFAULT_CHECK_TIMEOUT = 300.0
 _OUTPUT_TAIL = 2000

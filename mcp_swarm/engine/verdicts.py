@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mcp_swarm.engine.batching import Grouped
-from mcp_swarm.ledger.tasks import now
-from mcp_swarm.models import TaskStatus, WorkerState, worker_name
+from mcp_swarm.models import TaskStatus, WorkerState, now, worker_name
 from mcp_swarm.store import Store
-
-EventRow = tuple[int, str, str, str, Any, Any]
+from mcp_swarm.store.tasks import EventRow
 
 
 @dataclass(frozen=True)

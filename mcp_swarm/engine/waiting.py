@@ -16,8 +16,7 @@ import anyio
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import Mailbox, Message
-from mcp_swarm.ledger.tasks import now
-from mcp_swarm.models import Worker, worker_name
+from mcp_swarm.models import Worker, now, worker_name, worker_number
 from mcp_swarm.placement.processes import supervisor_alive
 from mcp_swarm.store import Store
 
@@ -31,19 +30,6 @@ class WaitResult:
     running: list[str]
     timed_out: bool
     help_requests: list[Message] = field(default_factory=list[Message])
-
-
-# Worker numbers are SQLite integers: more digits than this name no worker (and overflow a query).
-_MAX_WORKER_DIGITS = 18
-
-
-def worker_number(worker_id: str) -> int:
-    prefix, _, number = worker_id.partition("-")
-    # isascii: str.isdigit is also true of digits int() refuses, such as "²".
-    digits = number.isascii() and number.isdigit() and len(number) <= _MAX_WORKER_DIGITS
-    if prefix != "worker" or not digits or str(int(number)) != number:
-        raise InvalidInput(f"no worker {worker_id!r}; worker ids look like 'worker-3'")
-    return int(number)
 
 
 class Changes:
@@ -88,7 +74,7 @@ async def wait_for_workers(
     numbers = None if worker_ids is None else [worker_number(w) for w in dict.fromkeys(worker_ids)]
     if numbers is not None:
         async with store.read() as tx:
-            known = {int(w.id.split("-")[1]) for w in await tx.workers.many(numbers)}
+            known = {w.number for w in await tx.workers.many(numbers)}
         missing = [worker_name(n) for n in numbers if n not in known]
         if missing:
             raise InvalidInput(f"no worker {', '.join(missing)}; spawn returns the worker ids")

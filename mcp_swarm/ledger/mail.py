@@ -7,7 +7,6 @@ each public method is one transaction of the store, and a broken rule writes not
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -15,8 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mcp_swarm.errors import InvalidInput, TaskNotFound
-from mcp_swarm.ledger.tasks import now, parse_task_id
-from mcp_swarm.models import TaskStatus, Worker
+from mcp_swarm.models import TaskStatus, Worker, now, parse_task_id, worker_number
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.store.messages import MessageRow
 
@@ -28,7 +26,6 @@ MAX_FETCH = 500
 MAX_MESSAGE_ID = 2**63 - 1
 
 # Canonical worker ids only ("worker-03" is not "worker-3"), as `models.worker_name` writes them.
-_WORKER_ID = re.compile(r"worker-([1-9][0-9]{0,17})")
 
 
 class MessageType(StrEnum):
@@ -68,19 +65,21 @@ class Message(BaseModel):
         return wire
 
 
-def worker_number(party: str, role: str) -> int | None:
+def party_number(party: str, role: str) -> int | None:
     """The `workers` row a party names, None for the Mayor; anything else is refused."""
     if party == MAYOR:
         return None
-    match = _WORKER_ID.fullmatch(party)
-    if match is None:
-        raise InvalidInput(f"{role} {party!r} is neither {MAYOR!r} nor a worker id such as 'worker-3'")
-    return int(match.group(1))
+    try:
+        return worker_number(party)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{role} {party!r} is neither {MAYOR!r} nor a worker id such as 'worker-3'"
+        ) from None
 
 
 async def party_worker(tx: Transaction, party: str, role: str) -> Worker | None:
     """The worker a party names, None for the Mayor; a worker that never existed is refused."""
-    number = worker_number(party, role)
+    number = party_number(party, role)
     if number is None:
         return None
     worker = await tx.workers.get(number)
@@ -105,8 +104,8 @@ class Mailbox:
         type: MessageType = MessageType.INFO,
     ) -> Message:
         kind = _message_type(type)
-        sender_number = worker_number(sender, "sender")
-        recipient_number = worker_number(recipient, "recipient")
+        sender_number = party_number(sender, "sender")
+        recipient_number = party_number(recipient, "recipient")
         if sender_number is not None and recipient_number is not None:
             raise InvalidInput(
                 f"workers report to the Mayor, never to each other: {sender} may only send to {MAYOR!r}; "
@@ -164,7 +163,7 @@ class Mailbox:
         read, and come back with read=False so that the caller sees which are new."""
         if not 1 <= limit <= MAX_FETCH:
             raise InvalidInput(f"limit must be between 1 and {MAX_FETCH}; it is {limit}")
-        worker_number(recipient, "recipient")
+        party_number(recipient, "recipient")
         at = self._clock()
         async with self.store.write() as tx:
             await party_worker(tx, recipient, "recipient")

@@ -40,6 +40,8 @@ from mcp_swarm.models import (
     Metadata,
     PlanTask,
     Subject,
+    Task,
+    TaskStatus,
 )
 
 Key = Annotated[str, Field(min_length=1, max_length=MAX_PLAN_KEY_CHARS, pattern=r"^[A-Za-z_][\w.-]*$")]
@@ -185,3 +187,15 @@ def _dict(value: object) -> dict[str, Any]:
 
 def _list(value: object) -> list[Any]:
     return cast(list[Any], value) if isinstance(value, list) else []
+
+
+def task_waves(tasks: list[Task]) -> dict[str, int]:
+    """Each task's wave over every dependency, completed ones included (`blocks` lists them all)."""
+    live = {task.id for task in tasks if task.status is not TaskStatus.DELETED}
+    blocked_by: dict[str, list[str]] = {task_id: [] for task_id in live}
+    for task in tasks:
+        if task.id in live:
+            for waiter in task.blocks:
+                if waiter in live:
+                    blocked_by[waiter].append(task.id)
+    return plan_waves(blocked_by)

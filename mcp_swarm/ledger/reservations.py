@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger.mail import party_worker, worker_number
-from mcp_swarm.ledger.tasks import now
+from mcp_swarm.ledger.mail import party_number, party_worker
+from mcp_swarm.models import now
 from mcp_swarm.store import Store
 from mcp_swarm.store.reservations import ReservationRow
 
@@ -107,7 +107,7 @@ class Reservations:
         reason: str | None = None,
     ) -> list[Reservation]:
         """Reserve every pattern or none. A pattern the holder already holds is renewed."""
-        worker_number(holder, "holder")
+        party_number(holder, "holder")
         wanted = _normalised(patterns)
         if not wanted:
             raise InvalidInput("reserve at least one path or glob")
@@ -158,7 +158,7 @@ class Reservations:
 
     async def release(self, holder: str, patterns: list[str] | None = None) -> int:
         """Release the holder's open reservations, all of them or those of these patterns; how many."""
-        worker_number(holder, "holder")
+        party_number(holder, "holder")
         wanted = None if patterns is None else _normalised(patterns)
         at = self._clock()
         async with self.store.write() as tx:
@@ -168,7 +168,7 @@ class Reservations:
     async def active(self, *, holder: str | None = None) -> list[Reservation]:
         """The open reservations (of one holder, or of all), oldest first."""
         if holder is not None:
-            worker_number(holder, "holder")
+            party_number(holder, "holder")
         at = self._clock()
         async with self.store.read(snapshot=False) as tx:
             rows = await tx.reservations.open(at, holder=holder)
@@ -177,7 +177,7 @@ class Reservations:
     async def conflicts(self, holder: str, patterns: list[str]) -> list[Reservation]:
         """The open reservations of others that `holder` taking these patterns exclusively would
         conflict with, oldest first. Reads only: the Mayor asks this before forming a wave."""
-        worker_number(holder, "holder")
+        party_number(holder, "holder")
         wanted = _normalised(patterns)
         at = self._clock()
         async with self.store.read() as tx:

@@ -6,7 +6,6 @@ state read inside that transaction, and a broken rule rolls all of it back.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from mcp_swarm.errors import BlockedTask, DependencyCycle, InvalidInput, TaskNotFound
@@ -24,28 +23,14 @@ from mcp_swarm.models import (
     TaskSummary,
     is_ready,
     metadata_bytes,
+    now,
+    parse_task_id,
 )
 from mcp_swarm.store import Store, Transaction
+from mcp_swarm.store.tasks import EventRow
 
 # Statuses that claim the work was started: nothing may start before its blockers are done.
 _STARTED = frozenset({TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED})
-_MAX_DB_ID_DIGITS = 18
-
-EventRow = tuple[int, str, str, str, Any, Any]
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_task_id(task_id: str) -> int:
-    """Task ids are the decimal strings the ledger hands out; anything else names no task."""
-    if not (task_id.isascii() and task_id.isdigit()) or len(task_id) > _MAX_DB_ID_DIGITS:
-        raise TaskNotFound(task_id)
-    number = int(task_id)
-    if str(number) != task_id:
-        raise TaskNotFound(task_id)
-    return number
 
 
 class Ledger:

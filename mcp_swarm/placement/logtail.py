@@ -50,9 +50,6 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 # A claude stream-json event with a large tool result can run to a few MB on one line.
 MAX_LINE_BYTES = 8 << 20
-DEFAULT_MAX_LOG_BYTES = 64 << 20
-# Below a chunk of the tmux wrapper's copy, the limit could not be held to at all.
-MIN_MAX_LOG_BYTES = 64 << 10
 # The worker writes on while the older output is copied: what it added meanwhile is copied too,
 # this many times at most (each round a few hundred microseconds), before the log is cut.
 _CATCH_UP_ROUNDS = 64

@@ -113,7 +113,7 @@ def group_members(pgid: int) -> list[int]:
     return sorted(pid for pid, stat in _processes() if stat.pgid == pgid and stat.state not in _EXITED)
 
 
-def _ticks_since_boot() -> int:
+def ticks_since_boot() -> int:
     """Now, on the clock and in the unit of /proc start times (CLOCK_BOOTTIME, clock ticks), rounded down."""
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK") // 1_000_000_000
 
@@ -258,7 +258,7 @@ def start_child(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], outpu
         raise ProcessStartError(
             f"cannot start {program!r}: cannot open its output file {output}: {exc.strerror}"
         ) from exc
-    started_after = _ticks_since_boot()
+    started_after = ticks_since_boot()
     try:
         # Popen rather than the event loop's subprocess transport: it costs no pipe, no transport
         # and no watcher thread per child (measured: 0.8 ms less per worker on two cores), and the

@@ -32,17 +32,21 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
+from mcp_swarm.config import DEFAULT_TMUX_SOCKET
 from mcp_swarm.errors import SwarmError
-from mcp_swarm.placement.processes import ProcessIdentity, ProcessStartError, read_start_time
+from mcp_swarm.placement.processes import (
+    ProcessIdentity,
+    ProcessStartError,
+    read_start_time,
+    ticks_since_boot,
+)
 
-DEFAULT_SOCKET = "mcp-swarm"
 SESSION_PREFIX = "swarm-"
 # Sessions are started detached, so they have no client to take a size from. Wide enough that
 # most lines of a worker's output are not wrapped for someone who attaches.
@@ -117,11 +121,6 @@ def _literal_format(text: str) -> str:
     return text.replace("#", "##")
 
 
-def _ticks_since_boot() -> int:
-    """Now, in the clock and unit of /proc start times, as `processes` reckons them."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK") // 1_000_000_000
-
-
 def _write_env_file(status: Path, env: Mapping[str, str]) -> Path:
     """The worker's environment, in a file only we can read, for the wrapper to read and delete.
 
@@ -175,7 +174,9 @@ def _is_absent(stderr: str) -> bool:
 class Tmux:
     """The swarm's tmux server, as seen through its socket."""
 
-    def __init__(self, socket: str = DEFAULT_SOCKET, *, executable: str = "tmux", timeout: float = TIMEOUT):
+    def __init__(
+        self, socket: str = DEFAULT_TMUX_SOCKET, *, executable: str = "tmux", timeout: float = TIMEOUT
+    ):
         self.socket = socket
         self.executable = executable
         self.timeout = timeout
@@ -255,7 +256,7 @@ class Tmux:
                 # In the same tmux invocation: the server runs both commands before it next looks
                 # at its panes, so even a worker that ends at once finds the option set.
                 command += [";", "set-option", "-w", "-t", f"={session}:", "remain-on-exit", "on"]
-            started_after = _ticks_since_boot()
+            started_after = ticks_since_boot()
             output = await self._run(*command)
         except BaseException:
             # No wrapper will read it, and it may hold secrets.

@@ -9,6 +9,7 @@ runtime in the tests exercises all of it with no agent CLI installed.
 from __future__ import annotations
 
 import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,3 +105,15 @@ def as_object(value: object) -> dict[str, Any] | None:
 
 def as_array(value: object) -> list[Any]:
     return cast(list[Any], value) if isinstance(value, list) else []
+
+
+# The name a worker's agent CLI knows the swarm's worker server by: its tools are `mcp__swarm__*`.
+SERVER_NAME = "swarm"
+
+
+def worker_command(worker_id: str, db: Path) -> list[str]:
+    """The command line of one worker's server, as the runtimes register it with the agent CLI.
+
+    The interpreter running the Mayor's server, not an `mcp-swarm` found on PATH: the worker's
+    server is then the same install, and speaks the same schema, as the Mayor's."""
+    return [sys.executable, "-m", "mcp_swarm", "serve", "--worker", worker_id, "--db", str(db)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
+    SERVER_NAME,
     Outcome,
     OutputReader,
     Runtime,
@@ -24,8 +25,8 @@ from mcp_swarm.runtimes.base import (
     as_array,
     as_object,
     json_event,
+    worker_command,
 )
-from mcp_swarm.server.worker import SERVER_NAME, worker_command
 
 # Set by a Claude Code session for its own children; a worker that inherits them believes it is
 # nested inside the Mayor's session and behaves differently.

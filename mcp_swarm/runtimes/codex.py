@@ -16,8 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_swarm.runtimes.base import Outcome, OutputReader, Runtime, WorkerRequest, as_object, json_event
-from mcp_swarm.server.worker import SERVER_NAME, worker_command
+from mcp_swarm.runtimes.base import (
+    SERVER_NAME,
+    Outcome,
+    OutputReader,
+    Runtime,
+    WorkerRequest,
+    as_object,
+    json_event,
+    worker_command,
+)
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from mcp_swarm.ledger.mail import (
     Mailbox,
     Message,
     MessageType,
+    party_number,
 )
-from mcp_swarm.ledger.mail import worker_number as mail_worker_number
 from mcp_swarm.ledger.reservations import (
     MAX_PATTERN_CHARS,
     MAX_PATTERNS,
@@ -68,17 +68,6 @@ WORKER_TOOLS = (
 )
 
 # The name the runtimes register this server under: its tools reach the agent as mcp__swarm__<tool>.
-SERVER_NAME = "swarm"
-
-
-def worker_command(worker_id: str, db: Path) -> list[str]:
-    """The command line of one worker's server, as the runtimes register it with the agent CLI.
-
-    The interpreter running the Mayor's server, not an `mcp-swarm` found on PATH: the worker's
-    server is then the same install, and speaks the same schema, as the Mayor's."""
-    return [sys.executable, "-m", "mcp_swarm", "serve", "--worker", worker_id, "--db", str(db)]
-
-
 # What a worker may send; `instruction` is the Mayor's.
 WorkerMessageType = Literal["progress", "help_request", "done", "failed", "blocked", "info"]
 Subject = Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)]
@@ -326,7 +315,7 @@ class WorkerServer(BoundedStdioServer[WorkerState]):
 
 def _worker_number(worker_id: str) -> int:
     try:
-        number = mail_worker_number(worker_id, "--worker")
+        number = party_number(worker_id, "--worker")
     except InvalidInput:
         number = None
     if number is None:

@@ -19,8 +19,7 @@ import aiosqlite
 import anyio
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger.plan_file import plan_waves
-from mcp_swarm.models import Task, TaskStatus, Worker
+from mcp_swarm.models import Task, Worker
 from mcp_swarm.store import Transaction
 from mcp_swarm.store.database import BUSY_TIMEOUT_MS
 from mcp_swarm.store.schema import SCHEMA_VERSION
@@ -28,10 +27,9 @@ from mcp_swarm.store.schema import SCHEMA_VERSION
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The ledger and its workers at one moment, with each task's wave (depth in the graph)."""
+    """The ledger and its workers at one moment."""
 
     tasks: list[Task]
-    waves: dict[str, int]
     workers: list[Worker]
     version: int  # changes whenever anyone commits to the file
     counts: dict[str, int] = field(default_factory=dict[str, int])
@@ -55,8 +53,8 @@ class ReadOnlyDatabase:
             version = await self.data_version()
         finally:
             await self._conn.execute("COMMIT")
-        workers.sort(key=lambda worker: int(worker.id.partition("-")[2]))
-        return Snapshot(tasks, task_waves(tasks), workers, version, counts)
+        workers.sort(key=lambda worker: worker.number)
+        return Snapshot(tasks, workers, version, counts)
 
     async def worker(self, number: int) -> Worker | None:
         return await Transaction(self._conn).workers.get(number)
@@ -102,15 +100,3 @@ async def _user_version(conn: aiosqlite.Connection, path: Path) -> int:
     except sqlite3.DatabaseError as exc:
         raise InvalidInput(f"{path} is not a swarm database: {exc}") from exc
     return int(next(iter(rows))[0])
-
-
-def task_waves(tasks: list[Task]) -> dict[str, int]:
-    """Each task's wave over every dependency, completed ones included (`blocks` lists them all)."""
-    live = {task.id for task in tasks if task.status is not TaskStatus.DELETED}
-    blocked_by: dict[str, list[str]] = {task_id: [] for task_id in live}
-    for task in tasks:
-        if task.id in live:
-            for waiter in task.blocks:
-                if waiter in live:
-                    blocked_by[waiter].append(task.id)
-    return plan_waves(blocked_by)

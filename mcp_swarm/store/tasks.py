@@ -14,6 +14,9 @@ import aiosqlite
 
 from mcp_swarm.models import Task, TaskEvent, TaskStatus, TaskSummary, is_ready
 
+# A row of a task's history: (task id, at, actor, field, old value, new value).
+EventRow = tuple[int, str, str, str, Any, Any]
+
 # Blockers in these states hold nothing up; kept in SQL form next to the queries that use it.
 _RELEASED = "('completed', 'deleted')"
 
@@ -313,7 +316,7 @@ class TaskQueries:
         )
         return {int(row[0]) for row in rows}
 
-    async def record_events(self, events: Iterable[tuple[int, str, str, str, Any, Any]]) -> None:
+    async def record_events(self, events: Iterable[EventRow]) -> None:
         """Append (task_id, at, actor, field, old, new) rows to the history."""
         await self._conn.executemany(
             "INSERT INTO task_events (task_id, at, actor, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",

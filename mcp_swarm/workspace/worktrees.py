@@ -45,8 +45,9 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
-from mcp_swarm.engine.worker_io import without_links, worker_environment
+from mcp_swarm.config import allowed_environment
 from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.workspace.paths import without_links
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class GitOutput:
 
 
 def _environment(index: Path | None) -> dict[str, str]:
-    env = worker_environment(os.environ, (*_GIT_ENV_ALLOW, *_KEPT_GIT_VARIABLES), {})
+    env = allowed_environment(os.environ, (*_GIT_ENV_ALLOW, *_KEPT_GIT_VARIABLES), {})
     # Never ask for a password on a terminal we do not have.
     env["GIT_TERMINAL_PROMPT"] = "0"
     # Read-only commands (status, diff) then leave the index alone rather than refresh it.
