@@ -24,7 +24,7 @@ from mcp_swarm.integrations.ol import MAX_BEAD_ID_CHARS, SkippedBead, check_id, 
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import MAX_DESCRIPTION_CHARS, MAX_SUBJECT_CHARS, PlanTask, TaskStatus
 from mcp_swarm.placement.processes import ProcessStartError
-from mcp_swarm.placement.programs import ProgramRun, failure_reason, run_program
+from mcp_swarm.placement.programs import ProgramAnswer, ProgramRun, ask, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -253,21 +253,15 @@ async def import_ready(
     return BeadsImport(created=created, skipped=skipped, rejected=ready.rejected)
 
 
-@dataclass(frozen=True, slots=True)
-class CloseResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseResult(ProgramAnswer):
     """How `bd update <id> --status closed` answered. `error` says why bd could not answer."""
 
     bead_id: str
-    ok: bool
-    exit_code: int | None
-    stderr: str = ""
-    error: str | None = None
 
     @property
     def reason(self) -> str | None:
-        return failure_reason(
-            f"bd update {self.bead_id} --status closed", self.ok, self.exit_code, self.stderr, self.error
-        )
+        return self.failure(f"bd update {self.bead_id} --status closed")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"beadId": self.bead_id, "ok": self.ok}
@@ -294,21 +288,14 @@ async def close_bead(
         check_id(bead_id)
     except ValueError as exc:
         raise InvalidInput(f"bead id: {exc}") from exc
-    try:
-        run = await _bd(["update", bead_id, "--status", "closed"], cwd=cwd, timeout=timeout)
-    except InvalidInput as exc:
-        return CloseResult(bead_id, ok=False, exit_code=None, error=str(exc))
-    if run.exit_code is None:
-        return CloseResult(
-            bead_id,
-            ok=False,
-            exit_code=None,
-            stderr=run.stderr,
-            error=f"bd update {bead_id} --status closed did not finish within {timeout:g} s",
-        )
-    if run.exit_code != 0:
-        logger.warning("bd update %s --status closed: exit status %d", bead_id, run.exit_code)
-    return CloseResult(bead_id, ok=run.exit_code == 0, exit_code=run.exit_code, stderr=run.stderr)
+    program = shutil.which("bd")
+    if program is None:
+        return CloseResult(bead_id=bead_id, ok=False, exit_code=None, error=BD_MISSING)
+    argv = [program, "update", bead_id, "--status", "closed"]
+    answer = await ask(argv, cwd=cwd, timeout=timeout, cannot_start="bd cannot be run: ")
+    return CloseResult(
+        bead_id=bead_id, ok=answer.ok, exit_code=answer.exit_code, stderr=answer.stderr, error=answer.error
+    )
 
 
 async def close_task_bead(

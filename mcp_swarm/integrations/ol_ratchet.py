@@ -26,25 +26,19 @@ from mcp_swarm.integrations.ol import (
 )
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import Task, TaskChanges, TaskStatus
-from mcp_swarm.placement.processes import ProcessStartError
-from mcp_swarm.placement.programs import failure_reason, run_program
+from mcp_swarm.placement.programs import ProgramAnswer, ask
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RatchetResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RatchetResult(ProgramAnswer):
     """How `ol hero ratchet` answered. `error` says why it could not answer (no ol, no time)."""
-
-    ok: bool
-    exit_code: int | None
-    stderr: str = ""
-    error: str | None = None
 
     @property
     def reason(self) -> str | None:
         """Why the bead's task fails, in words for the Mayor; None when the ratchet passed."""
-        return failure_reason("OL ratchet", self.ok, self.exit_code, self.stderr, self.error)
+        return self.failure("OL ratchet")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"ok": self.ok}
@@ -104,21 +98,8 @@ async def ratchet(
     program = shutil.which("ol")
     if program is None:
         return RatchetResult(ok=False, exit_code=None, error=OL_MISSING)
-    argv = [program, "hero", "ratchet", bead_id, "--quest", quest]
-    try:
-        run = await run_program(argv, cwd=cwd, timeout=timeout)
-    except ProcessStartError as exc:
-        return RatchetResult(ok=False, exit_code=None, error=str(exc))
-    if run.exit_code is None:
-        return RatchetResult(
-            ok=False,
-            exit_code=None,
-            stderr=run.stderr,
-            error=f"ol hero ratchet {bead_id} --quest {quest} did not finish within {timeout:g} s",
-        )
-    if run.exit_code != 0:
-        logger.warning("ol hero ratchet %s --quest %s: exit status %d", bead_id, quest, run.exit_code)
-    return RatchetResult(ok=run.exit_code == 0, exit_code=run.exit_code, stderr=run.stderr)
+    answer = await ask([program, "hero", "ratchet", bead_id, "--quest", quest], cwd=cwd, timeout=timeout)
+    return RatchetResult(ok=answer.ok, exit_code=answer.exit_code, stderr=answer.stderr, error=answer.error)
 
 
 async def ratchet_task(

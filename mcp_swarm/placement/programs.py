@@ -7,24 +7,44 @@ their output kept.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
+import logging
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import ByteReceiveStream
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.placement.processes import ProcessStartError
+from mcp_swarm.placement.processes import ProcessIdentity, ProcessStartError, read_start_time, stop_group
+
+logger = logging.getLogger(__name__)
 
 # Enough of a program's complaint to act on, small enough for a tool result and task metadata.
 STDERR_KEEP_BYTES = 4000
 # After SIGTERM a CLI has this long to tidy up before the rest of its process group is killed.
 _STOP_GRACE = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgramAnswer:
+    """How a CLI the server asked answered: exit 0 is ok. `error` says why it could not answer at
+    all (missing, out of time, could not start)."""
+
+    ok: bool
+    exit_code: int | None
+    stderr: str = ""
+    error: str | None = None
+
+    def failure(self, what: str) -> str | None:
+        """Why the answer counts as a failure, in words for the Mayor; None if it succeeded."""
+        if self.ok:
+            return None
+        if self.error is not None:
+            return self.error
+        said = f": {self.stderr}" if self.stderr else ""
+        return f"{what} failed (exit status {self.exit_code}){said}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +133,8 @@ async def run_program(
         raise ProcessStartError(f"cannot start {args[0]!r}: there is no such program") from exc
     except OSError as exc:
         raise ProcessStartError(f"cannot start {args[0]!r}: {exc.strerror or exc}") from exc
+    start_time = read_start_time(process.pid)
+    identity = None if start_time is None else ProcessIdentity(process.pid, start_time)
     out, err = _Head(stdout_limit), _Tail(stderr_limit)
     code: int | None = None
     try:
@@ -125,33 +147,38 @@ async def run_program(
             code = await process.wait()
     finally:
         with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                await _stop(process)
+            if process.returncode is None and identity is not None:
+                # Not reaped yet, so its pid, and the group it leads, are still ours to stop.
+                await stop_group(identity, identity.pid, _STOP_GRACE)
             await process.aclose()
     return ProgramRun(exit_code=code, stdout=bytes(out.data), stderr=err.text(), stdout_cut=out.cut)
 
 
-async def _stop(process: Process) -> None:
-    _signal_group(process.pid, signal.SIGTERM)
-    with anyio.move_on_after(_STOP_GRACE):
-        await process.wait()
-        return
-    # Still not reaped, so its pid, and the group it leads, are still ours to signal.
-    _signal_group(process.pid, signal.SIGKILL)
-    await process.wait()
+async def ask(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,  # noqa: ASYNC109 - a program out of time is an answer, not an error
+    cannot_start: str = "",
+) -> ProgramAnswer:
+    """Run a CLI whose exit status is its answer (`ol hero ratchet`, `bd update`).
 
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just exited
-        os.killpg(pgid, sig)
-
-
-def failure_reason(what: str, ok: bool, exit_code: int | None, stderr: str, error: str | None) -> str | None:
-    """Why a CLI's answer counts as a failure, in words for the Mayor; None if it succeeded.
-    `error` says why it could not answer at all (missing, out of time)."""
-    if ok:
-        return None
-    if error is not None:
-        return error
-    said = f": {stderr}" if stderr else ""
-    return f"{what} failed (exit status {exit_code}){said}"
+    What the program does comes back as an answer, never an exception: one that cannot start or
+    runs out of time is not ok, with `error` saying why (after `cannot_start`, if it could not
+    start), so a caller has one path.
+    """
+    what = " ".join([Path(argv[0]).name, *argv[1:]])
+    try:
+        run = await run_program(argv, cwd=cwd, timeout=timeout)
+    except ProcessStartError as exc:
+        return ProgramAnswer(ok=False, exit_code=None, error=f"{cannot_start}{exc}")
+    if run.exit_code is None:
+        return ProgramAnswer(
+            ok=False,
+            exit_code=None,
+            stderr=run.stderr,
+            error=f"{what} did not finish within {timeout:g} s",
+        )
+    if run.exit_code != 0:
+        logger.warning("%s: exit status %d", what, run.exit_code)
+    return ProgramAnswer(ok=run.exit_code == 0, exit_code=run.exit_code, stderr=run.stderr)
