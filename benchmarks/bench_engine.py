@@ -93,7 +93,8 @@ async def _run_engine(workdir: Path) -> EngineRun:
             wall = time.perf_counter() - started
             measured = EngineRun(wall, time.thread_time() - main, time.process_time() - process, rounds)
             group.cancel_scope.cancel()
-    assert measured is not None
+    if measured is None:
+        raise RuntimeError("the engine stopped before the plan was done")
     return measured
 
 

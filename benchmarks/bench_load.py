@@ -65,7 +65,7 @@ SERVERS = ("a", "b")
 MAX_TASKS = 1000
 SAMPLE_SECONDS = 0.05
 WAIT_SECONDS = 30  # each wait call's own limit; a run that stalls longer fails on --run-timeout
-LIVE_STATES = "('starting', 'running')"
+LIVE_STATES = ("starting", "running")
 # Workers' verdicts are recorded as `"completed"`: the history keeps values as JSON.
 COMPLETED_JSON = '"completed"'
 IN_PROGRESS_JSON = '"in_progress"'
@@ -230,7 +230,9 @@ async def _sample(run: LoadRun, stop: anyio.Event) -> None:
     """Live workers in the database and each server's RSS, every SAMPLE_SECONDS until `stop`."""
     with contextlib.closing(_read(run.db)) as conn:
         while not stop.is_set():
-            (live,) = conn.execute(f"SELECT count(*) FROM workers WHERE state IN {LIVE_STATES}").fetchone()
+            (live,) = conn.execute(
+                "SELECT count(*) FROM workers WHERE state IN (?, ?)", LIVE_STATES
+            ).fetchone()
             run.live.append(int(live))
             for mayor in run.mayors:
                 mayor.rss_kib.append(_memory_kib(mayor.pid)["VmRSS"])
@@ -315,10 +317,10 @@ def exactly_once_problems(db: Path, *, tasks: int) -> list[str]:
         statuses = dict(cast(list[tuple[str, int]], by_status))
         if statuses != {"completed": tasks}:
             problems.append(f"tasks by status {statuses}, expected all {tasks} completed")
-        if live := conn.execute(f"SELECT id FROM workers WHERE state IN {LIVE_STATES}").fetchall():
+        if live := conn.execute("SELECT id FROM workers WHERE state IN (?, ?)", LIVE_STATES).fetchall():
             problems.append(f"{len(live)} worker(s) still live after both servers stopped")
         if unreported := conn.execute(
-            f"SELECT count(*) FROM workers WHERE state NOT IN {LIVE_STATES} AND reported_at IS NULL"
+            "SELECT count(*) FROM workers WHERE state NOT IN (?, ?) AND reported_at IS NULL", LIVE_STATES
         ).fetchone()[0]:
             problems.append(f"{unreported} ended worker(s) never handed to a Mayor by wait")
 
@@ -401,15 +403,13 @@ def witness_problems(witness: Path, db: Path) -> list[str]:
     for line in lines:
         task, _, worker = line.partition(" ")
         seen.setdefault(task, []).append(worker)
-    problems: list[str] = []
     expected = _workers_of_tasks(db)
-    for task in sorted(expected.keys() | seen.keys(), key=int):
-        if sorted(seen.get(task, [])) != sorted(expected.get(task, [])):
-            problems.append(
-                f"task {task}: started by {seen.get(task, [])} per the witness file, "
-                f"by {expected.get(task, [])} per the database"
-            )
-    return problems
+    return [
+        f"task {task}: started by {seen.get(task, [])} per the witness file, "
+        f"by {expected.get(task, [])} per the database"
+        for task in sorted(expected.keys() | seen.keys(), key=int)
+        if sorted(seen.get(task, [])) != sorted(expected.get(task, []))
+    ]
 
 
 def delivery_problems(mayors: Sequence[Mayor], db: Path) -> list[str]:

@@ -41,8 +41,9 @@ RATIO_TARGET = 3.0
 
 async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
-    block = result.content[0]
-    assert isinstance(block, TextContent)
+    block = result.content[0] if result.content else None
+    if not isinstance(block, TextContent):
+        raise RuntimeError(f"{tool} answered without text: {result.content}")
     if result.is_error:
         raise RuntimeError(f"{tool} failed: {block.text}")
     return cast(dict[str, Any], json.loads(block.text))

@@ -101,7 +101,7 @@ async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = N
         items: list[IntegrationItem] = []
         for worker in _in_dependency_order(candidates, edges):
             worktree = worktree_of(worker)
-            assert worktree is not None  # integrable() has only workers with a worktree
+            assert worktree is not None  # noqa: S101 - integrable() has only workers with a worktree
             items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
         report = await integrate(
             swarm.project_dir, items, f"Integrate {len(items)} task(s) done by the swarm"
