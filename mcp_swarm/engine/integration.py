@@ -2,7 +2,7 @@
 
 Workers never commit; the Mayor integrates. `integrate_completed` takes the completed workers
 whose worktrees have not been integrated yet, orders them by their tasks' dependencies, and
-hands them to `worktrees.integrate`, which applies each one's changes to the main tree and
+hands them to `integrate` (workspace/merge.py), which applies each one's changes to the main tree and
 commits once for the wave. What was integrated is recorded, so no change comes in twice.
 """
 

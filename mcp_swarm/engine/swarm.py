@@ -104,7 +104,7 @@ class Swarm:
         self.actor = actor
         self._processes: dict[int, WorkerProcess] = {}
         # How this server names itself as the supervisor of its workers: no other server adopts
-        # them while this process runs (see recovery.py).
+        # them while this process runs (see engine/recovery.py).
         me = this_process()
         self.supervisor = f"{me.pid}:{me.start_time}"
         self._changes = Changes()
@@ -450,7 +450,7 @@ class Swarm:
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
 
     async def record(self, verdict: Verdict) -> bool:
-        """Record a worker's end (see verdicts.py); False if that attempt already had one."""
+        """Record a worker's end (see engine/verdicts.py); False if that attempt already had one."""
         return await self._verdicts.record(verdict)
 
     # -- supervision ------------------------------------------------------------------------

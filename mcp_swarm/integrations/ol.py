@@ -18,7 +18,7 @@ The file has three lists, and each maps onto the ledger differently:
 A bead that already has a task (one not deleted) from an earlier import gets no second one; it
 is reported as skipped, and its task still serves as a blocker.
 
-Reporting back to OL (the ratchet) is `ol_ratchet.py`.
+Reporting back to OL (the ratchet) is integrations/ol_ratchet.py.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ writes:
   the follower's looks (five a second, and at once again after a rotation): a worker that writes
   faster passes it in between by what it writes meanwhile. When the worker has ended, the log
   keeps its last words (`settle`).
-- A tmux worker's output runs through its wrapper (worker_wrapper.py), the log's only writer,
+- A tmux worker's output runs through its wrapper (placement/worker_wrapper.py), the log's only writer,
   which renames the log to `<log>.1` and opens a new one: exact, and nothing is lost.
 
 Either way the follower sees the file it reads become `<log>.1`: it reads that to its end, then
