@@ -1,1 +1,1 @@
-"""Benchmarks of mcp-swarm, run against the installed server: `python -m benchmarks.bench_ledger`."""
+"""Benchmarks of mcp-swarm: `./dev bench [NAME]`, or `python -m benchmarks.bench_NAME [OPTIONS]`."""

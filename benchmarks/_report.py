@@ -22,6 +22,13 @@ def quantile(data: Sequence[float], percent: int) -> float:
     return statistics.quantiles(data, n=100, method="inclusive")[percent - 1]
 
 
+def spread(data: Sequence[float], unit: str, digits: int = 1) -> str:
+    return (
+        f"p50 {statistics.median(data):.{digits}f} {unit}, p95 {quantile(data, 95):.{digits}f} {unit}, "
+        f"max {max(data):.{digits}f} {unit} (n={len(data)})"
+    )
+
+
 def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 

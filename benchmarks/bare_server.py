@@ -13,10 +13,12 @@ Started by bench_swarm (`_run_bare`) as `python -m benchmarks.bare_server LOG_DI
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,5 +117,19 @@ def serve(logs: Path, argv: list[str]) -> None:
     server.run()
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve on stdio until the client goes away."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("logs", type=Path, help="the directory for the runs' logs")
+    parser.add_argument(
+        "program", nargs=argparse.REMAINDER, help="the program each run starts, and its arguments"
+    )
+    args = parser.parse_args(argv)
+    if not args.program:
+        parser.error("a program to run is needed")
+    serve(args.logs, args.program)
+    return 0
+
+
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2:])
+    sys.exit(main())

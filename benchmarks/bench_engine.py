@@ -1,9 +1,10 @@
 """The engine alone, with no MCP: the same swarm as bench_swarm, driven by calling Swarm directly.
 
-Run: `python -m benchmarks.bench_engine` (`--rounds N`, default 5). 200 tasks in 4 waves of 50,
-each task blocked by the whole wave before, run by `spawn(maxWorkers=16)` and `wait(mode="any")`
-calls on a Swarm in this process, each worker a `command` runtime running `date +%s%N`; against
-the same program in the same waves through `xargs -P 16`, alternating, medians compared.
+Run: `./dev bench engine`, or `python -m benchmarks.bench_engine` (`--rounds N`, default 5;
+`--quick`: 1). 200 tasks in 4 waves of 50, each task blocked by the whole wave before, run by
+`spawn(maxWorkers=16)` and `wait(mode="any")` calls on a Swarm in this process, each worker a
+`command` runtime running `date +%s%N`; against the same program in the same waves through
+`xargs -P 16`, alternating, medians compared.
 
 Next to bench_swarm it splits the cost: what is left here is the engine's own (launching,
 supervising, recording, the database), and the difference to bench_swarm is what MCP and stdio
@@ -27,16 +28,12 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks._report import Check, load, report_targets
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
-
-try:
-    from benchmarks._report import Check, load, report_targets
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, report_targets  # pyright: ignore[reportMissingImports]
 
 WAVES, PER_WAVE, WORKERS = 4, 50, 16
 RATIO_TARGET = 1.5  # the same target as bench_swarm's, which includes MCP
@@ -93,7 +90,8 @@ async def _run_engine(workdir: Path) -> EngineRun:
             wall = time.perf_counter() - started
             measured = EngineRun(wall, time.thread_time() - main, time.process_time() - process, rounds)
             group.cancel_scope.cancel()
-    assert measured is not None
+    if measured is None:
+        raise RuntimeError("the engine stopped before the plan was done")
     return measured
 
 
@@ -107,10 +105,21 @@ def _run_baseline(workdir: Path) -> float:
         return time.perf_counter() - started
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=5, help="engine and baseline runs, alternating")
+    parser.add_argument("--quick", action="store_true", help="1 round")
+    parser.add_argument(
+        "--rounds", type=int, help="engine and baseline runs, alternating (default: 5; 1 with --quick)"
+    )
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+async def _run(args: argparse.Namespace) -> int:
     print(f"engine benchmark: {WAVES * PER_WAVE} tasks in {WAVES} waves, {WORKERS} workers; load {load()}")
     begun = time.perf_counter()
     runs: list[EngineRun] = []
@@ -140,9 +149,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(checks, begun)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark with these command-line arguments; the exit status."""
+    return anyio.run(_run, _parse_args(argv), backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

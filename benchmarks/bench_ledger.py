@@ -1,9 +1,10 @@
 """Latency of the task tools over real stdio, against ledgers of 100, 1,000 and 10,000 tasks.
 
-Run: `python -m benchmarks.bench_ledger` (add `--quick` for a short run, `--sizes 1000,10000` to
-choose the ledger sizes). Each size gets its own server process and database: the installed
-`mcp-swarm serve`, spawned and spoken to exactly as Claude Code and Codex do (stdio, initialize
-handshake), so the numbers include the JSON-RPC framing, the SDK's dispatch and the pipes.
+Run: `./dev bench ledger`, or `python -m benchmarks.bench_ledger` (`--quick` for a short run,
+`--sizes 1000,10000` to choose the ledger sizes). Each size gets its own server process and
+database: the installed `mcp-swarm serve`, spawned and spoken to exactly as Claude Code and Codex
+do (stdio, initialize handshake), so the numbers include the JSON-RPC framing, the SDK's dispatch
+and the pipes.
 
 An MCP `ping` on the same connection is the floor: it pays for everything a tool call pays for
 except the tool itself. The targets are stated against it, so that they hold on a slower or busier
@@ -35,10 +36,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
-try:
-    from benchmarks._report import Check, load, quantile, report_targets
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+from benchmarks._report import Check, load, quantile, report_targets
 
 PING = "ping"
 CREATE = "TaskCreate"
@@ -181,7 +179,7 @@ async def _timed(op: Callable[[], Awaitable[None]]) -> int:
 
 
 async def _measure_size(size: int, args: argparse.Namespace, workdir: Path) -> SizeResult:
-    rng = random.Random(args.seed + size)
+    rng = random.Random(args.seed + size)  # noqa: S311 - which tasks to read, not a secret
     db = workdir / f"ledger-{size}.db"
     params = StdioServerParameters(
         command=sys.executable,
@@ -352,8 +350,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
+async def _run(args: argparse.Namespace) -> int:
     print(
         f"mcp-swarm {version('mcp-swarm')} ledger benchmark over stdio: Python {platform.python_version()}, "
         f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs, samples {args.samples}, "
@@ -377,9 +374,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(checks, started)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark with these command-line arguments; the exit status."""
+    return anyio.run(_run, _parse_args(argv), backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -1,14 +1,15 @@
 """A load test: many tasks and workers through two `mcp-swarm serve` processes sharing one database.
 
-Run: `python -m benchmarks.bench_load` (`--tasks`, `--workers`, `--work-ms`, `--waves` scale it
-down; `--keep` keeps the scratch directory). Two servers are started over real stdio with the
-SDK's client, each in a directory of its own and both on one SQLite file, as two Mayor sessions
-sharing a swarm. One Mayor creates the plan (1,000 tasks in 4 waves, each task blocked by 2 tasks
-of the wave before) with TaskCreatePlan; then both run the Mayor's loop at the same time,
-`spawn()` then `wait(mode="any")` and again, competing for the same ready tasks, until every task
-is completed. spawn counts maxWorkers against the live workers of the whole database, whichever
-server started them, so both servers are configured with the same `max_workers` (100): together
-they never run more than that, and each takes whatever slots it finds free.
+Run: `./dev bench load`, or `python -m benchmarks.bench_load` (`--quick` for a small run;
+`--tasks`, `--workers`, `--work-ms`, `--waves` scale it; `--keep` keeps the scratch directory).
+Two servers are started over real stdio with the SDK's client, each in a directory of its own and
+both on one SQLite file, as two Mayor sessions sharing a swarm. One Mayor creates the plan (1,000
+tasks in 4 waves, each task blocked by 2 tasks of the wave before) with TaskCreatePlan; then both
+run the Mayor's loop at the same time, `spawn()` then `wait(mode="any")` and again, competing for
+the same ready tasks, until every task is completed. spawn counts maxWorkers against the live
+workers of the whole database, whichever server started them, so both servers are configured with
+the same `max_workers` (100): together they never run more than that, and each takes whatever
+slots it finds free.
 
 Each worker is a `command` runtime: `sh` appends "task worker" to a witness file, then becomes
 `sleep`. The sleep (1 s by default) is what keeps the slots full. On a 2-core machine the two
@@ -46,26 +47,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-try:
-    from benchmarks._report import Check, load, quantile, report_targets
-    from benchmarks.bench_swarm import _call, _plan, _spread, _toml_list  # pyright: ignore[reportPrivateUsage]
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
-    from bench_swarm import _call, _plan, _spread, _toml_list  # pyright: ignore[reportMissingImports, reportPrivateUsage]
+from benchmarks._mayor import Mayor, call, mayor_loop, memory_kib, plan, server_pid, toml_list
+from benchmarks._report import Check, load, quantile, report_targets, spread
 
 RUNTIME = "load"
 SERVERS = ("a", "b")
 # TaskCreatePlan takes at most this many tasks in one call, and the plan is made in one.
 MAX_TASKS = 1000
 SAMPLE_SECONDS = 0.05
-WAIT_SECONDS = 30  # each wait call's own limit; a run that stalls longer fails on --run-timeout
-LIVE_STATES = "('starting', 'running')"
+LIVE_STATES = ("starting", "running")
 # Workers' verdicts are recorded as `"completed"`: the history keeps values as JSON.
 COMPLETED_JSON = '"completed"'
 IN_PROGRESS_JSON = '"in_progress"'
@@ -84,23 +80,6 @@ class LoadConfig:
     @property
     def per_wave(self) -> int:
         return self.tasks // self.waves
-
-
-@dataclass
-class Mayor:
-    """One Mayor's session and its server, as seen from this client."""
-
-    name: str
-    project: Path
-    pid: int = 0
-    spawn_ms: list[float] = field(default_factory=list[float])
-    wait_ms: list[float] = field(default_factory=list[float])
-    started: list[str] = field(default_factory=list[str])  # worker ids its spawn answers named
-    results: list[str] = field(default_factory=list[str])  # worker ids its wait answers handed over
-    rss_kib: list[int] = field(default_factory=list[int])  # sampled during the run
-    rss_start_kib: int = 0  # connected, nothing planned yet
-    rss_end_kib: int = 0
-    hwm_kib: int = 0  # peak RSS of the server process over its whole life
 
 
 @dataclass
@@ -141,7 +120,7 @@ def _write_config(path: Path, config: LoadConfig, witness: Path) -> None:
         f'default_runtime = "{RUNTIME}"\n'
         f"max_workers = {config.workers}\n\n"
         f'[runtimes.{RUNTIME}]\ntype = "command"\n'
-        f"argv = {_toml_list(_worker_argv(config.work_ms, witness))}\n",
+        f"argv = {toml_list(_worker_argv(config.work_ms, witness))}\n",
         encoding="utf-8",
     )
 
@@ -157,83 +136,24 @@ def _server(project: Path, db: Path, config_file: Path) -> Client:
     return Client(params, mode="legacy")
 
 
-def _server_pid(project: Path) -> int:
-    """The pid of the server this process started in `project`: a child of ours, by its cwd.
-
-    The SDK's stdio client does not expose its process, so it is found in /proc.
-    """
-    me = os.getpid()
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            # The command name in parentheses may hold spaces; the fields after it do not.
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[1]) == me and Path(os.readlink(entry / "cwd")) == project:
-                found.append(int(entry.name))
-    if len(found) != 1:
-        raise RuntimeError(f"expected one server process in {project}, found {found}")
-    return found[0]
-
-
 def _read(db: Path) -> sqlite3.Connection:
     """A read-only connection: nothing this client does can change what the servers recorded."""
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
 
-def _memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (the peak RSS the kernel kept for the process) in KiB."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values
-
-
-# -- the Mayors' loops --------------------------------------------------------------------------
-
-
-async def _mayor_loop(client: Client, mayor: Mayor, total: int) -> None:
-    """spawn, wait for the first end, again; until the ledger says every task is completed.
-
-    wait without workerIds hands over any ended worker not yet handed to a Mayor, this server's or
-    the other's, so neither Mayor can count its own results to know when to stop: when nothing is
-    live and nothing started, the ledger's counts decide.
-    """
-    while True:
-        before = time.perf_counter_ns()
-        spawned = await _call(client, "spawn", {})
-        mayor.spawn_ms.append((time.perf_counter_ns() - before) / 1e6)
-        started = [cast(str, w["workerId"]) for w in cast(list[dict[str, Any]], spawned.get("workers", []))]
-        mayor.started += started
-
-        before = time.perf_counter_ns()
-        waited = await _call(client, "wait", {"mode": "any", "timeoutSeconds": WAIT_SECONDS})
-        mayor.wait_ms.append((time.perf_counter_ns() - before) / 1e6)
-        done = cast(list[dict[str, Any]], waited.get("done", []))
-        for result in done:
-            if result.get("state") != "succeeded" or result.get("taskStatus") != "completed":
-                raise RuntimeError(f"Mayor {mayor.name}: a worker did not complete its task: {result}")
-            mayor.results.append(cast(str, result["workerId"]))
-        if started or done or waited.get("running"):
-            continue
-        counts = cast(dict[str, int], (await _call(client, "TaskList", {"ready": True}))["counts"])
-        if counts.get("completed", 0) == total:
-            return
-        if not counts.get("ready") and not counts.get("in_progress"):
-            raise RuntimeError(f"Mayor {mayor.name}: nothing runs and nothing can start: {counts}")
+# -- the run ------------------------------------------------------------------------------------
 
 
 async def _sample(run: LoadRun, stop: anyio.Event) -> None:
     """Live workers in the database and each server's RSS, every SAMPLE_SECONDS until `stop`."""
     with contextlib.closing(_read(run.db)) as conn:
         while not stop.is_set():
-            (live,) = conn.execute(f"SELECT count(*) FROM workers WHERE state IN {LIVE_STATES}").fetchone()
+            (live,) = conn.execute(
+                "SELECT count(*) FROM workers WHERE state IN (?, ?)", LIVE_STATES
+            ).fetchone()
             run.live.append(int(live))
             for mayor in run.mayors:
-                mayor.rss_kib.append(_memory_kib(mayor.pid)["VmRSS"])
+                mayor.rss_kib.append(memory_kib(mayor.pid)["VmRSS"])
             with anyio.move_on_after(SAMPLE_SECONDS):
                 await stop.wait()
 
@@ -260,12 +180,12 @@ async def run_load(config: LoadConfig, workdir: Path) -> LoadRun:
         clients: list[Client] = []
         for mayor in mayors:
             clients.append(await stack.enter_async_context(_server(mayor.project, run.db, config_file)))
-            mayor.pid = _server_pid(mayor.project)
-            mayor.rss_start_kib = _memory_kib(mayor.pid)["VmRSS"]
+            mayor.pid = server_pid(mayor.project)
+            mayor.rss_start_kib = memory_kib(mayor.pid)["VmRSS"]
 
         began = time.perf_counter()
-        plan = _plan(config.waves, config.per_wave, config.blockers)
-        created = await _call(clients[0], "TaskCreatePlan", {"tasks": plan})
+        tasks = plan(config.waves, config.per_wave, config.blockers)
+        created = await call(clients[0], "TaskCreatePlan", {"tasks": tasks})
         run.plan_seconds = time.perf_counter() - began
         if len(cast(list[str], created["ids"])) != config.tasks:
             raise RuntimeError(f"TaskCreatePlan made {len(created['ids'])} tasks, not {config.tasks}")
@@ -277,11 +197,11 @@ async def run_load(config: LoadConfig, workdir: Path) -> LoadRun:
             with anyio.fail_after(config.run_timeout):
                 async with anyio.create_task_group() as loops:
                     for client, mayor in zip(clients, mayors, strict=True):
-                        loops.start_soon(_mayor_loop, client, mayor, config.tasks)
+                        loops.start_soon(mayor_loop, client, mayor, config.tasks)
             run.wall = time.perf_counter() - began
             stop.set()
         for mayor in mayors:
-            memory = _memory_kib(mayor.pid)
+            memory = memory_kib(mayor.pid)
             mayor.hwm_kib, mayor.rss_end_kib = memory["VmHWM"], memory["VmRSS"]
     # The servers have exited: the file is read as they left it.
     run.ledger = exactly_once_problems(run.db, tasks=config.tasks)
@@ -315,10 +235,10 @@ def exactly_once_problems(db: Path, *, tasks: int) -> list[str]:
         statuses = dict(cast(list[tuple[str, int]], by_status))
         if statuses != {"completed": tasks}:
             problems.append(f"tasks by status {statuses}, expected all {tasks} completed")
-        if live := conn.execute(f"SELECT id FROM workers WHERE state IN {LIVE_STATES}").fetchall():
+        if live := conn.execute("SELECT id FROM workers WHERE state IN (?, ?)", LIVE_STATES).fetchall():
             problems.append(f"{len(live)} worker(s) still live after both servers stopped")
         if unreported := conn.execute(
-            f"SELECT count(*) FROM workers WHERE state NOT IN {LIVE_STATES} AND reported_at IS NULL"
+            "SELECT count(*) FROM workers WHERE state NOT IN (?, ?) AND reported_at IS NULL", LIVE_STATES
         ).fetchone()[0]:
             problems.append(f"{unreported} ended worker(s) never handed to a Mayor by wait")
 
@@ -375,8 +295,7 @@ def exactly_once_problems(db: Path, *, tasks: int) -> list[str]:
 
 def invariant_problems(db: Path) -> list[str] | None:
     """What tests/invariants.py finds wrong with the database once every server has stopped; None
-    where the repository's tests cannot be imported (run as `python benchmarks/bench_load.py`,
-    the repository's root is not on sys.path)."""
+    where the repository's tests cannot be imported (the benchmarks run without them)."""
     try:
         from tests.invariants import ledger_problems as general_problems
     except ModuleNotFoundError:
@@ -401,15 +320,13 @@ def witness_problems(witness: Path, db: Path) -> list[str]:
     for line in lines:
         task, _, worker = line.partition(" ")
         seen.setdefault(task, []).append(worker)
-    problems: list[str] = []
     expected = _workers_of_tasks(db)
-    for task in sorted(expected.keys() | seen.keys(), key=int):
-        if sorted(seen.get(task, [])) != sorted(expected.get(task, [])):
-            problems.append(
-                f"task {task}: started by {seen.get(task, [])} per the witness file, "
-                f"by {expected.get(task, [])} per the database"
-            )
-    return problems
+    return [
+        f"task {task}: started by {seen.get(task, [])} per the witness file, "
+        f"by {expected.get(task, [])} per the database"
+        for task in sorted(expected.keys() | seen.keys(), key=int)
+        if sorted(seen.get(task, [])) != sorted(expected.get(task, []))
+    ]
 
 
 def delivery_problems(mayors: Sequence[Mayor], db: Path) -> list[str]:
@@ -494,8 +411,8 @@ def _print_run(run: LoadRun, *, number: int) -> None:
             f"all slots taken in {at_limit:.0%} of the samples"
         )
     for mayor in run.mayors:
-        print(f"  server {mayor.name} spawn: {_spread(mayor.spawn_ms, 'ms')}")
-        print(f"  server {mayor.name} wait:  {_spread(mayor.wait_ms, 'ms')} (blocks until a worker ends)")
+        print(f"  server {mayor.name} spawn: {spread(mayor.spawn_ms, 'ms')}")
+        print(f"  server {mayor.name} wait:  {spread(mayor.wait_ms, 'ms')} (blocks until a worker ends)")
     for mayor in run.mayors:
         mid = mayor.rss_kib[len(mayor.rss_kib) // 2] if mayor.rss_kib else 0
         print(
@@ -548,38 +465,43 @@ def _checks(runs: Sequence[LoadRun]) -> list[Check]:
     return checks
 
 
+# A small run, for `./dev bench` running every benchmark in turn: the scale of tests/test_load.py.
+QUICK = LoadConfig(tasks=200, workers=20, work_ms=200.0, waves=4, blockers=2, run_timeout=120.0)
+
+
 def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
-    defaults = LoadConfig()
+    full = LoadConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--tasks", type=int, default=defaults.tasks, help=f"(default: {defaults.tasks})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a small run: {QUICK.tasks} tasks, {QUICK.workers} workers of {QUICK.work_ms:g} ms each",
+    )
+    parser.add_argument("--tasks", type=int, help=f"(default: {full.tasks})")
     parser.add_argument(
         "--workers",
         type=int,
-        default=defaults.workers,
-        help=f"maxWorkers of both servers, which count the same live workers (default: {defaults.workers})",
+        help=f"maxWorkers of both servers, which count the same live workers (default: {full.workers})",
     )
     parser.add_argument(
-        "--work-ms",
-        type=float,
-        default=defaults.work_ms,
-        help=f"how long each worker sleeps (default: {defaults.work_ms:g})",
+        "--work-ms", type=float, help=f"how long each worker sleeps (default: {full.work_ms:g})"
     )
-    parser.add_argument("--waves", type=int, default=defaults.waves, help=f"(default: {defaults.waves})")
+    parser.add_argument("--waves", type=int, help=f"(default: {full.waves})")
     parser.add_argument(
         "--blockers",
         type=int,
-        default=defaults.blockers,
-        help=f"tasks of the wave before that each task waits for (default: {defaults.blockers})",
+        help=f"tasks of the wave before that each task waits for (default: {full.blockers})",
     )
     parser.add_argument("--rounds", type=int, default=1, help="runs, each on a fresh database (default: 1)")
     parser.add_argument(
-        "--run-timeout",
-        type=float,
-        default=defaults.run_timeout,
-        help=f"seconds one run may take (default: {defaults.run_timeout:g})",
+        "--run-timeout", type=float, help=f"seconds one run may take (default: {full.run_timeout:g})"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory and print it")
     args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else full
+    for name in ("tasks", "workers", "work_ms", "waves", "blockers", "run_timeout"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
     for name in ("tasks", "workers", "waves", "blockers", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -593,8 +515,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
     return config, args.rounds, args.keep
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    config, rounds, keep = _parse_args(argv)
+async def _run(config: LoadConfig, rounds: int, keep: bool) -> int:
     print(
         f"mcp-swarm {version('mcp-swarm')} load test over stdio: Python {platform.python_version()}, "
         f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs; {config.tasks} tasks in "
@@ -621,9 +542,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(_checks(runs), begun)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the load test with these command-line arguments; the exit status."""
+    config, rounds, keep = _parse_args(argv)
+    return anyio.run(_run, config, rounds, keep, backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

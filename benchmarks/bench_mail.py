@@ -1,51 +1,38 @@
 """The cost of a message round trip, Mayor to worker and back, through Agent Mail over stdio.
 
-Run: `python benchmarks/bench_mail.py` (`--trips N`). Two real servers on one database, as in a
-swarm: the Mayor's (`mcp-swarm serve`) and a worker's (`mcp-swarm serve --worker worker-1`), each
-driven by the SDK's client over stdio. One round trip: the Mayor's `send_message` to the worker,
-the worker's `fetch_inbox` until the message is there, its `send_message` back, and the Mayor's
-`fetch_inbox` until the reply is there. Messages are read by asking, as agents do, so the round
-trip is four tool calls when nothing has to be asked twice. The baseline, in the same run, is four
-MCP `ping`s, two on each connection: the transport's own cost for as many round trips.
+Run: `./dev bench mail`, or `python -m benchmarks.bench_mail` (`--trips N`; `--quick`: 50). Two
+real servers on one database, as in a swarm: the Mayor's (`mcp-swarm serve`) and a worker's
+(`mcp-swarm serve --worker worker-1`), each driven by the SDK's client over stdio. One round trip:
+the Mayor's `send_message` to the worker, the worker's `fetch_inbox` until the message is there,
+its `send_message` back, and the Mayor's `fetch_inbox` until the reply is there. Messages are read
+by asking, as agents do, so the round trip is four tool calls when nothing has to be asked twice.
+The baseline, in the same run, is four MCP `ping`s, two on each connection: the transport's own
+cost for as many round trips.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import TextContent
 
+from benchmarks._mayor import call
+from benchmarks._report import Check, load, quantile, report_targets
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.store import Store
 
-try:
-    from benchmarks._report import Check, load, quantile, report_targets
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
-
 # A round trip should cost no more than a handful of the transport's own round trips.
 RATIO_TARGET = 3.0
-
-
-async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    if result.is_error:
-        raise RuntimeError(f"{tool} failed: {block.text}")
-    return cast(dict[str, Any], json.loads(block.text))
 
 
 async def _swarm(db: Path) -> str:
@@ -71,16 +58,25 @@ async def _until_message(client: Client, since: int) -> tuple[dict[str, Any], in
     asks = 0
     while True:
         asks += 1
-        messages = (await _call(client, "fetch_inbox", sinceId=since))["messages"]
+        messages = (await call(client, "fetch_inbox", {"sinceId": since}))["messages"]
         if messages:
             return messages[-1], asks
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--trips", type=int, default=200, help="timed round trips (default: 200)")
+    parser.add_argument("--quick", action="store_true", help="50 round trips")
+    parser.add_argument("--trips", type=int, help="timed round trips (default: 200; 50 with --quick)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed ones first (default: 10)")
     args = parser.parse_args(argv)
+    if args.trips is None:
+        args.trips = 50 if args.quick else 200
+    if args.trips < 1:
+        parser.error("--trips must be at least 1")
+    return args
+
+
+async def _run(args: argparse.Namespace) -> int:
     print(f"Agent Mail round trip over stdio, {args.trips} trips; Python {sys.version.split()[0]}")
     print(f"load average before: {load()}")
     begun = time.perf_counter()
@@ -94,10 +90,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
             mayor_seen = worker_seen = 0
             for n in range(args.warmup + args.trips):
                 started = time.perf_counter()
-                await _call(mayor, "send_message", to=worker_id, subject=f"question {n}")
+                await call(mayor, "send_message", {"to": worker_id, "subject": f"question {n}"})
                 question, asks = await _until_message(worker, worker_seen)
                 worker_seen = question["id"]
-                await _call(worker, "send_message", subject=f"answer {n}", type="info")
+                await call(worker, "send_message", {"subject": f"answer {n}", "type": "info"})
                 answer, more = await _until_message(mayor, mayor_seen)
                 mayor_seen = answer["id"]
                 took = time.perf_counter() - started
@@ -130,9 +126,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(checks, begun)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark with these command-line arguments; the exit status."""
+    return anyio.run(_run, _parse_args(argv), backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -1,13 +1,14 @@
 """How long a server takes at start-up to recover the live workers a dead server left behind.
 
-Run: `python benchmarks/bench_recovery.py` (`--workers N`, `--rounds R`). Each round builds a
-database whose workers are all recorded live and supervised by a server that no longer runs:
-half of them with a process that still runs (`sleep`, in a session of its own, as a worker is
-started), half with a process that has exited. The engine is then started on it, and the time
-from entering `Swarm.run` to the engine being ready (recovery done: every running worker adopted
-and supervised, every dead one recorded as lost and its task pending again) is measured. The
-baseline is the same start-up on a database with as many tasks and no live worker, in the same
-process. Printed: both times, the difference per recovered worker, and the ratio.
+Run: `./dev bench recovery`, or `python -m benchmarks.bench_recovery` (`--workers N`, `--rounds R`;
+`--quick`: 2 rounds). Each round builds a database whose workers are all recorded live and
+supervised by a server that no longer runs: half of them with a process that still runs (`sleep`,
+in a session of its own, as a worker is started), half with a process that has exited. The engine
+is then started on it, and the time from entering `Swarm.run` to the engine being ready (recovery
+done: every running worker adopted and supervised, every dead one recorded as lost and its task
+pending again) is measured. The baseline is the same start-up on a database with as many tasks and
+no live worker, in the same process. Printed: both times, the difference per recovered worker, and
+the ratio.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks._report import Check, load, quantile, report_targets
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.placement.processes import start_process
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
-
-try:
-    from benchmarks._report import Check, load, quantile, report_targets
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
 
 # A server that no longer runs: pid 1 is never a process started one tick after boot.
 DEAD_SUPERVISOR = "1:1"
@@ -107,11 +104,21 @@ async def _start_up(path: Path) -> tuple[float, dict[str, int]]:
     return seconds, states
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--workers", type=int, default=100, help="recorded live workers (default: 100)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (default: 5)")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 5; 2 with --quick)")
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 5
+    for name in ("workers", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+async def _run(args: argparse.Namespace) -> int:
     print(
         f"recovery at start-up: {args.workers} recorded live workers of a dead server, half still "
         f"running; {args.rounds} round(s); Python {sys.version.split()[0]}"
@@ -153,9 +160,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(checks, begun)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark with these command-line arguments; the exit status."""
+    return anyio.run(_run, _parse_args(argv), backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

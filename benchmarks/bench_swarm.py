@@ -1,16 +1,16 @@
 """Throughput of a Mayor's spawn/wait loop over real stdio, against `xargs -P` running the same work.
 
-Run: `python -m benchmarks.bench_swarm` (add `--quick` for a short run). A plan of 200 tasks in 4
-waves of 50 is created with TaskCreatePlan; by default each task waits for every task of the wave
-before, so waves are barriers for the swarm as they are for the baseline (`--blockers 2` makes a
-sparse plan, where a task may start before its wave is due). A Mayor loop over real stdio runs it
-to the end: `spawn()` fills the free slots up to 16 live workers, `wait(mode="any")` returns as
-soon as one has ended, and again, until every task is completed. Each worker is a `command`
-runtime running `date +%s%N`: a process that does next to nothing and says when it ran, so what
-is measured is the engine's own cost per task (assignment, process start, supervision, verdict,
-the JSON-RPC round trips). The baseline runs the same argv as many times, in the same waves with
-the same parallelism: one `xargs -P 16` per wave, each started when the one before has ended.
-A third contender is the floor under both: the same loop over stdio against
+Run: `./dev bench swarm`, or `python -m benchmarks.bench_swarm` (`--quick` for a short run). A plan
+of 200 tasks in 4 waves of 50 is created with TaskCreatePlan; by default each task waits for every
+task of the wave before, so waves are barriers for the swarm as they are for the baseline
+(`--blockers 2` makes a sparse plan, where a task may start before its wave is due). A Mayor loop
+over real stdio runs it to the end: `spawn()` fills the free slots up to 16 live workers,
+`wait(mode="any")` returns as soon as one has ended, and again, until every task is completed. Each
+worker is a `command` runtime running `date +%s%N`: a process that does next to nothing and says
+when it ran, so what is measured is the engine's own cost per task (assignment, process start,
+supervision, verdict, the JSON-RPC round trips). The baseline runs the same argv as many times, in
+the same waves with the same parallelism: one `xargs -P 16` per wave, each started when the one
+before has ended. A third contender is the floor under both: the same loop over stdio against
 benchmarks/bare_server.py, a server that starts the same processes with a log each and keeps no
 state. Rounds rotate which of the three goes first, and the medians are compared.
 
@@ -45,12 +45,9 @@ from typing import Any, cast
 import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import CallToolResult, TextContent
 
-try:
-    from benchmarks._report import Check, load, quantile, report_targets
-except ModuleNotFoundError:  # run as `python benchmarks/<file>.py`: this folder is on sys.path instead
-    from _report import Check, load, quantile, report_targets  # pyright: ignore[reportMissingImports]
+from benchmarks._mayor import call, plan, toml_list
+from benchmarks._report import Check, load, quantile, report_targets, spread
 
 # Targets. The whole run may take at most 1.5 times the plain `xargs -P` baseline, and `wait` must
 # hand a worker's end to the Mayor within 20 ms at the median.
@@ -89,27 +86,6 @@ def _probe_argv(sleep_seconds: float) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", PROBE_SOURCE, f"{sleep_seconds:g}"]
 
 
-# -- MCP calls ----------------------------------------------------------------------------------
-
-
-def _text(result: CallToolResult, tool: str) -> str:
-    first = result.content[0] if result.content else None
-    if not isinstance(first, TextContent):
-        raise RuntimeError(f"{tool} answered without text: {result.content}")
-    if result.is_error:
-        raise RuntimeError(f"{tool} failed: {first.text}")
-    return first.text
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(_text(await client.call_tool(tool, arguments), tool)))
-
-
-def _toml_list(items: Sequence[str]) -> str:
-    # A JSON string is a valid TOML basic string: the same escapes, and non-ASCII as \uXXXX.
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
-
-
 def _project(workdir: Path, args: argparse.Namespace) -> Path:
     """A scratch project whose mcp-swarm.toml configures the two command runtimes."""
     project = Path(tempfile.mkdtemp(prefix="project-", dir=workdir))
@@ -117,9 +93,9 @@ def _project(workdir: Path, args: argparse.Namespace) -> Path:
         f'default_runtime = "{TRIVIAL_RUNTIME}"\n'
         f"max_workers = {args.workers}\n\n"
         f'[runtimes.{TRIVIAL_RUNTIME}]\ntype = "command"\n'
-        f"argv = {_toml_list(_trivial_argv(args.work_ms))}\n\n"
+        f"argv = {toml_list(_trivial_argv(args.work_ms))}\n\n"
         f'[runtimes.{PROBE_RUNTIME}]\ntype = "command"\n'
-        f"argv = {_toml_list(_probe_argv(args.probe_sleep))}\n",
+        f"argv = {toml_list(_probe_argv(args.probe_sleep))}\n",
         encoding="utf-8",
     )
     return project
@@ -130,21 +106,6 @@ def _client(project: Path) -> Client:
     # project's mcp-swarm.toml and keeps its state in the project's .mcp-swarm/.
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_swarm", "serve"], cwd=project)
     return Client(params, mode="legacy")
-
-
-def _plan(waves: int, per_wave: int, blockers: int) -> list[dict[str, Any]]:
-    """waves x per_wave tasks; task j of wave k+1 waits for `blockers` tasks of wave k, spread out."""
-    step = max(1, per_wave // blockers)
-    tasks: list[dict[str, Any]] = []
-    for wave in range(waves):
-        for j in range(per_wave):
-            task: dict[str, Any] = {"key": f"w{wave}t{j}", "subject": f"Step {j + 1} of wave {wave + 1}"}
-            if wave:
-                task["blockedBy"] = sorted(
-                    {f"w{wave - 1}t{(j + i * step) % per_wave}" for i in range(blockers)}
-                )
-            tasks.append(task)
-    return tasks
 
 
 def _exit_ns(done: dict[str, Any]) -> int:
@@ -188,8 +149,8 @@ async def _run_swarm(project: Path, args: argparse.Namespace) -> SwarmRun:
     total = args.waves * args.per_wave
     async with _client(project) as client:
         started = time.perf_counter()
-        created = await _call(
-            client, "TaskCreatePlan", {"tasks": _plan(args.waves, args.per_wave, args.blockers)}
+        created = await call(
+            client, "TaskCreatePlan", {"tasks": plan(args.waves, args.per_wave, args.blockers)}
         )
         plan_seconds = time.perf_counter() - started
         wave_of = {task_id: n // args.per_wave for n, task_id in enumerate(cast(list[str], created["ids"]))}
@@ -202,7 +163,7 @@ async def _run_swarm(project: Path, args: argparse.Namespace) -> SwarmRun:
         with anyio.fail_after(args.run_timeout):
             while completed < total:
                 before = time.perf_counter_ns()
-                spawned = await _call(client, "spawn", {"maxWorkers": args.workers})
+                spawned = await call(client, "spawn", {"maxWorkers": args.workers})
                 after = time.perf_counter_ns()
                 run.spawn_ms.append((after - before) / 1e6)
                 workers = cast(list[dict[str, Any]], spawned.get("workers", []))
@@ -216,7 +177,7 @@ async def _run_swarm(project: Path, args: argparse.Namespace) -> SwarmRun:
                     raise RuntimeError(f"nothing runs and nothing was spawned with {completed}/{total} done")
 
                 before = time.perf_counter_ns()
-                result = await _call(client, "wait", {"mode": "any", "timeoutSeconds": 30})
+                result = await call(client, "wait", {"mode": "any", "timeoutSeconds": 30})
                 returned_ns = time.time_ns()
                 run.wait_ms.append((time.perf_counter_ns() - before) / 1e6)
                 running = len(cast(list[str], result.get("running", [])))
@@ -314,11 +275,11 @@ async def _run_bare(workdir: Path, args: argparse.Namespace) -> float:
         started = time.perf_counter()
         with anyio.fail_after(args.run_timeout):
             for _ in range(args.waves):
-                await _call(client, "queue", {"count": args.per_wave})
+                await call(client, "queue", {"count": args.per_wave})
                 ended = 0
                 while ended < args.per_wave:
-                    await _call(client, "spawn", {"maxWorkers": args.workers})
-                    result = await _call(client, "wait", {})
+                    await call(client, "spawn", {"maxWorkers": args.workers})
+                    result = await call(client, "wait", {})
                     if result["failed"]:
                         raise RuntimeError(f"{result['failed']} worker(s) failed on the bare server")
                     ended += result["ended"]
@@ -339,14 +300,14 @@ async def _run_probe(project: Path, args: argparse.Namespace) -> Probe:
     probe = Probe()
     async with _client(project) as client:
         plan = [{"subject": f"Probe {n + 1}"} for n in range(args.probes + args.probe_warmup)]
-        ids = cast(list[str], (await _call(client, "TaskCreatePlan", {"tasks": plan}))["ids"])
+        ids = cast(list[str], (await call(client, "TaskCreatePlan", {"tasks": plan}))["ids"])
         with anyio.fail_after(args.run_timeout):
             for n, task_id in enumerate(ids):
-                spawned = await _call(client, "spawn", {"taskIds": [task_id], "runtime": PROBE_RUNTIME})
+                spawned = await call(client, "spawn", {"taskIds": [task_id], "runtime": PROBE_RUNTIME})
                 if len(spawned.get("workers", [])) != 1:
                     raise RuntimeError(f"probe {task_id} did not start: {json.dumps(spawned)}")
                 sent_ns = time.time_ns()
-                result = await _call(client, "wait", {"mode": "any", "timeoutSeconds": 30})
+                result = await call(client, "wait", {"mode": "any", "timeoutSeconds": 30})
                 returned_ns = time.time_ns()
                 [done] = cast(list[dict[str, Any]], result["done"])
                 _check_succeeded(done)
@@ -361,13 +322,6 @@ async def _run_probe(project: Path, args: argparse.Namespace) -> Probe:
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def _spread(data: Sequence[float], unit: str, digits: int = 1) -> str:
-    return (
-        f"p50 {statistics.median(data):.{digits}f} {unit}, p95 {quantile(data, 95):.{digits}f} {unit}, "
-        f"max {max(data):.{digits}f} {unit} (n={len(data)})"
-    )
 
 
 def _print_swarm(runs: list[SwarmRun], args: argparse.Namespace) -> None:
@@ -392,15 +346,15 @@ def _print_swarm(runs: list[SwarmRun], args: argparse.Namespace) -> None:
         f"  live workers (assigned, verdict not yet recorded), time-weighted mean per run: {mean_live} "
         f"of {args.workers}; all {args.workers} slots taken {full} of the time"
     )
-    print(f"  spawn call: {_spread(spawn_ms, 'ms')}")
-    print(f"  wait call:  {_spread(wait_ms, 'ms')}")
+    print(f"  spawn call: {spread(spawn_ms, 'ms')}")
+    print(f"  wait call:  {spread(wait_ms, 'ms')}")
     print(
-        f"  worker lifetime on the server (started_at to ended_at, ms resolution): {_spread(server_ms, 'ms')}"
+        f"  worker lifetime on the server (started_at to ended_at, ms resolution): {spread(server_ms, 'ms')}"
     )
     if exit_ms:
         print(
             "  worker exit to its result back at the Mayor (includes time spent in spawn): "
-            f"{_spread(exit_ms, 'ms')}"
+            f"{spread(exit_ms, 'ms')}"
         )
     overlap = ", ".join(f"{run.overlap_seconds * 1000:.0f}" for run in runs)
     print(
@@ -455,8 +409,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
+async def _run(args: argparse.Namespace) -> int:
     total = args.waves * args.per_wave
     print(
         f"mcp-swarm {version('mcp-swarm')} swarm benchmark over stdio: Python {platform.python_version()}, "
@@ -511,7 +464,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n== wake-up of wait: worker exit to wait returning, one worker at a time ==")
     if probe.latency_ms:
-        print(f"  {_spread(probe.latency_ms, 'ms', 2)}")
+        print(f"  {spread(probe.latency_ms, 'ms', 2)}")
     print(f"  probes left out because the worker ended before wait was sent: {probe.not_blocked}")
 
     checks = [
@@ -533,9 +486,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return report_targets(checks, begun)
 
 
-def run() -> None:
-    sys.exit(anyio.run(main, backend="asyncio"))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark with these command-line arguments; the exit status."""
+    return anyio.run(_run, _parse_args(argv), backend="asyncio")
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """The engine built from settings, one way for every command that runs workers.
 
-`mcp-swarm serve` builds the same engine in `server.py`; the CLI's own Mayors (`run`, `demo`) use
-this helper so that a worker started from the command line is started exactly as one spawned
-through the MCP tools.
+`mcp-swarm serve` (server/mayor.py) and the CLI's own Mayors (`run`, `demo`) all build it here, so
+that a worker started from the command line is started exactly as one spawned through the MCP
+tools.
 """
 
 from __future__ import annotations

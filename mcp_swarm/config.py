@@ -78,7 +78,7 @@ class Settings(BaseModel):
     default_runtime: str | None = None
     timeout_seconds: float = 30 * 60
     idle_seconds: float = 10 * 60
-    # Per worker: past it, the older output of its log moves to `<log>.1` (logtail.py).
+    # Per worker: past it, the older output of its log moves to `<log>.1` (placement/logtail.py).
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     env_allow: tuple[str, ...] | None = None
     mode: Mode = "local"

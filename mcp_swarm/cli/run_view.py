@@ -181,9 +181,11 @@ def summary_lines(state: RunState) -> list[str]:
         lines.append(f"Interrupted: {state.count('completed')} of {total} tasks completed before the stop")
     else:
         lines.append(f"{state.count('completed')} of {total} tasks completed in {state.waves_taken} waves")
-    for row in state.rows:
-        if row.state in ("failed", "blocked"):
-            lines.append(f"  {row.state}: task {row.task_id} {row.subject!r}: {row.note}")
+    lines.extend(
+        f"  {row.state}: task {row.task_id} {row.subject!r}: {row.note}"
+        for row in state.rows
+        if row.state in ("failed", "blocked")
+    )
     stopped = state.count("stopped")
     if stopped:
         lines.append(

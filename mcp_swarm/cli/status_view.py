@@ -161,7 +161,7 @@ class LogPosition:
 def copy_new(log: Path, at: LogPosition) -> None:
     """Copy what the log has past `at` to stdout, in chunks, and move `at` on.
 
-    A log past its size limit is rotated (see logtail): cut in place, or renamed and started
+    A log past its size limit is rotated (see placement/logtail.py): cut in place, or renamed and started
     anew. Either way it is then shorter than what was copied, or another file: copying starts
     over at its beginning, which may show again a few lines shown before, but loses none.
     """

@@ -2,7 +2,7 @@
 
 Workers never commit; the Mayor integrates. `integrate_completed` takes the completed workers
 whose worktrees have not been integrated yet, orders them by their tasks' dependencies, and
-hands them to `worktrees.integrate`, which applies each one's changes to the main tree and
+hands them to `integrate` (workspace/merge.py), which applies each one's changes to the main tree and
 commits once for the wave. What was integrated is recorded, so no change comes in twice.
 """
 
@@ -101,7 +101,7 @@ async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = N
         items: list[IntegrationItem] = []
         for worker in _in_dependency_order(candidates, edges):
             worktree = worktree_of(worker)
-            assert worktree is not None  # integrable() has only workers with a worktree
+            assert worktree is not None  # noqa: S101 - integrable() has only workers with a worktree
             items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
         report = await integrate(
             swarm.project_dir, items, f"Integrate {len(items)} task(s) done by the swarm"

@@ -63,7 +63,7 @@ class WorkerLimits:
     linger_seconds: float = 10.0
     stop_grace_seconds: float = 5.0
     tail_interval: float = 0.2
-    # Past this, a worker's older output moves to `<log>.1` (logtail.py).
+    # Past this, a worker's older output moves to `<log>.1` (placement/logtail.py).
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
 
 
@@ -88,7 +88,7 @@ class Launch:
 class MetadataReader:
     """A task's metadata, read as its worker ends: the validation checks and what the completion
     hooks look at. Read then, not at spawn, so that checks changed meanwhile are the ones run; and
-    read for many supervisors at once when a wave ends together (see batching.py)."""
+    read for many supervisors at once when a wave ends together (see engine/batching.py)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store

@@ -104,7 +104,7 @@ class Swarm:
         self.actor = actor
         self._processes: dict[int, WorkerProcess] = {}
         # How this server names itself as the supervisor of its workers: no other server adopts
-        # them while this process runs (see recovery.py).
+        # them while this process runs (see engine/recovery.py).
         me = this_process()
         self.supervisor = f"{me.pid}:{me.start_time}"
         self._changes = Changes()
@@ -286,7 +286,7 @@ class Swarm:
                 await self._supervise_all([launch], timeout_seconds)
         async with self.store.read() as tx:
             restarted = await tx.workers.get(number)
-        assert restarted is not None
+        assert restarted is not None  # noqa: S101 - a worker's row is never deleted
         return restarted
 
     async def _worktree_for(self, number: int) -> Worktree | str:
@@ -425,7 +425,7 @@ class Swarm:
             self._watch(launch, limit)
 
     def _watch(self, launch: Launch, limit: float) -> None:
-        assert self._group is not None
+        assert self._group is not None  # noqa: S101 - callers checked that the engine runs
         self._processes[launch.number] = launch.process
         if launch.tmux_session is not None:
             self._sessions[launch.number] = launch.tmux_session
@@ -450,7 +450,7 @@ class Swarm:
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
 
     async def record(self, verdict: Verdict) -> bool:
-        """Record a worker's end (see verdicts.py); False if that attempt already had one."""
+        """Record a worker's end (see engine/verdicts.py); False if that attempt already had one."""
         return await self._verdicts.record(verdict)
 
     # -- supervision ------------------------------------------------------------------------
@@ -529,7 +529,7 @@ class Swarm:
                 await remove_worktree(self.project_dir, worktree)
         async with self.store.read() as tx:
             closed = await tx.workers.get(number)
-        assert closed is not None
+        assert closed is not None  # noqa: S101 - a worker's row is never deleted
         return closed
 
     async def _close(self, number: int, task_status: TaskStatus, state: WorkerState, error: str) -> None:

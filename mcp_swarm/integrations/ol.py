@@ -18,7 +18,7 @@ The file has three lists, and each maps onto the ledger differently:
 A bead that already has a task (one not deleted) from an earlier import gets no second one; it
 is reported as skipped, and its task still serves as a blocker.
 
-Reporting back to OL (the ratchet) is `ol_ratchet.py`.
+Reporting back to OL (the ratchet) is integrations/ol_ratchet.py.
 """
 
 from __future__ import annotations
@@ -403,12 +403,15 @@ def _plan(
             out.append(existing[ref].id if ref in existing else _key(ref))
         return list(dict.fromkeys(out))
 
-    plan: list[PlanTask] = []
-    for entry in sorted(hunt.wave, key=lambda entry: entry.priority):  # stable: file order breaks ties
-        if entry.id not in existing:
-            plan.append(_wave_task(entry, refs(entry.blocked_by, wave_ids)))
-    for entry in _blockers_first([entry for entry in hunt.blocked if entry.id in creatable]):
-        plan.append(_blocked_task(entry, refs(entry.blocked_by, known | creatable)))
+    plan = [
+        _wave_task(entry, refs(entry.blocked_by, wave_ids))
+        for entry in sorted(hunt.wave, key=lambda entry: entry.priority)  # stable: file order breaks ties
+        if entry.id not in existing
+    ]
+    plan.extend(
+        _blocked_task(entry, refs(entry.blocked_by, known | creatable))
+        for entry in _blockers_first([entry for entry in hunt.blocked if entry.id in creatable])
+    )
 
     blocked = [
         BlockedBead(

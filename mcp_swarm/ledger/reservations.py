@@ -198,7 +198,7 @@ def _normalised(patterns: list[str]) -> list[str]:
 
 
 def _after(at: str, seconds: float) -> str:
-    """The clock's time `seconds` later, in the clock's own format (see `ledger.now`)."""
+    """The clock's time `seconds` later, in the clock's own format (see `models.now`)."""
     later = datetime.fromisoformat(at).astimezone(UTC) + timedelta(seconds=seconds)
     return later.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

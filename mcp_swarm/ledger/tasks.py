@@ -178,7 +178,7 @@ class Ledger:
             if changes.status is TaskStatus.DELETED:
                 # Read back without the deleted check: the caller deserves to see what it did.
                 deleted = await tx.tasks.get(number)
-                assert deleted is not None
+                assert deleted is not None  # noqa: S101 - changed in this very transaction
                 return deleted
             if blocked_by or blocks:
                 return await _live_task(tx, number, task_id)
@@ -235,7 +235,7 @@ async def _refuse_cycle(tx: Transaction, waiter: int, blocker: int) -> None:
     chain = [waiter]
     while chain[-1] != blocker:
         up = waiter_of[chain[-1]]
-        assert up is not None
+        assert up is not None  # noqa: S101 - only `blocker`, where the walk ends, has no waiter
         chain.append(up)
     # chain runs from waiter up to blocker; the cycle reads "waiter is blocked by blocker ... by waiter".
     raise DependencyCycle([str(waiter), *(str(task) for task in reversed(chain))])

@@ -23,7 +23,7 @@ writes:
   the follower's looks (five a second, and at once again after a rotation): a worker that writes
   faster passes it in between by what it writes meanwhile. When the worker has ended, the log
   keeps its last words (`settle`).
-- A tmux worker's output runs through its wrapper (worker_wrapper.py), the log's only writer,
+- A tmux worker's output runs through its wrapper (placement/worker_wrapper.py), the log's only writer,
   which renames the log to `<log>.1` and opens a new one: exact, and nothing is lost.
 
 Either way the follower sees the file it reads become `<log>.1`: it reads that to its end, then
@@ -134,7 +134,7 @@ class LogTail:
         for _ in range(3):
             if self._handle is None and not self._open_first():
                 return False
-            assert self._handle is not None
+            assert self._handle is not None  # noqa: S101 - open, or _open_first() just opened it
             live = _path_id(self.path) == self._handle_id
             if not live:
                 self._skip_to_tail()
@@ -240,7 +240,7 @@ class LogTail:
 
     def _skip_to_tail(self) -> None:
         """In a rotated file, skip to its last TAIL_BYTES: only the last lines decide anything."""
-        assert self._handle is not None
+        assert self._handle is not None  # noqa: S101 - called only while a file is open
         start = os.fstat(self._handle).st_size - TAIL_BYTES
         if start <= self.offset:
             return
@@ -316,7 +316,7 @@ class LogTail:
         """Copy what is to go to `<log>.1` into a new file. `ended`: nothing writes to the log any
         more, and the part after the last multiple of the limit stays in it."""
         limit = self._max_bytes
-        assert limit is not None
+        assert limit is not None  # noqa: S101 - only a follower with a limit rotates
         if self._handle is None:
             self._open_first()  # where we were told to start, before anything moves
         temporary = rotated_path(self.path).with_name(f"{self.path.name}.1.{os.getpid()}.tmp")

@@ -159,7 +159,7 @@ class _Child:
     async def wait(self) -> int:
         await self.exited.wait()
         returncode = self._popen.returncode
-        assert returncode is not None
+        assert returncode is not None  # noqa: S101 - reaped before `exited` is set
         return returncode
 
 
@@ -409,7 +409,7 @@ def this_process() -> ProcessIdentity:
     """The identity of the running process: how a server names itself as a workers' supervisor."""
     pid = os.getpid()
     start_time = read_start_time(pid)
-    assert start_time is not None  # we are running
+    assert start_time is not None  # noqa: S101 - we are running
     return ProcessIdentity(pid, start_time)
 
 

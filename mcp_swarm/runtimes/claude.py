@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
@@ -60,7 +61,7 @@ class ClaudeRuntime(Runtime):
         args = ["--output-format", "stream-json", "--verbose", "--permission-mode", profile.permission_mode]
         allowed = list(profile.allowed_tools)
         if request.swarm_db is not None:
-            args += _swarm_server(request)
+            args += _swarm_server(request.worker_id, request.swarm_db)
             # The server name allows every tool of the server; they are the worker's own.
             allowed.append(f"mcp__{SERVER_NAME}")
         if allowed:
@@ -91,7 +92,7 @@ class ClaudeRuntime(Runtime):
         return {**_MCP_WAIT, **kept}
 
 
-def _swarm_server(request: WorkerRequest) -> list[str]:
+def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
     """The flags that give a worker its swarm server, and no other.
 
     --strict-mcp-config: without it the worker would also load the user's and the project's MCP
@@ -99,8 +100,7 @@ def _swarm_server(request: WorkerRequest) -> list[str]:
     hand every worker the Mayor's own server: spawn, TaskUpdate on any task, under the very name
     of this one. A worker sees its swarm server only, whatever the user has configured.
     """
-    assert request.swarm_db is not None
-    command = worker_command(request.worker_id, request.swarm_db)
+    command = worker_command(worker_id, swarm_db)
     server = {"type": "stdio", "command": command[0], "args": command[1:]}
     config = json.dumps({"mcpServers": {SERVER_NAME: server}}, separators=(",", ":"))
     # The JSON itself as the value: no file to write, to clean up or to race for.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
@@ -50,7 +51,7 @@ class CodexRuntime(Runtime):
             # as the model named "-x", which is what the caller asked for.
             args.append(f"--model={model}")
         if request.swarm_db is not None:
-            args += _swarm_server(request)
+            args += _swarm_server(request.worker_id, request.swarm_db)
         return [*args, *self.profile.extra_args]
 
     def argv(self, request: WorkerRequest) -> list[str]:
@@ -65,7 +66,7 @@ class CodexRuntime(Runtime):
         return CodexEventReader()
 
 
-def _swarm_server(request: WorkerRequest) -> list[str]:
+def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
     """The `-c` overrides that register the worker's swarm server (values are TOML).
 
     As seen with Codex 0.169: `exec` takes them before `resume` as well; it starts MCP servers
@@ -79,8 +80,7 @@ def _swarm_server(request: WorkerRequest) -> list[str]:
     user's own `[mcp_servers.swarm]` (the Mayor's, registered as the README says) gets our command
     and arguments instead of its own: a worker never gets the Mayor's server under this name.
     """
-    assert request.swarm_db is not None
-    command = worker_command(request.worker_id, request.swarm_db)
+    command = worker_command(worker_id, swarm_db)
     table = f"mcp_servers.{SERVER_NAME}"
     args = "[" + ", ".join(toml_string(arg) for arg in command[1:]) + "]"
     # required: the first turn waits for the server. Without it Codex starts the turn with the

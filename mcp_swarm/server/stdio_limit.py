@@ -3,7 +3,7 @@
 The SDK's stdio transport reads a line at a time, all of it, then decodes and parses it: a client
 that sends one line of hundreds of megabytes (a runaway TaskCreatePlan, a bug) has the server
 hold it several times over (measured: 1 GB resident for one line of 200 MB). The SDK takes the
-stream it reads as an argument, so the cap is in our reader of the wire (stdio_wire.py) rather
+stream it reads as an argument, so the cap is in our reader of the wire (server/stdio_wire.py) rather
 than a fork: lines up to the limit pass whole; a longer one is dropped as it comes, never kept,
 and if it was a request its caller gets an error for its id rather than waiting for ever.
 """

@@ -39,7 +39,7 @@ LifespanT = TypeVar("LifespanT")
 
 class BoundedStdioServer(MCPServer[LifespanT]):
     """An MCPServer on stdio that reads and writes on the event loop and takes no message over
-    MAX_MESSAGE_BYTES (stdio_limit.py)."""
+    MAX_MESSAGE_BYTES (server/stdio_limit.py)."""
 
     async def run_stdio_async(self) -> None:
         async with bounded_stdio_server() as (read_stream, write_stream):
@@ -109,7 +109,7 @@ def claimed(fd: int, diversion: int) -> Generator[tuple[int, bool]]:
 
 class WireReader(AsyncFile[str]):
     """The client's messages, one line each, with every line over the limit left out (see
-    wire_lines.py); `refused` hears of each request left out, to answer it."""
+    server/stdio_limit.py); `refused` hears of each request left out, to answer it."""
 
     def __init__(
         self, fd: int, polled: bool, limit: int, refused: Callable[[RequestId, int], Awaitable[None]]

@@ -1,7 +1,7 @@
 """Every SQL statement about Agent Mail messages.
 
-Rows come back as plain `MessageRow` tuples: the engine (`mcp_swarm.ledger.mail`) owns the model, and
-importing it here would make the store depend on the engine that depends on the store.
+Rows come back as plain `MessageRow` tuples: the ledger (`mcp_swarm.ledger.mail`) owns the model, and
+importing it here would make the store depend on the ledger, the layer above it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every SQL statement about file reservations.
 
-A reservation is open while it is neither released nor expired. Times are `ledger.now()` strings,
+A reservation is open while it is neither released nor expired. Times are `models.now()` strings,
 fixed-width UTC with a `Z`, so SQLite's text comparison orders them as time.
 """
 

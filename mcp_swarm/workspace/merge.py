@@ -4,7 +4,7 @@ Each worker's patch is first applied to a temporary copy of the main index with 
 merge; only a change that merged cleanly there touches the main tree, through one atomic
 `git apply --index`, so a conflict leaves both trees exactly as they were. Integration never
 overwrites work of the user's: it refuses a main tree with staged changes, and an item any of
-whose files has uncommitted changes. See worktrees.py for the worktrees themselves.
+whose files has uncommitted changes. See workspace/worktrees.py for the worktrees themselves.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Git worktrees for workers, and what each worker changed in its own (integration: worktree_merge.py).
+"""Git worktrees for workers, and what each worker changed in its own (integration: workspace/merge.py).
 
 A worker with `isolation="worktree"` works in a worktree of its own, on its own branch, made from
 the main tree's HEAD under `<project>/.mcp-swarm/worktrees/<worker id>`. Workers never commit;
