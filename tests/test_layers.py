@@ -63,7 +63,11 @@ def test_the_package_as_it_is_keeps_every_contract(tmp_path: Path) -> None:
     ("module", "line", "complaint"),
     [
         # The engine reaching up into the MCP surface.
-        ("mcp_swarm.engine.swarm", "import mcp_swarm.server.mayor", "is not allowed to import mcp_swarm.server"),
+        (
+            "mcp_swarm.engine.swarm",
+            "import mcp_swarm.server.mayor",
+            "is not allowed to import mcp_swarm.server",
+        ),
         # Also when only the type checker would follow it.
         (
             "mcp_swarm.engine.supervision",
@@ -71,9 +75,17 @@ def test_the_package_as_it_is_keeps_every_contract(tmp_path: Path) -> None:
             "is not allowed to import mcp_swarm.app",
         ),
         # The store reaching up into the rules it serves.
-        ("mcp_swarm.store.tasks", "import mcp_swarm.ledger.tasks", "is not allowed to import mcp_swarm.ledger"),
+        (
+            "mcp_swarm.store.tasks",
+            "import mcp_swarm.ledger.tasks",
+            "is not allowed to import mcp_swarm.ledger",
+        ),
         # A placement reading the database.
-        ("mcp_swarm.placement.processes", "import mcp_swarm.store", "is not allowed to import mcp_swarm.store"),
+        (
+            "mcp_swarm.placement.processes",
+            "import mcp_swarm.store",
+            "is not allowed to import mcp_swarm.store",
+        ),
         # The MCP SDK anywhere but the server.
         ("mcp_swarm.engine.waiting", "import mcp", "is not allowed to import mcp"),
         # The ledger starting processes.
@@ -112,7 +124,8 @@ def longest_chain() -> list[str]:
                 continue
             if expanded:
                 visiting.discard(module)
-                below = max((longest.get(m, []) for m in graph[module]), key=len, default=[])
+                none: list[str] = []
+                below = max((longest.get(m, none) for m in graph[module]), key=len, default=none)
                 longest[module] = [module, *below]
                 continue
             visiting.add(module)
