@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:  # the runner pulls in the engine and the MCP SDK: `status` has no need of them
+if TYPE_CHECKING:  # the runner pulls in the whole engine, which `status` has no need of
     from mcp_swarm.cli.runner import RunState, TaskRow
 
 _STYLE = {
