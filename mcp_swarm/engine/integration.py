@@ -12,15 +12,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import anyio
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.models import Worker, now, worker_number
+from mcp_swarm.store import Store
 from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
-
-if TYPE_CHECKING:
-    from mcp_swarm.engine.swarm import Swarm
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,14 @@ def _in_dependency_order(workers: list[Worker], edges: list[tuple[int, int]]) ->
     return ordered
 
 
-async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Bring the completed, not yet integrated workers' changes into the main tree as one commit."""
-    async with swarm.integration_lock:
-        async with swarm.store.read() as tx:
+async def integrate_completed(
+    store: Store, project_dir: Path, lock: anyio.Lock, worker_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Bring the completed, not yet integrated workers' changes into the main tree as one commit.
+
+    `lock` is held throughout: each integration reads and commits the main tree."""
+    async with lock:
+        async with store.read() as tx:
             candidates = await tx.workers.integrable()
             if worker_ids is not None:
                 wanted = set(worker_ids)
@@ -103,12 +107,10 @@ async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = N
             worktree = worktree_of(worker)
             assert worktree is not None  # integrable() has only workers with a worktree
             items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
-        report = await integrate(
-            swarm.project_dir, items, f"Integrate {len(items)} task(s) done by the swarm"
-        )
+        report = await integrate(project_dir, items, f"Integrate {len(items)} task(s) done by the swarm")
         integrated = [done.item for done in report.integrated]
         if integrated:
-            async with swarm.store.write() as tx:
+            async with store.write() as tx:
                 await tx.workers.mark_integrated(
                     [worker_number(item.worker_id) for item in integrated], report.commit or "", now()
                 )

@@ -24,7 +24,6 @@ from pydantic import Field
 from mcp_swarm import __version__
 from mcp_swarm.app import build_engine
 from mcp_swarm.config import Settings
-from mcp_swarm.engine.integration import integrate_completed
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.ledger.tasks import Ledger
@@ -189,7 +188,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             swarm = state.workers()
             payload["workers"] = [
                 {"workerId": w.id, "state": w.state.value, "attempt": w.attempt, "log": w.log}
-                | ({"attach": hint} if (hint := swarm.launcher.attach_hint(w)) else {})
+                | ({"attach": hint} if (hint := swarm.attach_hint(w)) else {})
                 for w in workers
             ]
         return answer(payload)
@@ -291,7 +290,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
 
         result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
         payload: dict[str, Any] = {
-            "done": [_worker_result(w, state.workers().launcher.attach_hint(w)) for w in result.done],
+            "done": [_worker_result(w, state.workers().attach_hint(w)) for w in result.done],
             "running": result.running,
         }
         if result.help_requests:
@@ -345,7 +344,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         A conflict stops at that worker with a report and changes nothing for it; integrated
         workers' worktrees are removed. Returns {integrated: [{taskId, workerId, files}], commit,
         conflicts, notAttempted}."""
-        return answer(await integrate_completed(state.workers(), workerIds))
+        return answer(await state.workers().integrate(workerIds))
 
     return [
         strict_tool(spawn, WRITES),
