@@ -1,5 +1,5 @@
-"""Which tasks a spawn starts: the ready wave, or the tasks named, up to the free slots; the
-others are skipped with the reason.
+"""Which tasks a spawn starts: the ready wave, or the tasks named, up to the free slots; and what
+a spawn answers, the workers started and the tasks skipped with the reason.
 
 Write scopes are held here too: one working tree never has two tasks at once whose declared
 files overlap.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.scopes import clash, scope_of
@@ -18,15 +17,36 @@ from mcp_swarm.models import Task, TaskStatus, parse_task_id
 from mcp_swarm.store import Transaction
 
 
+@dataclass(frozen=True, slots=True)
+class SpawnedWorker:
+    """A worker a spawn started."""
+
+    worker_id: str
+    task_id: str
+    runtime: str
+    pid: int
+    log: str
+    # How a user watches it live (a tmux session), where that can be done.
+    attach: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedTask:
+    """A task a spawn did not start, and why. `retry`: the reason passes on its own (no free slot,
+    a blocker or an overlapping task still running), so a later spawn may start it."""
+
+    task_id: str
+    reason: str
+    retry: bool = False
+
+
 @dataclass
 class SpawnResult:
-    workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-    skipped: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    workers: list[SpawnedWorker] = field(default_factory=lambda: list[SpawnedWorker]())
+    skipped: list[SkippedTask] = field(default_factory=lambda: list[SkippedTask]())
 
     def skip(self, task_id: str, reason: str, *, retry: bool) -> None:
-        """A task not started, and why. `retry`: the reason passes on its own (no free slot, a
-        blocker or an overlapping task still running), so a later spawn may start it."""
-        self.skipped.append({"taskId": task_id, "reason": reason, **({"retry": True} if retry else {})})
+        self.skipped.append(SkippedTask(task_id, reason, retry))
 
 
 async def choose(

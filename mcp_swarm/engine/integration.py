@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -23,6 +23,39 @@ from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegratedWorker:
+    """A worker whose changes are now in the main tree."""
+
+    task_id: str
+    worker_id: str
+    files: list[FileChange]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A worker whose changes were not integrated; neither tree was changed for it."""
+
+    task_id: str
+    worker_id: str
+    reason: Literal["uncommitted_changes", "does_not_apply"]
+    files: list[str]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """What one integration did. `note` says why there was nothing to do, when there was not."""
+
+    integrated: list[IntegratedWorker] = field(default_factory=lambda: list[IntegratedWorker]())
+    # The wave's commit, if one was made.
+    commit: str | None = None
+    conflicts: list[Conflict] = field(default_factory=lambda: list[Conflict]())
+    # The workers after a conflict, left for a later integration.
+    not_attempted: list[str] = field(default_factory=lambda: list[str]())
+    note: str | None = None
 
 
 def worktree_record(worktree: Worktree) -> dict[str, str]:
@@ -82,7 +115,7 @@ def _in_dependency_order(workers: list[Worker], edges: list[tuple[int, int]]) ->
 
 async def integrate_completed(
     store: Store, project_dir: Path, lock: anyio.Lock, worker_ids: Sequence[str] | None = None
-) -> dict[str, Any]:
+) -> Integration:
     """Bring the completed, not yet integrated workers' changes into the main tree as one commit.
 
     `lock` is held throughout: each integration reads and commits the main tree."""
@@ -101,7 +134,7 @@ async def integrate_completed(
             edges = await tx.tasks.dependencies_among(int(worker.task_id) for worker in candidates)
             tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in candidates])}
         if not candidates:
-            return {"integrated": [], "message": "nothing to integrate"}
+            return Integration(note="nothing to integrate")
         items: list[IntegrationItem] = []
         for worker in _in_dependency_order(candidates, edges):
             worktree = worktree_of(worker)
@@ -114,24 +147,13 @@ async def integrate_completed(
                 await tx.workers.mark_integrated(
                     [worker_number(item.worker_id) for item in integrated], report.commit or "", now()
                 )
-    answer: dict[str, Any] = {
-        "integrated": [
-            {
-                "taskId": done.item.task_id,
-                "workerId": done.item.worker_id,
-                "files": change_records(done.files),
-            }
-            for done in report.integrated
-        ]
-    }
-    if report.commit:
-        answer["commit"] = report.commit
-    if report.conflicts:
-        answer["conflicts"] = [
-            {"taskId": c.item.task_id, "workerId": c.item.worker_id, "reason": c.reason, "files": c.files,
-             "message": c.message}
-            for c in report.conflicts
-        ]  # fmt: skip
-    if report.not_attempted:
-        answer["notAttempted"] = [item.worker_id for item in report.not_attempted]
-    return answer
+    return Integration(
+        integrated=[
+            IntegratedWorker(done.item.task_id, done.item.worker_id, done.files) for done in report.integrated
+        ],
+        commit=report.commit,
+        conflicts=[
+            Conflict(c.item.task_id, c.item.worker_id, c.reason, c.files, c.message) for c in report.conflicts
+        ],
+        not_attempted=[item.worker_id for item in report.not_attempted],
+    )

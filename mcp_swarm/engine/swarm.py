@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from mcp_swarm.config import DEFAULT_ENV_ALLOW
-from mcp_swarm.engine.assignment import SpawnResult, choose
+from mcp_swarm.engine.assignment import SpawnedWorker, SpawnResult, choose
 from mcp_swarm.engine.integration import (
+    Integration,
     changes_of,
     integrate_completed,
     worktree_of,
@@ -171,7 +171,7 @@ class Swarm:
         """How a user watches a worker live, while its placement offers a way (a tmux session)."""
         return self._placement(worker.mode).attach_hint(worker)
 
-    async def integrate(self, worker_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    async def integrate(self, worker_ids: Sequence[str] | None = None) -> Integration:
         """Bring completed worktree workers' changes into the main tree: see integration.py."""
         return await integrate_completed(self.store, self.project_dir, self._integration_lock, worker_ids)
 
@@ -251,11 +251,9 @@ class Swarm:
                 launch = replace(launch, worktree=worktree)
                 launches.append(launch)
                 pid, log = launch.process.identity.pid, str(self._launcher.log(attempt.number))
-                started = {"workerId": worker_name(attempt.number), "taskId": task_id, "runtime": chosen.name,
-                           "pid": pid, "log": log}  # fmt: skip
-                if launch.attach is not None:
-                    started["attach"] = launch.attach
-                result.workers.append(started)
+                result.workers.append(
+                    SpawnedWorker(worker_name(attempt.number), task_id, chosen.name, pid, log, launch.attach)
+                )
             await self._supervise_all(launches, timeout_seconds)
         return result
 

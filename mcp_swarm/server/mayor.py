@@ -24,6 +24,8 @@ from pydantic import Field
 from mcp_swarm import __version__
 from mcp_swarm.app import build_engine
 from mcp_swarm.config import Settings
+from mcp_swarm.engine.assignment import SkippedTask, SpawnedWorker
+from mcp_swarm.engine.integration import Integration, change_records
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.errors import TaskNotFound
 from mcp_swarm.ledger.tasks import Ledger
@@ -263,7 +265,12 @@ def build_tools(state: _Ledger) -> list[Tool]:
             mode=mode,
             isolation=isolation,
         )
-        return answer({"workers": result.workers, "skipped": result.skipped})
+        return answer(
+            {
+                "workers": [_spawned(w) for w in result.workers],
+                "skipped": [_skipped(s) for s in result.skipped],
+            }
+        )
 
     @guarded
     async def wait(
@@ -344,7 +351,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         A conflict stops at that worker with a report and changes nothing for it; integrated
         workers' worktrees are removed. Returns {integrated: [{taskId, workerId, files}], commit,
         conflicts, notAttempted}."""
-        return answer(await state.workers().integrate(workerIds))
+        return answer(_integration(await state.workers().integrate(workerIds)))
 
     return [
         strict_tool(spawn, WRITES),
@@ -360,6 +367,46 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(integrate, WRITES),
         *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
+
+
+def _spawned(worker: SpawnedWorker) -> dict[str, Any]:
+    started: dict[str, Any] = {
+        "workerId": worker.worker_id,
+        "taskId": worker.task_id,
+        "runtime": worker.runtime,
+        "pid": worker.pid,
+        "log": worker.log,
+    }
+    if worker.attach is not None:
+        started["attach"] = worker.attach
+    return started
+
+
+def _skipped(task: SkippedTask) -> dict[str, Any]:
+    """`retry` appears only when true."""
+    return {"taskId": task.task_id, "reason": task.reason, **({"retry": True} if task.retry else {})}
+
+
+def _integration(done: Integration) -> dict[str, Any]:
+    shaped: dict[str, Any] = {
+        "integrated": [
+            {"taskId": worker.task_id, "workerId": worker.worker_id, "files": change_records(worker.files)}
+            for worker in done.integrated
+        ]
+    }
+    if done.note:
+        shaped["message"] = done.note
+    if done.commit:
+        shaped["commit"] = done.commit
+    if done.conflicts:
+        shaped["conflicts"] = [
+            {"taskId": c.task_id, "workerId": c.worker_id, "reason": c.reason, "files": c.files,
+             "message": c.message}
+            for c in done.conflicts
+        ]  # fmt: skip
+    if done.not_attempted:
+        shaped["notAttempted"] = done.not_attempted
+    return shaped
 
 
 def _worker_result(worker: Worker, attach: str | None) -> dict[str, Any]:
