@@ -42,7 +42,6 @@ from mcp_swarm.engine.waiting import Changes, ProgressCallback, WaitResult, wait
 from mcp_swarm.engine.worker_io import build_prompt
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger.mail import Mailbox
-from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.models import (
     LIVE_WORKER_STATES,
     Task,
@@ -58,6 +57,7 @@ from mcp_swarm.placement.base import Placed, Placement
 from mcp_swarm.placement.builtin import placements as builtin_placements
 from mcp_swarm.placement.processes import WorkerProcess, this_process
 from mcp_swarm.runtimes.base import Runtime
+from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.store.tasks import EventRow
 from mcp_swarm.workspace.worktrees import Worktree
@@ -104,7 +104,7 @@ class Swarm:
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
         self._metadata = MetadataReader(store)
-        self.mail = Mailbox(store)
+        self._mail = Mailbox(store)
         self.hooks = tuple(hooks)
         # One integration at a time: each reads and commits the main tree.
         self._integration_lock = anyio.Lock()
@@ -115,7 +115,6 @@ class Swarm:
         self._launcher = Launcher(
             state_dir=state_dir, project_dir=project_dir, db_path=store.path, env_allow=env_allow
         )
-        self.reservations = Reservations(store)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -166,6 +165,11 @@ class Swarm:
             ) from None
 
     # -- what the server asks ---------------------------------------------------------------
+
+    def default_runtime_for(self, client: str | None) -> str | None:
+        """The runtime a spawn that names none uses for a client (an MCP clientInfo name): the
+        configured default; else the client's own CLI, if installed; else codex or claude on PATH."""
+        return default_runtime(self.runtimes, self.default_runtime, client)
 
     def attach_hint(self, worker: Worker) -> str | None:
         """How a user watches a worker live, while its placement offers a way (a tmux session)."""
@@ -449,7 +453,7 @@ class Swarm:
         """See waiting.wait_for_workers."""
         return await wait_for_workers(
             self.store,
-            self.mail,
+            self._mail,
             self._changes,
             worker_ids,
             mode=mode,

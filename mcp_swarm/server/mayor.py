@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -28,6 +28,8 @@ from mcp_swarm.engine.assignment import SkippedTask, SpawnedWorker
 from mcp_swarm.engine.integration import Integration, change_records
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.errors import TaskNotFound
+from mcp_swarm.ledger.mail import Mailbox
+from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import (
     ActiveForm,
@@ -43,7 +45,6 @@ from mcp_swarm.models import (
     TaskStatus,
     Worker,
 )
-from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.server.import_tools import build_import_tools
 from mcp_swarm.server.mail_tools import build_mail_tools
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
@@ -52,6 +53,7 @@ from mcp_swarm.store import Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
+T = TypeVar("T")
 
 INSTRUCTIONS = """\
 mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
@@ -74,17 +76,28 @@ class _Ledger:
 
     ledger: Ledger | None = None
     swarm: Swarm | None = None
+    # The Mayor's Agent Mail and file reservations, ready with the engine.
+    mailbox: Mailbox | None = None
+    reservations: Reservations | None = None
     settings: Settings | None = None
 
     def get(self) -> Ledger:
-        if self.ledger is None:
-            raise ToolError("the server is starting or stopping; try again")
-        return self.ledger
+        return _ready(self.ledger)
 
     def workers(self) -> Swarm:
-        if self.swarm is None:
-            raise ToolError("the server is starting or stopping; try again")
-        return self.swarm
+        return _ready(self.swarm)
+
+    def mail(self) -> Mailbox:
+        return _ready(self.mailbox)
+
+    def reserved(self) -> Reservations:
+        return _ready(self.reservations)
+
+
+def _ready(part: T | None) -> T:
+    if part is None:
+        raise ToolError("the server is starting or stopping; try again")
+    return part
 
 
 def build_tools(state: _Ledger) -> list[Tool]:
@@ -251,11 +264,9 @@ def build_tools(state: _Ledger) -> list[Tool]:
         cannot start is listed in skipped with the reason, and retry=true when the reason passes on
         its own (no free slot, a blocker or an overlapping task still running). Then call wait."""
         client = ctx.session.client_params
-        name = runtime or default_runtime(
-            state.workers().runtimes, state.settings.default_runtime if state.settings else None,
-            client.client_info.name if client is not None else None,
-        )  # fmt: skip
-        result = await state.workers().spawn(
+        swarm = state.workers()
+        name = runtime or swarm.default_runtime_for(client.client_info.name if client is not None else None)
+        result = await swarm.spawn(
             taskIds,
             runtime=name,
             max_workers=maxWorkers,
@@ -363,7 +374,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(TaskUpdate, UPDATES),
         strict_tool(TaskGet, READ_ONLY),
         strict_tool(TaskList, READ_ONLY),
-        *build_mail_tools(state.workers),
+        *build_mail_tools(state.mail, state.reserved),
         strict_tool(integrate, WRITES),
         *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
@@ -449,11 +460,12 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
             async with anyio.create_task_group() as group:
                 await group.start(swarm.run)
                 state.swarm = swarm
+                state.mailbox, state.reservations = Mailbox(store), Reservations(store)
                 try:
                     yield state
                 finally:
                     # The client went away: stop our workers and free their tasks, then the store.
-                    state.swarm = None
+                    state.swarm = state.mailbox = state.reservations = None
                     state.ledger = None
                     group.cancel_scope.cancel()
 
