@@ -14,6 +14,7 @@ from mcp_swarm.config import DEFAULT_ENV_ALLOW, Settings
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.integrations.completion_hooks import completion_hooks
 from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.runtimes.command import CommandProfile, CommandRuntime
 from mcp_swarm.runtimes.registry import build_runtimes
@@ -59,6 +60,6 @@ def build_engine(settings: Settings, store: Store, *, runtimes: Mapping[str, Run
         ),
         env_allow=DEFAULT_ENV_ALLOW if settings.env_allow is None else settings.env_allow,
         mode=settings.mode,
-        tmux_socket=settings.tmux_socket,
+        placements=placements(tmux_socket=settings.tmux_socket, max_log_bytes=settings.max_log_bytes),
         hooks=completion_hooks(ledger),
     )

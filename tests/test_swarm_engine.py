@@ -95,7 +95,7 @@ async def test_the_seed_plan_runs_in_the_waves_its_dependencies_allow(swarm: Swa
         spawned = await swarm.spawn()
         if not spawned.workers:
             break
-        waves.append(sorted(worker["taskId"] for worker in spawned.workers))
+        waves.append(sorted(worker.task_id for worker in spawned.workers))
         result = await swarm.wait(timeout=60)
         assert not result.timed_out
         assert {w.state for w in result.done} == {WorkerState.SUCCEEDED}
@@ -111,7 +111,7 @@ async def test_a_failed_worker_fails_its_task_and_keeps_dependents_blocked(swarm
     await ledger.create(NewTask(subject="breaks", description="@fail"))
     await ledger.create(NewTask(subject="after", blocked_by=["1"]))
     spawned = await swarm.spawn()
-    assert [w["taskId"] for w in spawned.workers] == ["1"]
+    assert [w.task_id for w in spawned.workers] == ["1"]
     assert spawned.skipped == []
     result = await swarm.wait(timeout=60)
     [done] = result.done
@@ -151,28 +151,28 @@ async def test_max_workers_and_double_spawn_are_refused_with_reasons(swarm: Swar
         await ledger.create(NewTask(subject=f"t{index}", description="@hang"))
     first = await swarm.spawn()
     assert len(first.workers) == 3
-    assert {s["taskId"] for s in first.skipped} == {"4", "5"}
-    assert all("maxWorkers" in s["reason"] for s in first.skipped)
+    assert {s.task_id for s in first.skipped} == {"4", "5"}
+    assert all("maxWorkers" in s.reason for s in first.skipped)
     again = await swarm.spawn(["1"])
     assert again.workers == []
-    assert "already being run by worker-1" in again.skipped[0]["reason"]
+    assert "already being run by worker-1" in again.skipped[0].reason
     for worker in first.workers:
-        await swarm.close(worker["workerId"])
+        await swarm.close(worker.worker_id)
 
 
 async def test_close_stops_the_worker_and_every_grandchild(swarm: Swarm) -> None:
     ledger = Ledger(swarm.store)
     await ledger.create(NewTask(subject="spawns", description="@grandchildren"))
     [worker] = (await swarm.spawn()).workers
-    log = Path(worker["log"])
+    log = Path(worker.log)
     with anyio.fail_after(30):
         # Watching the log from outside: the worker has no other way to say it is ready.
         while "started grandchildren" not in await _text(log):  # noqa: ASYNC110
             await anyio.sleep(0.05)
-    assert len(group_members(worker["pid"])) >= 3
-    closed = await swarm.close(worker["workerId"])
+    assert len(group_members(worker.pid)) >= 3
+    closed = await swarm.close(worker.worker_id)
     assert closed.state is WorkerState.CANCELLED
-    assert group_members(worker["pid"]) == []
+    assert group_members(worker.pid) == []
     task = await ledger.get("1")
     assert task.status is TaskStatus.PENDING
     assert task.owner is None
@@ -187,10 +187,10 @@ async def test_wall_clock_limit_times_the_worker_out(swarm: Swarm) -> None:
     ledger = Ledger(swarm.store)
     await ledger.create(NewTask(subject="hangs", description="@hang"))
     [worker] = (await swarm.spawn(timeout_seconds=0.5)).workers
-    result = await swarm.wait([worker["workerId"]], timeout=30)
+    result = await swarm.wait([worker.worker_id], timeout=30)
     [done] = result.done
     assert done.state is WorkerState.TIMED_OUT
-    assert group_members(worker["pid"]) == []
+    assert group_members(worker.pid) == []
     assert (await ledger.get("1")).status is TaskStatus.FAILED
 
 
@@ -201,15 +201,15 @@ async def test_wait_returns_each_result_once_and_times_out_with_what_runs(swarm:
     spawned = await swarm.spawn()
     first = await swarm.wait(mode="any", timeout=30)
     assert [w.task_id for w in first.done] == ["1"]
-    assert first.running == [spawned.workers[1]["workerId"]]
+    assert first.running == [spawned.workers[1].worker_id]
     assert not first.timed_out
     second = await swarm.wait(timeout=0.3)
     assert second.done == []
     assert second.timed_out
     # With ids, wait always answers for them, reported or not.
-    again = await swarm.wait([spawned.workers[0]["workerId"]], timeout=1)
+    again = await swarm.wait([spawned.workers[0].worker_id], timeout=1)
     assert [w.summary for w in again.done] == ["did task 1"]
-    await swarm.close(spawned.workers[1]["workerId"], TaskStatus.FAILED)
+    await swarm.close(spawned.workers[1].worker_id, TaskStatus.FAILED)
     assert (await ledger.get("2")).status is TaskStatus.FAILED
     assert json.dumps(again.done[0].model_dump(mode="json"))  # serialisable for the MCP layer
 
@@ -228,7 +228,7 @@ async def test_two_waits_at_once_hand_each_result_to_one_of_them(swarm: Swarm) -
         group.start_soon(waiter)
         group.start_soon(waiter)
     given = [worker for result in handed for worker in result]
-    assert sorted(given) == sorted(w["workerId"] for w in spawned.workers)
+    assert sorted(given) == sorted(w.worker_id for w in spawned.workers)
 
 
 RESUMABLE = r"""
@@ -291,11 +291,11 @@ async def test_send_input_continues_the_session_as_the_next_attempt(swarm: Swarm
     assert first.task_status is TaskStatus.FAILED
     assert first.session_id == "session-42"
 
-    continued = await swarm.send_input(worker["workerId"], "please fix it")
+    continued = await swarm.send_input(worker.worker_id, "please fix it")
     assert continued.attempt == 2
     assert (await ledger.get("1")).status is TaskStatus.IN_PROGRESS
     [second] = (await swarm.wait(timeout=30)).done
-    assert second.id == worker["workerId"]
+    assert second.id == worker.worker_id
     assert second.attempt == 2
     assert second.summary == "resumed: please fix it"
     assert second.task_status is TaskStatus.COMPLETED
@@ -307,7 +307,7 @@ async def test_send_input_is_refused_where_it_cannot_work(swarm: Swarm) -> None:
     await ledger.create(NewTask(subject="runs", description="@hang"))
     await ledger.create(NewTask(subject="quick"))
     spawned = await swarm.spawn()
-    running, quick = (w["workerId"] for w in spawned.workers)
+    running, quick = (w.worker_id for w in spawned.workers)
     with pytest.raises(InvalidInput, match="still running"):
         await swarm.send_input(running, "more")
     await swarm.wait([quick], timeout=30)
@@ -341,7 +341,7 @@ async def test_a_completion_hook_that_raises_fails_its_task_and_the_engine_goes_
             [failed] = first.done
             assert failed.error == "validation failed: _BrokenHook: it failed: the hook's own bug"
             await ledger.create(NewTask(subject="next", description="", metadata={"k": 1}))
-            assert [w["taskId"] for w in (await engine.spawn()).workers] == ["2"]
+            assert [w.task_id for w in (await engine.spawn()).workers] == ["2"]
             second = await engine.wait(mode="all", timeout=30)
             assert [w.task_id for w in second.done] == ["2"]
             group.cancel_scope.cancel()
@@ -369,9 +369,9 @@ async def test_a_prompt_file_is_written_only_for_a_command_line_that_names_it(tm
             [reader] = (await engine.spawn(["2"], runtime="reader")).workers
             done = (await engine.wait(mode="all", timeout=30)).done
             assert [w.task_status for w in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
-            assert not await anyio.Path(state / "workers" / plain["workerId"]).exists()
-            prompt = anyio.Path(state / "workers" / reader["workerId"] / "prompt.md")
+            assert not await anyio.Path(state / "workers" / plain.worker_id).exists()
+            prompt = anyio.Path(state / "workers" / reader.worker_id / "prompt.md")
             assert "the words" in await prompt.read_text()
-            assert "the words" in await anyio.Path(reader["log"]).read_text()
+            assert "the words" in await anyio.Path(reader.log).read_text()
             assert await anyio.Path(state / "results").is_dir()
             group.cancel_scope.cancel()

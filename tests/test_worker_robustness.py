@@ -382,7 +382,7 @@ async def test_the_reader_sees_the_last_line_of_a_flood(tmp_path: Path) -> None:
         await Ledger(swarm.store).create(NewTask(subject="floods", description="@flood-then-last-line"))
         [worker] = (await swarm.spawn()).workers
         [done] = (await swarm.wait(timeout=30)).done
-        assert (await anyio.Path(worker["log"]).stat()).st_size == 32 * MIB + len(b"the last line\n")
+        assert (await anyio.Path(worker.log).stat()).st_size == 32 * MIB + len(b"the last line\n")
         # The command runtime's summary is the last line of output when there is no result file.
         assert done.summary == "the last line"
 
@@ -427,9 +427,9 @@ async def test_a_worker_lingering_after_its_final_event_is_stopped_and_judged_by
         assert done.exit_code == -signal.SIGTERM  # stopped by the engine, not ended by itself
         assert seconds(done) >= limits.linger_seconds
         # The worker and the grandchild it started are gone.
-        assert group_members(worker["pid"]) == []
+        assert group_members(worker.pid) == []
         task = await ledger.get("1")
-        assert (task.status, task.owner) == (TaskStatus.COMPLETED, worker["workerId"])
+        assert (task.status, task.owner) == (TaskStatus.COMPLETED, worker.worker_id)
 
 
 # -- 4. the idle limit --------------------------------------------------------------------------
@@ -451,7 +451,7 @@ async def test_a_silent_worker_times_out_and_a_chatty_one_does_not(tmp_path: Pat
         assert quiet.error == "no output for 0.5 s"
         assert quiet.task_status is TaskStatus.FAILED
         assert seconds(quiet) >= limits.idle_seconds
-        assert group_members(silent["pid"]) == []  # its grandchild too
+        assert group_members(silent.pid) == []  # its grandchild too
         assert (await ledger.get("1")).status is TaskStatus.FAILED
 
         talker = by_task["2"]
@@ -459,7 +459,7 @@ async def test_a_silent_worker_times_out_and_a_chatty_one_does_not(tmp_path: Pat
         assert talker.exit_code == 0
         assert talker.task_status is TaskStatus.COMPLETED
         assert seconds(talker) >= 2.5  # five idle limits, never silent for one
-        assert group_members(chatty["pid"]) == []
+        assert group_members(chatty.pid) == []
         assert (await ledger.get("2")).status is TaskStatus.COMPLETED
 
 
@@ -551,21 +551,21 @@ async def test_a_late_report_of_an_old_attempt_never_overwrites_a_newer_one(tmp_
         assert (first.state, first.attempt, first.session_id) == (WorkerState.FAILED, 1, "session-7")
         assert (await ledger.get("1")).status is TaskStatus.FAILED
 
-        second = await swarm.send_input(worker["workerId"], "try again")
+        second = await swarm.send_input(worker.worker_id, "try again")
         assert second.attempt == 2
         assert second.state in (WorkerState.STARTING, WorkerState.RUNNING)
         task_before = await ledger.get("1")
-        assert (task_before.status, task_before.owner) == (TaskStatus.IN_PROGRESS, worker["workerId"])
+        assert (task_before.status, task_before.owner) == (TaskStatus.IN_PROGRESS, worker.worker_id)
 
         # While attempt 2 runs, attempt 1's report is refused and changes nothing.
         recorded, before, after = await late_report(swarm.store, 1, attempt=1)
         assert recorded is False
         assert after == before
         assert await ledger.get("1") == task_before
-        assert (await swarm.wait([worker["workerId"]], timeout=0)).running == [worker["workerId"]]
+        assert (await swarm.wait([worker.worker_id], timeout=0)).running == [worker.worker_id]
 
         await anyio.Path(go).touch()
-        [done] = (await swarm.wait([worker["workerId"]], timeout=30)).done
+        [done] = (await swarm.wait([worker.worker_id], timeout=30)).done
         assert (done.state, done.attempt, done.task_status) == (
             WorkerState.SUCCEEDED,
             2,
@@ -595,10 +595,10 @@ async def test_closing_an_ended_worker_returns_its_record_and_changes_nothing(tm
         await ledger.create(NewTask(subject="breaks", description="@fail"))
         await ledger.create(NewTask(subject="hangs", description="@hang"))
         quick, broken, hung = (await swarm.spawn()).workers
-        await swarm.wait([quick["workerId"], broken["workerId"]], timeout=30)
-        cancelled = await swarm.close(hung["workerId"])
+        await swarm.wait([quick.worker_id, broken.worker_id], timeout=30)
+        cancelled = await swarm.close(hung.worker_id)
         assert cancelled.state is WorkerState.CANCELLED
-        assert group_members(hung["pid"]) == []
+        assert group_members(hung.pid) == []
         assert (await swarm.wait(timeout=0)).running == []  # every result has been handed over
 
         ids = ["1", "2", "3"]

@@ -216,8 +216,8 @@ async def _loop(
                 ids, runtime=runtime, max_workers=max_workers, timeout_seconds=options.timeout_seconds
             )
             for started in result.workers:
-                row, worker_id = by_id[started["taskId"]], str(started["workerId"])
-                row.state, row.worker, row.log = "running", worker_id, Path(started["log"])
+                row, worker_id = by_id[started.task_id], started.worker_id
+                row.state, row.worker, row.log = "running", worker_id, Path(started.log)
                 row.started, row.seconds, row.note = time.monotonic(), None, ""
                 running[worker_id] = row
                 observer.changed(row)
@@ -225,13 +225,13 @@ async def _loop(
             for skipped in result.skipped:
                 # A reason that passes on its own (retry: no free slot, an overlapping task running,
                 # another session running it) holds the task back; any other would only repeat.
-                if skipped.get("retry"):
+                if skipped.retry:
                     held = True
                     continue
                 # It could not start (its program is missing, say): trying again would only repeat that.
-                row = by_id[skipped["taskId"]]
+                row = by_id[skipped.task_id]
                 await ledger.update(row.task_id, TaskChanges(status=TaskStatus.FAILED))
-                row.state, row.note = "failed", f"could not start: {skipped['reason']}"
+                row.state, row.note = "failed", f"could not start: {skipped.reason}"
                 observer.changed(row)
                 moved = True
         if not running:

@@ -10,19 +10,52 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+import anyio
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.models import Worker, now, worker_number
+from mcp_swarm.store import Store
 from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
-if TYPE_CHECKING:
-    from mcp_swarm.engine.swarm import Swarm
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntegratedWorker:
+    """A worker whose changes are now in the main tree."""
+
+    task_id: str
+    worker_id: str
+    files: list[FileChange]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A worker whose changes were not integrated; neither tree was changed for it."""
+
+    task_id: str
+    worker_id: str
+    reason: Literal["uncommitted_changes", "does_not_apply"]
+    files: list[str]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """What one integration did. `note` says why there was nothing to do, when there was not."""
+
+    integrated: list[IntegratedWorker] = field(default_factory=lambda: list[IntegratedWorker]())
+    # The wave's commit, if one was made.
+    commit: str | None = None
+    conflicts: list[Conflict] = field(default_factory=lambda: list[Conflict]())
+    # The workers after a conflict, left for a later integration.
+    not_attempted: list[str] = field(default_factory=lambda: list[str]())
+    note: str | None = None
 
 
 def worktree_record(worktree: Worktree) -> dict[str, str]:
@@ -80,10 +113,14 @@ def _in_dependency_order(workers: list[Worker], edges: list[tuple[int, int]]) ->
     return ordered
 
 
-async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Bring the completed, not yet integrated workers' changes into the main tree as one commit."""
-    async with swarm.integration_lock:
-        async with swarm.store.read() as tx:
+async def integrate_completed(
+    store: Store, project_dir: Path, lock: anyio.Lock, worker_ids: Sequence[str] | None = None
+) -> Integration:
+    """Bring the completed, not yet integrated workers' changes into the main tree as one commit.
+
+    `lock` is held throughout: each integration reads and commits the main tree."""
+    async with lock:
+        async with store.read() as tx:
             candidates = await tx.workers.integrable()
             if worker_ids is not None:
                 wanted = set(worker_ids)
@@ -97,39 +134,26 @@ async def integrate_completed(swarm: Swarm, worker_ids: Sequence[str] | None = N
             edges = await tx.tasks.dependencies_among(int(worker.task_id) for worker in candidates)
             tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in candidates])}
         if not candidates:
-            return {"integrated": [], "message": "nothing to integrate"}
+            return Integration(note="nothing to integrate")
         items: list[IntegrationItem] = []
         for worker in _in_dependency_order(candidates, edges):
             worktree = worktree_of(worker)
             assert worktree is not None  # noqa: S101 - integrable() has only workers with a worktree
             items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
-        report = await integrate(
-            swarm.project_dir, items, f"Integrate {len(items)} task(s) done by the swarm"
-        )
+        report = await integrate(project_dir, items, f"Integrate {len(items)} task(s) done by the swarm")
         integrated = [done.item for done in report.integrated]
         if integrated:
-            async with swarm.store.write() as tx:
+            async with store.write() as tx:
                 await tx.workers.mark_integrated(
                     [worker_number(item.worker_id) for item in integrated], report.commit or "", now()
                 )
-    answer: dict[str, Any] = {
-        "integrated": [
-            {
-                "taskId": done.item.task_id,
-                "workerId": done.item.worker_id,
-                "files": change_records(done.files),
-            }
-            for done in report.integrated
-        ]
-    }
-    if report.commit:
-        answer["commit"] = report.commit
-    if report.conflicts:
-        answer["conflicts"] = [
-            {"taskId": c.item.task_id, "workerId": c.item.worker_id, "reason": c.reason, "files": c.files,
-             "message": c.message}
-            for c in report.conflicts
-        ]  # fmt: skip
-    if report.not_attempted:
-        answer["notAttempted"] = [item.worker_id for item in report.not_attempted]
-    return answer
+    return Integration(
+        integrated=[
+            IntegratedWorker(done.item.task_id, done.item.worker_id, done.files) for done in report.integrated
+        ],
+        commit=report.commit,
+        conflicts=[
+            Conflict(c.item.task_id, c.item.worker_id, c.reason, c.files, c.message) for c in report.conflicts
+        ],
+        not_attempted=[item.worker_id for item in report.not_attempted],
+    )

@@ -25,7 +25,8 @@ from mcp_swarm.engine.validation import run_checks
 from mcp_swarm.engine.verdicts import Verdict
 from mcp_swarm.engine.worker_io import clean_summary
 from mcp_swarm.models import TaskStatus, WorkerState
-from mcp_swarm.placement.logtail import FileId, LogTail
+from mcp_swarm.placement.base import LogFollower, Placement
+from mcp_swarm.placement.logtail import FileId
 from mcp_swarm.placement.processes import WorkerProcess
 from mcp_swarm.runtimes.base import Outcome, OutputReader, WorkerRequest, as_object
 from mcp_swarm.store import Store
@@ -77,8 +78,12 @@ class Launch:
     reader: OutputReader
     request: WorkerRequest
     offset: int  # where this attempt's output begins in the log
-    # Distributed mode: the tmux session it runs in; it outlives this server.
-    tmux_session: str | None = None
+    # Where its process lives (a child of this server, a tmux session...).
+    placement: Placement
+    # The placement's name for its home, recorded with it (a tmux session, which outlives this
+    # server); and how a user watches it live, where that can be done.
+    session: str | None = None
+    attach: str | None = None
     # Worktree isolation: its own git worktree, whose changes are read when it ends.
     worktree: Worktree | None = None
     # The file `offset` is in: a tmux worker's log may be rotated before it is first read.
@@ -109,9 +114,9 @@ async def watch_until_end(
 ) -> tuple[int | None, EndedBy | None]:
     """Until the process has ended: its exit status, and why the engine ended it, if it did."""
     process, reader = launch.process, launch.reader
-    # A tmux worker's wrapper rotates its log itself; a local worker's log only we can rotate.
-    max_bytes = limits.max_log_bytes if launch.tmux_session is None else None
-    tail = LogTail(log, reader.feed, offset=launch.offset, file_id=launch.log_id, max_bytes=max_bytes)
+    tail = launch.placement.follow_log(
+        log, reader.feed, offset=launch.offset, file_id=launch.log_id, max_bytes=limits.max_log_bytes
+    )
     last_output = time.monotonic()
     finished_at: float | None = None
     ended_by: EndedBy | None = None
@@ -164,7 +169,7 @@ async def watch_until_end(
     return exit_code, ended_by
 
 
-async def _rotate_if_over(tail: LogTail) -> bool:
+async def _rotate_if_over(tail: LogFollower) -> bool:
     return tail.over_limit() and await tail.rotate()
 
 

@@ -8,20 +8,25 @@ final event and for silence, and records the verdict once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from mcp_swarm.config import DEFAULT_ENV_ALLOW, DEFAULT_TMUX_SOCKET, MODES, Mode
-from mcp_swarm.engine.integration import changes_of, worktree_of, worktree_record
+from mcp_swarm.config import DEFAULT_ENV_ALLOW
+from mcp_swarm.engine.assignment import SpawnedWorker, SpawnResult, choose
+from mcp_swarm.engine.integration import (
+    Integration,
+    changes_of,
+    integrate_completed,
+    worktree_of,
+    worktree_record,
+)
 from mcp_swarm.engine.launcher import Attempt, Launcher
 from mcp_swarm.engine.recovery import recover
 from mcp_swarm.engine.supervision import (
@@ -37,8 +42,6 @@ from mcp_swarm.engine.waiting import Changes, ProgressCallback, WaitResult, wait
 from mcp_swarm.engine.worker_io import build_prompt
 from mcp_swarm.errors import BlockedTask, InvalidInput, RuntimeNotCapable, SwarmError
 from mcp_swarm.ledger.mail import Mailbox
-from mcp_swarm.ledger.reservations import Reservations
-from mcp_swarm.ledger.scopes import clash, scope_of
 from mcp_swarm.models import (
     LIVE_WORKER_STATES,
     Task,
@@ -50,14 +53,11 @@ from mcp_swarm.models import (
     worker_name,
     worker_number,
 )
-from mcp_swarm.placement.processes import (
-    ProcessIdentity,
-    WorkerProcess,
-    stop_group,
-    this_process,
-)
-from mcp_swarm.placement.tmux import Tmux
+from mcp_swarm.placement.base import Placed, Placement
+from mcp_swarm.placement.builtin import placements as builtin_placements
+from mcp_swarm.placement.processes import WorkerProcess, this_process
 from mcp_swarm.runtimes.base import Runtime
+from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store, Transaction
 from mcp_swarm.store.tasks import EventRow
 from mcp_swarm.workspace.worktrees import Worktree
@@ -65,17 +65,6 @@ from mcp_swarm.workspace.worktrees import create as create_worktree
 from mcp_swarm.workspace.worktrees import remove as remove_worktree
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SpawnResult:
-    workers: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-    skipped: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
-
-    def skip(self, task_id: str, reason: str, *, retry: bool) -> None:
-        """A task not started, and why. `retry`: the reason passes on its own (no free slot, a
-        blocker or an overlapping task still running), so a later spawn may start it."""
-        self.skipped.append({"taskId": task_id, "reason": reason, **({"retry": True} if retry else {})})
 
 
 class Swarm:
@@ -90,10 +79,12 @@ class Swarm:
         limits: WorkerLimits | None = None,
         env_allow: Sequence[str] = DEFAULT_ENV_ALLOW,
         actor: str = "mayor",
-        mode: Mode = "local",
-        tmux_socket: str = DEFAULT_TMUX_SOCKET,
+        mode: str = "local",
+        placements: Mapping[str, Placement] | None = None,
         hooks: Sequence[CompletionHook] = (),
     ) -> None:
+        """`placements`: where a worker of each mode lives (default: placement/builtin.py's, with
+        tmux's own socket); `mode` is the one a spawn uses unless told otherwise."""
         self.store = store
         self.runtimes = dict(runtimes)
         self.default_runtime = default_runtime
@@ -103,6 +94,8 @@ class Swarm:
         self.env_allow = tuple(env_allow)
         self.actor = actor
         self._processes: dict[int, WorkerProcess] = {}
+        # Those of them whose placement outlives this server: it never stops them on its way out.
+        self._outliving: set[int] = set()
         # How this server names itself as the supervisor of its workers: no other server adopts
         # them while this process runs (see engine/recovery.py).
         me = this_process()
@@ -111,24 +104,17 @@ class Swarm:
         self._group: TaskGroup | None = None
         self._verdicts = VerdictRecorder(store, self._notify)
         self._metadata = MetadataReader(store)
-        self.mail = Mailbox(store)
+        self._mail = Mailbox(store)
         self.hooks = tuple(hooks)
         # One integration at a time: each reads and commits the main tree.
-        self.integration_lock = anyio.Lock()
-        self.mode: Mode = mode
-        self.tmux = Tmux(tmux_socket)
-        self.launcher = Launcher(
-            state_dir=state_dir,
-            project_dir=project_dir,
-            db_path=store.path,
-            env_allow=env_allow,
-            tmux=self.tmux,
-            max_log_bytes=self.limits.max_log_bytes,
+        self._integration_lock = anyio.Lock()
+        self.mode = mode
+        self._placements = dict(
+            builtin_placements(max_log_bytes=self.limits.max_log_bytes) if placements is None else placements
         )
-        # Workers of this server that run in tmux sessions: they outlive it, so it never stops them
-        # on its way out.
-        self._sessions: dict[int, str] = {}
-        self.reservations = Reservations(store)
+        self._launcher = Launcher(
+            state_dir=state_dir, project_dir=project_dir, db_path=store.path, env_allow=env_allow
+        )
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -137,7 +123,16 @@ class Swarm:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
-                await recover(self)
+                await recover(
+                    self.store,
+                    self.supervisor,
+                    placements=self._placements,
+                    files=self._launcher.files,
+                    runtimes=self.runtimes,
+                    grace=self.limits.stop_grace_seconds,
+                    adopt=self._adopt,
+                    record=self._finish,
+                )
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
@@ -148,9 +143,10 @@ class Swarm:
     async def stop_all(self) -> None:
         """Stop every local worker this process started, returning their tasks to pending.
 
-        Workers in tmux sessions go on; the next server on the database adopts them.
+        Workers whose placement outlives the server (tmux sessions) go on; the next server on the
+        database adopts them.
         """
-        numbers = [number for number in self._processes if number not in self._sessions]
+        numbers = [number for number in self._processes if number not in self._outliving]
         async with anyio.create_task_group() as group:
             for number in numbers:
                 group.start_soon(
@@ -159,6 +155,29 @@ class Swarm:
 
     def _notify(self) -> None:
         self._changes.notify()
+
+    def _placement(self, mode: str) -> Placement:
+        try:
+            return self._placements[mode]
+        except KeyError:
+            raise SwarmError(
+                f"no placement for mode {mode!r}; this server has {', '.join(self._placements)}"
+            ) from None
+
+    # -- what the server asks ---------------------------------------------------------------
+
+    def default_runtime_for(self, client: str | None) -> str | None:
+        """The runtime a spawn that names none uses for a client (an MCP clientInfo name): the
+        configured default; else the client's own CLI, if installed; else codex or claude on PATH."""
+        return default_runtime(self.runtimes, self.default_runtime, client)
+
+    def attach_hint(self, worker: Worker) -> str | None:
+        """How a user watches a worker live, while its placement offers a way (a tmux session)."""
+        return self._placement(worker.mode).attach_hint(worker)
+
+    async def integrate(self, worker_ids: Sequence[str] | None = None) -> Integration:
+        """Bring completed worktree workers' changes into the main tree: see integration.py."""
+        return await integrate_completed(self.store, self.project_dir, self._integration_lock, worker_ids)
 
     # -- spawn ------------------------------------------------------------------------------
 
@@ -192,9 +211,10 @@ class Swarm:
         if isolation not in (None, "shared", "worktree"):
             raise InvalidInput(f"unknown isolation {isolation!r}; use shared or worktree")
         in_worktrees = isolation == "worktree"
-        if mode not in (None, *MODES):
-            raise InvalidInput(f"unknown mode {mode!r}; use local or distributed")
-        chosen_mode: Mode = self.mode if mode is None else mode  # type: ignore[assignment]
+        if mode is not None and mode not in self._placements:
+            raise InvalidInput(f"unknown mode {mode!r}; use {' or '.join(self._placements)}")
+        chosen_mode = self.mode if mode is None else mode
+        placement = self._placement(chosen_mode)
         limit = self.limits.max_workers if max_workers is None else max_workers
         if limit < 1:
             raise InvalidInput("maxWorkers must be at least 1")
@@ -202,7 +222,7 @@ class Swarm:
         at = now()
         async with self.store.write() as tx:
             free = max(0, limit - await tx.workers.live_count())
-            chosen_tasks, left_over = await self._choose(tx, task_ids, free, result, scopes=not in_worktrees)
+            chosen_tasks, left_over = await choose(tx, task_ids, free, result, scopes=not in_worktrees)
             assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
         full = f"maxWorkers ({limit}) reached; spawn again after wait"
         for task_id in left_over:
@@ -217,12 +237,14 @@ class Swarm:
                     result.skip(task.id, worktree, retry=False)
                     continue
                 cwd = None if worktree is None else worktree.workdir
-                request = self.launcher.request(number, task.id, build_prompt(task, instructions), model, cwd)
+                request = self._launcher.request(
+                    number, task.id, build_prompt(task, instructions), model, cwd
+                )
                 attempts.append(Attempt(number, 1, chosen.argv(request), request))
                 if worktree is not None:
                     worktrees[number] = worktree
             launches: list[Launch] = []
-            outcomes = await self._launch(attempts, chosen, chosen_mode)
+            outcomes = await self._launch(attempts, chosen, placement)
             for attempt, launch in zip(attempts, outcomes, strict=True):
                 worktree, task_id = worktrees.get(attempt.number), attempt.request.task_id
                 if isinstance(launch, str):
@@ -232,12 +254,10 @@ class Swarm:
                     continue
                 launch = replace(launch, worktree=worktree)
                 launches.append(launch)
-                pid, log = launch.process.identity.pid, str(self.launcher.log(attempt.number))
-                started = {"workerId": worker_name(attempt.number), "taskId": task_id, "runtime": chosen.name,
-                           "pid": pid, "log": log}  # fmt: skip
-                if launch.tmux_session is not None:
-                    started["attach"] = self.tmux.attach_command(launch.tmux_session)
-                result.workers.append(started)
+                pid, log = launch.process.identity.pid, str(self._launcher.log(attempt.number))
+                result.workers.append(
+                    SpawnedWorker(worker_name(attempt.number), task_id, chosen.name, pid, log, launch.attach)
+                )
             await self._supervise_all(launches, timeout_seconds)
         return result
 
@@ -266,7 +286,7 @@ class Swarm:
                 raise InvalidInput(f"task {task.id} is being run by {holder}")
             if task.blocked_by:
                 raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
-            request = self.launcher.request(number, task.id, message, None, Path(worker.cwd))
+            request = self._launcher.request(number, task.id, message, None, Path(worker.cwd))
             argv = runtime.resume_argv(request, worker.session_id, message)
             await tx.workers.restart(number, attempt=worker.attempt, now=at, supervisor=self.supervisor)
             await tx.tasks.update(
@@ -279,8 +299,8 @@ class Swarm:
                 ]
             )
         with anyio.CancelScope(shield=True):
-            mode: Mode = "distributed" if worker.mode == "distributed" else "local"
-            [launch] = await self._launch([Attempt(number, worker.attempt + 1, argv, request)], runtime, mode)
+            attempt = Attempt(number, worker.attempt + 1, argv, request)
+            [launch] = await self._launch([attempt], runtime, self._placement(worker.mode))
             if not isinstance(launch, str):
                 launch = replace(launch, worktree=worktree_of(worker))
                 await self._supervise_all([launch], timeout_seconds)
@@ -296,62 +316,8 @@ class Swarm:
         except SwarmError as exc:
             return await self._not_started(number, 1, exc)
 
-    async def _choose(
-        self, tx: Transaction, task_ids: Sequence[str] | None, free: int, result: SpawnResult, *, scopes: bool
-    ) -> tuple[list[Task], list[str]]:
-        """The tasks to start, at most `free`; the others go to `result.skipped` with the reason,
-        except ready tasks left over for want of a slot, whose ids are returned.
-
-        Of the ready wave only as many tasks are read as there are slots to fill, and more only
-        when some of those cannot start (a write scope overlapping a running task's, say).
-        """
-        named: list[Task] | None = None
-        if task_ids is None:
-            queue = await tx.tasks.ready_ids()
-        else:
-            queue = [parse_task_id(task_id) for task_id in dict.fromkeys(task_ids)]
-            named = await tx.tasks.many(queue)
-            found = {int(t.id) for t in named if t.status is not TaskStatus.DELETED}
-            if missing := [number for number in queue if number not in found]:
-                raise InvalidInput(f"no task with id {missing[0]}; nothing was spawned")
-        chosen: list[Task] = []
-        left_over: list[str] = []
-        # Worktrees share no files: write scopes matter only in the shared tree.
-        held: dict[str, list[str]] | None = None
-        while queue and (len(chosen) < free or task_ids is not None):
-            # Named tasks are all looked at, so that each gets its own reason if it cannot start.
-            size = len(queue) if task_ids is not None else free - len(chosen)
-            batch, queue = queue[:size], queue[size:]
-            # Named tasks were read above, all in one batch; the ready wave is read batch by batch.
-            tasks = named if named is not None else await tx.tasks.many(batch)
-            running = await tx.workers.live_for_tasks(int(t.id) for t in tasks)
-            if scopes and held is None and any("files" in t.metadata for t in tasks):
-                # Write scopes of the running tasks, and of those chosen here as they are: one
-                # working tree never has two tasks at once whose declared files overlap.
-                held = await _live_scopes(tx)
-                held.update({t.id: scope_of(t) for t in chosen})
-            for task in tasks:
-                reason, retry = _refusal(task, running.get(int(task.id)))
-                scope: list[str] = []
-                if reason is None and held is not None:
-                    try:
-                        scope = scope_of(task)
-                    except InvalidInput as exc:
-                        reason, retry = str(exc), False
-                    else:
-                        reason, retry = (clash(scope, held) if scope else None), True
-                if reason is not None:
-                    result.skip(task.id, reason, retry=retry)
-                elif len(chosen) >= free:
-                    left_over.append(task.id)
-                else:
-                    chosen.append(task)
-                    if held is not None:
-                        held[task.id] = scope
-        return chosen, left_over + [str(number) for number in queue]
-
     async def _assign(
-        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: Mode
+        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: str
     ) -> list[tuple[int, Task]]:
         """A worker for each task, and the task marked in_progress and owned by it."""
         if not tasks:
@@ -364,7 +330,7 @@ class Swarm:
             supervisor=self.supervisor,
             mode=mode,
         )
-        await tx.workers.set_logs({number: str(self.launcher.log(number)) for number in numbers.values()})
+        await tx.workers.set_logs({number: str(self._launcher.log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
         in_progress = TaskStatus.IN_PROGRESS.value
         events: list[EventRow] = []
@@ -375,15 +341,16 @@ class Swarm:
         await tx.tasks.record_events(events)
         return [(numbers[int(task.id)], task) for task in tasks]
 
-    async def _launch(self, attempts: list[Attempt], runtime: Runtime, mode: Mode) -> list[Launch | str]:
+    async def _launch(
+        self, attempts: list[Attempt], runtime: Runtime, placement: Placement
+    ) -> list[Launch | str]:
         """Start the attempts' processes. For each, its Launch; or, if it could not start, the reason,
         recorded (its task back to pending). Pids are recorded by `_supervise_all`."""
         if not attempts:
             return []
-        shared_env = self.launcher.shared_environment()
         launches: list[Launch | str] = []
         for attempt, launch in zip(
-            attempts, await self.launcher.start(attempts, runtime, shared_env, mode), strict=True
+            attempts, await self._launcher.start(attempts, runtime, placement), strict=True
         ):
             if not isinstance(launch, Launch):
                 launch = await self._not_started(attempt.number, attempt.attempt, launch)
@@ -402,7 +369,7 @@ class Swarm:
         if not launches:
             return
         # Plain local workers take one statement; tmux sessions and worktrees are recorded too.
-        plain = all(launch.tmux_session is None and launch.worktree is None for launch in launches)
+        plain = all(launch.session is None and launch.worktree is None for launch in launches)
         try:
             async with self.store.write(one_statement=plain) as tx:
                 await tx.workers.started(
@@ -410,8 +377,8 @@ class Swarm:
                     for launch in launches
                 )
                 for launch in launches:
-                    if launch.tmux_session is not None:
-                        await tx.workers.set_tmux_session(launch.number, launch.tmux_session)
+                    if launch.session is not None:
+                        await tx.workers.set_tmux_session(launch.number, launch.session)
                     if launch.worktree is not None:
                         record, cwd = worktree_record(launch.worktree), str(launch.worktree.workdir)
                         await tx.workers.set_worktree(launch.number, record, cwd)
@@ -427,52 +394,47 @@ class Swarm:
     def _watch(self, launch: Launch, limit: float) -> None:
         assert self._group is not None  # noqa: S101 - callers checked that the engine runs
         self._processes[launch.number] = launch.process
-        if launch.tmux_session is not None:
-            self._sessions[launch.number] = launch.tmux_session
+        if launch.placement.outlives_server:
+            self._outliving.add(launch.number)
         self._group.start_soon(self._supervise, launch, limit)
 
-    async def adopt(self, worker: Worker, process: WorkerProcess, *, record_pid: bool) -> None:
+    async def _adopt(self, worker: Worker, placed: Placed) -> None:
         """Supervise a live worker that another server (now gone) started, as if we had started it.
 
         Its output is read from the start of its log; its time limit counts from its start.
         """
-        number = worker_number(worker.id)
+        number, process = worker.number, placed.process
         runtime = self.runtimes[worker.runtime]
-        if record_pid:
+        if worker.pid is None:  # found by its environment: the server died before writing its pid
             async with self.store.write() as tx:
                 await tx.workers.started([(number, process.identity.pid, process.identity.start_time)])
-        request = self.launcher.request(number, worker.task_id, "", None, Path(worker.cwd))
+        request = self._launcher.request(number, worker.task_id, "", None, Path(worker.cwd))
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
         reader = runtime.reader(request)
+        placement = self._placement(worker.mode)
         launch = Launch(
-            number, worker.attempt, process, reader, request, offset=0, tmux_session=worker.tmux_session
+            number, worker.attempt, process, reader, request, 0, placement, session=placed.session
         )
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
-
-    async def record(self, verdict: Verdict) -> bool:
-        """Record a worker's end (see engine/verdicts.py); False if that attempt already had one."""
-        return await self._verdicts.record(verdict)
 
     # -- supervision ------------------------------------------------------------------------
 
     async def _supervise(self, launch: Launch, limit: float) -> None:
         exit_code, ended_by = await watch_until_end(
-            launch, self.launcher.log(launch.number), limit, self.limits
+            launch, self._launcher.log(launch.number), limit, self.limits
         )
         self._processes.pop(launch.number, None)
         with anyio.CancelScope(shield=True):
             # The checks' environment is built only for a task that has checks: off the common path.
-            checks_env = self.launcher.checks_environment
-            files = self.launcher.files(launch.number)
+            checks_env = self._launcher.checks_environment
+            files = self._launcher.files(launch.number)
             verdict = await judge(launch, exit_code, ended_by, self._metadata, checks_env, files, self.hooks)
             if launch.worktree is not None:
                 verdict = replace(verdict, changes=await changes_of(launch.worktree))
             await self._finish(verdict)
-            self._sessions.pop(launch.number, None)
-            # A completed worker's session has nothing more to show; a failed one is kept for
-            # inspection (tmux attach) until close_agent.
-            if launch.tmux_session is not None and verdict.task_status is TaskStatus.COMPLETED:
-                await self.tmux.kill_session(launch.tmux_session)
+            self._outliving.discard(launch.number)
+            completed = verdict.task_status is TaskStatus.COMPLETED
+            await launch.placement.finished(launch.session, completed=completed)
 
     async def _finish(self, verdict: Verdict) -> bool:
         """Record a worker's end and its task's new status, once; False if it was already recorded."""
@@ -491,7 +453,7 @@ class Swarm:
         """See waiting.wait_for_workers."""
         return await wait_for_workers(
             self.store,
-            self.mail,
+            self._mail,
             self._changes,
             worker_ids,
             mode=mode,
@@ -514,16 +476,8 @@ class Swarm:
             raise InvalidInput(f"no worker {worker_id!r}; spawn returns the worker ids")
         await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor")
         with anyio.CancelScope(shield=True):
-            if worker.state in LIVE_WORKER_STATES and worker.pid and worker.pid_start_time:
-                # Supervised by another server (another Mayor's session): stopped all the same.
-                await stop_group(
-                    ProcessIdentity(worker.pid, worker.pid_start_time),
-                    worker.pid,
-                    self.limits.stop_grace_seconds,
-                )
-            if worker.tmux_session is not None:
-                # Running, or kept after a failure for inspection: closing removes it.
-                await self.tmux.kill_session(worker.tmux_session)
+            # Supervised by another server (another Mayor's session), it is stopped all the same.
+            await self._placement(worker.mode).stop(worker, self.limits.stop_grace_seconds)
             worktree = worktree_of(worker)
             if worktree is not None and worker.integrated_commit is None:
                 await remove_worktree(self.project_dir, worktree)
@@ -540,23 +494,3 @@ class Swarm:
             process = self._processes.pop(number, None)
             if process is not None:
                 await process.stop(self.limits.stop_grace_seconds)
-
-
-async def _live_scopes(tx: Transaction) -> dict[str, list[str]]:
-    live = [int(worker.task_id) for worker in await tx.workers.live()]
-    scopes: dict[str, list[str]] = {}
-    for task in await tx.tasks.many(live):
-        with contextlib.suppress(InvalidInput):  # a malformed scope was refused when it was spawned
-            scopes[task.id] = scope_of(task)
-    return scopes
-
-
-def _refusal(task: Task, live_worker: str | None) -> tuple[str | None, bool]:
-    """Why the task cannot start now, if it cannot, and whether that passes on its own."""
-    if live_worker is not None:
-        return f"already being run by {live_worker}", True
-    if task.status is not TaskStatus.PENDING:
-        return f"its status is {task.status.value}, not pending", False
-    if task.blocked_by:
-        return f"blocked by {', '.join(task.blocked_by)}", True
-    return None, False

@@ -1,1 +1,2 @@
-"""Where a worker's process lives (a local child, a tmux session): started, watched, stopped, adopted."""
+"""Where a worker's process lives (a local child, a tmux session), behind one interface (base.py):
+started, watched, stopped, adopted, its log read."""

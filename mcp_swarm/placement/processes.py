@@ -239,9 +239,9 @@ def start_child(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], outpu
     has no '/'. `env` is the whole environment of the process, not additions to ours. Its stdin is
     /dev/null, so a program that asks for input gets end of file rather than hanging.
 
-    It blocks until the program is executed, and may run in any thread: the engine starts a wave
-    of workers in a thread of its own (see Launcher.start). `watch` must follow in the event loop's
-    thread.
+    It blocks until the program is executed, and may run in any thread: the local placement starts
+    a wave of workers in a thread of its own (see local.py). `watch` must follow in the event
+    loop's thread.
     """
     if isinstance(argv, str):
         # A string is a sequence of one-letter arguments; anyio would run it through a shell.

@@ -9,16 +9,16 @@ from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult
 from pydantic import Field
 
-from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.ledger.mail import (
     MAX_BODY_CHARS,
     MAX_FETCH,
     MAX_MESSAGE_ID,
     MAX_SUBJECT_CHARS,
     MAYOR,
+    Mailbox,
     MessageType,
 )
-from mcp_swarm.ledger.reservations import MAX_PATTERN_CHARS, MAX_PATTERNS, MAX_TTL_SECONDS
+from mcp_swarm.ledger.reservations import MAX_PATTERN_CHARS, MAX_PATTERNS, MAX_TTL_SECONDS, Reservations
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_CHARS)]
@@ -28,7 +28,9 @@ Patterns = Annotated[
 ]
 
 
-def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
+def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Reservations]) -> list[Tool]:
+    """The tools over the Mayor's mailbox and reservations, each looked up at call time."""
+
     @guarded
     async def send_message(
         to: Annotated[str, Field(max_length=40, description="The worker, e.g. worker-3")],
@@ -42,7 +44,7 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
     ) -> CallToolResult:
         """Send a message to a running worker (it reads it with its own fetch_inbox). To retry an
         ended worker with new instructions, use send_input instead."""
-        message = await swarm().mail.send(MAYOR, to, subject, body, task_id=taskId, type=MessageType(type))
+        message = await mailbox().send(MAYOR, to, subject, body, task_id=taskId, type=MessageType(type))
         return answer(message.to_wire())
 
     @guarded
@@ -55,9 +57,7 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
     ) -> CallToolResult:
         """The Mayor's inbox: workers' progress reports, help requests and results, oldest first.
         Messages come back with read=false the first time; they are marked read by this call."""
-        messages = await swarm().mail.fetch_inbox(
-            MAYOR, since_id=sinceId, limit=limit, unread_only=unreadOnly
-        )
+        messages = await mailbox().fetch_inbox(MAYOR, since_id=sinceId, limit=limit, unread_only=unreadOnly)
         return answer({"messages": [message.to_wire() for message in messages]})
 
     @guarded
@@ -65,7 +65,7 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
         holder: Annotated[str | None, Field(max_length=40, description="Only this holder's")] = None,
     ) -> CallToolResult:
         """Open file reservations: who is editing what, until when. Check them when forming a wave."""
-        reservations = await swarm().reservations.active(holder=holder)
+        reservations = await reserved().active(holder=holder)
         return answer({"reservations": [r.to_wire() for r in reservations]})
 
     @guarded
@@ -77,7 +77,7 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
     ) -> CallToolResult:
         """Reserve paths for the Mayor (e.g. while integrating); refused, naming the holder, if a
         worker holds a conflicting reservation."""
-        held = await swarm().reservations.reserve(
+        held = await reserved().reserve(
             MAYOR, list(patterns), exclusive=exclusive, ttl_seconds=ttlSeconds, reason=reason
         )
         return answer({"reservations": [r.to_wire() for r in held]})
@@ -90,7 +90,7 @@ def build_mail_tools(swarm: Callable[[], Swarm]) -> list[Tool]:
         ] = None,
     ) -> CallToolResult:
         """Release the Mayor's reservations."""
-        released = await swarm().reservations.release(MAYOR, None if patterns is None else list(patterns))
+        released = await reserved().release(MAYOR, None if patterns is None else list(patterns))
         return answer({"released": released})
 
     return [

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -24,9 +24,12 @@ from pydantic import Field
 from mcp_swarm import __version__
 from mcp_swarm.app import build_engine
 from mcp_swarm.config import Settings
-from mcp_swarm.engine.integration import integrate_completed
+from mcp_swarm.engine.assignment import SkippedTask, SpawnedWorker
+from mcp_swarm.engine.integration import Integration, change_records
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.errors import TaskNotFound
+from mcp_swarm.ledger.mail import Mailbox
+from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import (
     ActiveForm,
@@ -42,7 +45,6 @@ from mcp_swarm.models import (
     TaskStatus,
     Worker,
 )
-from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.server.import_tools import build_import_tools
 from mcp_swarm.server.mail_tools import build_mail_tools
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
@@ -51,6 +53,7 @@ from mcp_swarm.store import Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
+T = TypeVar("T")
 
 INSTRUCTIONS = """\
 mcp-swarm makes you the Mayor of a swarm of worker agents. The loop:
@@ -73,17 +76,28 @@ class _Ledger:
 
     ledger: Ledger | None = None
     swarm: Swarm | None = None
+    # The Mayor's Agent Mail and file reservations, ready with the engine.
+    mailbox: Mailbox | None = None
+    reservations: Reservations | None = None
     settings: Settings | None = None
 
     def get(self) -> Ledger:
-        if self.ledger is None:
-            raise ToolError("the server is starting or stopping; try again")
-        return self.ledger
+        return _ready(self.ledger)
 
     def workers(self) -> Swarm:
-        if self.swarm is None:
-            raise ToolError("the server is starting or stopping; try again")
-        return self.swarm
+        return _ready(self.swarm)
+
+    def mail(self) -> Mailbox:
+        return _ready(self.mailbox)
+
+    def reserved(self) -> Reservations:
+        return _ready(self.reservations)
+
+
+def _ready(part: T | None) -> T:
+    if part is None:
+        raise ToolError("the server is starting or stopping; try again")
+    return part
 
 
 def build_tools(state: _Ledger) -> list[Tool]:
@@ -189,7 +203,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             swarm = state.workers()
             payload["workers"] = [
                 {"workerId": w.id, "state": w.state.value, "attempt": w.attempt, "log": w.log}
-                | ({"attach": hint} if (hint := swarm.launcher.attach_hint(w)) else {})
+                | ({"attach": hint} if (hint := swarm.attach_hint(w)) else {})
                 for w in workers
             ]
         return answer(payload)
@@ -250,11 +264,9 @@ def build_tools(state: _Ledger) -> list[Tool]:
         cannot start is listed in skipped with the reason, and retry=true when the reason passes on
         its own (no free slot, a blocker or an overlapping task still running). Then call wait."""
         client = ctx.session.client_params
-        name = runtime or default_runtime(
-            state.workers().runtimes, state.settings.default_runtime if state.settings else None,
-            client.client_info.name if client is not None else None,
-        )  # fmt: skip
-        result = await state.workers().spawn(
+        swarm = state.workers()
+        name = runtime or swarm.default_runtime_for(client.client_info.name if client is not None else None)
+        result = await swarm.spawn(
             taskIds,
             runtime=name,
             max_workers=maxWorkers,
@@ -264,7 +276,12 @@ def build_tools(state: _Ledger) -> list[Tool]:
             mode=mode,
             isolation=isolation,
         )
-        return answer({"workers": result.workers, "skipped": result.skipped})
+        return answer(
+            {
+                "workers": [_spawned(w) for w in result.workers],
+                "skipped": [_skipped(s) for s in result.skipped],
+            }
+        )
 
     @guarded
     async def wait(
@@ -291,7 +308,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
 
         result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
         payload: dict[str, Any] = {
-            "done": [_worker_result(w, state.workers().launcher.attach_hint(w)) for w in result.done],
+            "done": [_worker_result(w, state.workers().attach_hint(w)) for w in result.done],
             "running": result.running,
         }
         if result.help_requests:
@@ -345,7 +362,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         A conflict stops at that worker with a report and changes nothing for it; integrated
         workers' worktrees are removed. Returns {integrated: [{taskId, workerId, files}], commit,
         conflicts, notAttempted}."""
-        return answer(await integrate_completed(state.workers(), workerIds))
+        return answer(_integration(await state.workers().integrate(workerIds)))
 
     return [
         strict_tool(spawn, WRITES),
@@ -357,10 +374,50 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(TaskUpdate, UPDATES),
         strict_tool(TaskGet, READ_ONLY),
         strict_tool(TaskList, READ_ONLY),
-        *build_mail_tools(state.workers),
+        *build_mail_tools(state.mail, state.reserved),
         strict_tool(integrate, WRITES),
         *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
+
+
+def _spawned(worker: SpawnedWorker) -> dict[str, Any]:
+    started: dict[str, Any] = {
+        "workerId": worker.worker_id,
+        "taskId": worker.task_id,
+        "runtime": worker.runtime,
+        "pid": worker.pid,
+        "log": worker.log,
+    }
+    if worker.attach is not None:
+        started["attach"] = worker.attach
+    return started
+
+
+def _skipped(task: SkippedTask) -> dict[str, Any]:
+    """`retry` appears only when true."""
+    return {"taskId": task.task_id, "reason": task.reason, **({"retry": True} if task.retry else {})}
+
+
+def _integration(done: Integration) -> dict[str, Any]:
+    shaped: dict[str, Any] = {
+        "integrated": [
+            {"taskId": worker.task_id, "workerId": worker.worker_id, "files": change_records(worker.files)}
+            for worker in done.integrated
+        ]
+    }
+    if done.note:
+        shaped["message"] = done.note
+    if done.commit:
+        shaped["commit"] = done.commit
+    if done.conflicts:
+        shaped["conflicts"] = [
+            {"taskId": c.task_id, "workerId": c.worker_id, "reason": c.reason, "files": c.files,
+             "message": c.message}
+            for c in done.conflicts
+        ]  # fmt: skip
+    if done.not_attempted:
+        shaped["notAttempted"] = done.not_attempted
+    return shaped
 
 
 def _worker_result(worker: Worker, attach: str | None) -> dict[str, Any]:
@@ -403,11 +460,12 @@ def build_server(settings: Settings) -> MCPServer[_Ledger]:
             async with anyio.create_task_group() as group:
                 await group.start(swarm.run)
                 state.swarm = swarm
+                state.mailbox, state.reservations = Mailbox(store), Reservations(store)
                 try:
                     yield state
                 finally:
                     # The client went away: stop our workers and free their tasks, then the store.
-                    state.swarm = None
+                    state.swarm = state.mailbox = state.reservations = None
                     state.ledger = None
                     group.cancel_scope.cancel()
 
