@@ -21,9 +21,9 @@ import mcp_swarm
 PACKAGE = Path(mcp_swarm.__file__).parent
 PROJECT = PACKAGE.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-# Modules in the longest chain of imports, the entry point included: sixteen before the layers;
-# a new chain deeper than this is a sign that something reaches round the layers.
-MAX_DEPTH = 16
+# Modules in the longest chain of imports, the entry point included: sixteen before the layers,
+# fourteen after. A deeper chain is a sign that something reaches round the layers.
+MAX_DEPTH = 14
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -91,7 +91,7 @@ def test_the_package_as_it_is_keeps_every_contract(tmp_path: Path) -> None:
         # The ledger starting processes.
         ("mcp_swarm.ledger.mail", "import subprocess", "is not allowed to import subprocess"),
         # Two modules of one layer importing each other.
-        ("mcp_swarm.engine.verdicts", "import mcp_swarm.engine.waiting", "No cycles are allowed"),
+        ("mcp_swarm.engine.verdicts", "import mcp_swarm.engine.swarm", "No cycles are allowed"),
     ],
 )
 def test_a_wrong_import_fails_the_layer_check(tmp_path: Path, module: str, line: str, complaint: str) -> None:

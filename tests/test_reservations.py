@@ -11,7 +11,8 @@ import pytest
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import MAYOR
-from mcp_swarm.ledger.reservations import Reservations, overlaps
+from mcp_swarm.ledger.patterns import overlaps
+from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.models import now
 from mcp_swarm.store import Store
 from tests.helpers import assigned_workers

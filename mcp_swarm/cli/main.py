@@ -160,8 +160,9 @@ def run(
     import anyio
 
     from mcp_swarm.app import DEMO_RUNTIME, demo_runtime, engine_runtimes
+    from mcp_swarm.cli.run_state import RunState
     from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
-    from mcp_swarm.cli.runner import RunOptions, RunState, choose_runtimes, run_plan
+    from mcp_swarm.cli.runner import RunOptions, choose_runtimes, run_plan
     from mcp_swarm.ledger.plan_file import load_plan
     from mcp_swarm.store import SchemaTooNew
 

@@ -9,7 +9,6 @@ ends, which reads well and greps well.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 from rich.console import Console, Group
@@ -17,8 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:  # the runner pulls in the whole engine, which `status` has no need of
-    from mcp_swarm.cli.runner import RunState, TaskRow
+from mcp_swarm.cli.run_state import RunState, TaskRow
 
 _STYLE = {
     "waiting": "dim",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger.reservations import normalise_pattern, overlaps
+from mcp_swarm.ledger.patterns import normalise_pattern, overlaps
 from mcp_swarm.models import Task
 
 

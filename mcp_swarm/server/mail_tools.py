@@ -18,7 +18,8 @@ from mcp_swarm.ledger.mail import (
     Mailbox,
     MessageType,
 )
-from mcp_swarm.ledger.reservations import MAX_PATTERN_CHARS, MAX_PATTERNS, MAX_TTL_SECONDS, Reservations
+from mcp_swarm.ledger.patterns import MAX_PATTERN_CHARS
+from mcp_swarm.ledger.reservations import MAX_PATTERNS, MAX_TTL_SECONDS, Reservations
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_CHARS)]

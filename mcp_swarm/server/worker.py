@@ -39,13 +39,8 @@ from mcp_swarm.ledger.mail import (
     MessageType,
     party_number,
 )
-from mcp_swarm.ledger.reservations import (
-    MAX_PATTERN_CHARS,
-    MAX_PATTERNS,
-    MAX_REASON_CHARS,
-    MAX_TTL_SECONDS,
-    Reservations,
-)
+from mcp_swarm.ledger.patterns import MAX_PATTERN_CHARS
+from mcp_swarm.ledger.reservations import MAX_PATTERNS, MAX_REASON_CHARS, MAX_TTL_SECONDS, Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import Worker
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
