@@ -35,7 +35,7 @@ from mcp_swarm.config import load_settings
 from mcp_swarm.ledger.mail import MAYOR, Mailbox
 from mcp_swarm.server.worker import WORKER_TOOLS
 from mcp_swarm.store import Store
-from tests.agents.test_workers import WAIT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, Step, spawn_one
+from tests.support.agent_clis import WAIT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, Step, spawn_one
 from tests.support.mcp_client import call
 from tests.support.scripted_llm import (
     FunctionCall,

@@ -11,10 +11,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ import pytest
 
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.placement.tmux import Tmux
+from tests.support import helpers
 from tests.support.mcp_client import call, project_session, serving
 
 if shutil.which("tmux") is None:
@@ -45,14 +43,8 @@ sys.exit(int(go.read_text() or 0))
 """
 
 
-@pytest.fixture
-def socket() -> Iterator[str]:
-    """A tmux socket of the test's own, in a short directory (unix socket paths are limited)."""
-    directory = tempfile.mkdtemp(prefix="swarm-tmux-", dir="/tmp")
-    path = os.path.join(directory, "tmux.sock")
-    yield path
-    subprocess.run(["tmux", "-S", path, "kill-server"], capture_output=True, check=False)
-    shutil.rmtree(directory, ignore_errors=True)
+# A fixture: a tmux server of the test's own, killed afterwards.
+socket = helpers.tmux_socket
 
 
 def project(tmp_path: Path, socket: str) -> Path:

@@ -29,7 +29,18 @@ import pytest
 from mcp_swarm.config import DEFAULT_TMUX_SOCKET
 from mcp_swarm.placement.processes import ProcessIdentity, is_running, stop_group
 from mcp_swarm.placement.tmux import HEIGHT, WIDTH, Tmux, TmuxError, TmuxWorker, session_name, socket_args
-from tests.support.helpers import Fifo
+from tests.support.helpers import DEADLINE, Fifo, names_in
+from tests.support.proc import (
+    alive,
+    children,
+    command_name,
+    group_and_session,
+    in_group,
+    parent,
+    peak_rss_kib,
+    proc_file,
+    running,
+)
 
 TMUX = shutil.which("tmux")
 if TMUX is None:
@@ -39,8 +50,6 @@ if TMUX is None:
 
 pytestmark = pytest.mark.anyio
 
-# Long enough for a slow machine, short enough that a broken test fails rather than hangs.
-DEADLINE = 20.0
 LOOK = 0.01
 MIB = 1 << 20
 SLEEPER = "import time; time.sleep(600)"
@@ -63,84 +72,8 @@ TRICKY_ARGS = [
 ]
 
 
-# -- probes of /proc, sharing no code with the modules under test -----------------------------------
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields 3 on of /proc/<pid>/stat (state, ppid, pgrp, session, ...), or None if there is no pid."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return raw[raw.rindex(b")") + 2 :].decode().split()
-
-
-def alive(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def parent(pid: int) -> int:
-    fields = stat_fields(pid)
-    assert fields is not None, f"no process {pid}"
-    return int(fields[1])
-
-
-def group_and_session(pid: int) -> tuple[int, int]:
-    fields = stat_fields(pid)
-    assert fields is not None, f"no process {pid}"
-    return int(fields[2]), int(fields[3])
-
-
-def in_group(pgid: int) -> list[int]:
-    """Every live process whose process group is pgid."""
-    found: list[int] = []
-    for name in os.listdir("/proc"):
-        fields = stat_fields(int(name)) if name.isdigit() else None
-        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            found.append(int(name))
-    return found
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (fields := stat_fields(int(name))) and int(fields[1]) == pid:
-            found.append(int(name))
-    return found
-
-
-def command_name(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().removesuffix("\n")
-
-
-def running(pid: int, program: str) -> bool:
-    """Whether process pid has exactly one child, and that child runs `program`."""
-    kids = children(pid)
-    try:
-        return len(kids) == 1 and command_name(kids[0]) == program
-    except OSError:  # it has just exited
-        return False
-
-
-def proc_file(pid: int, name: str) -> bytes:
-    return Path(f"/proc/{pid}/{name}").read_bytes()
-
-
-def names_in(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
-
-
 def env_files(directory: Path) -> list[str]:
     return [name for name in names_in(directory) if name.endswith(".env")]
-
-
-def peak_rss_kib(pid: int) -> int:
-    """The most memory the process has ever had resident (VmHWM), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 # -- waiting -----------------------------------------------------------------------------------------
@@ -584,53 +517,3 @@ def test_read_status_is_none_until_there_is_a_whole_status(tmp_path: Path) -> No
         assert Tmux.read_status(status) is None
     status.write_text('{"exit_code": 127, "error": "cannot start"}')
     assert Tmux.read_status(status) == {"exit_code": 127, "error": "cannot start"}
-
-
-# -- the wrapper on its own --------------------------------------------------------------------------
-
-
-async def test_the_wrapper_run_by_hand_copies_to_its_stdout_and_exits_as_its_worker(tmp_path: Path) -> None:
-    env_file = tmp_path / "env.json"
-    env_file.write_text(json.dumps({"PATH": os.defpath}))
-    script = "import os, signal; print('before the end', flush=True); os.kill(os.getpid(), signal.SIGTERM)"
-    wrapper = [
-        sys.executable,
-        "-P",
-        "-m",
-        "mcp_swarm.placement.worker_wrapper",
-        "--log",
-        str(tmp_path / "log"),
-    ]
-    wrapper += ["--status", str(tmp_path / "status"), "--env-file", str(env_file), "--"]
-    with anyio.fail_after(DEADLINE):
-        done = await anyio.run_process([*wrapper, sys.executable, "-c", script], check=False)
-    # As a shell reports a command killed by a signal; the status has it as subprocess does.
-    assert done.returncode == 128 + signal.SIGTERM
-    assert done.stdout == b"before the end\n"
-    assert (tmp_path / "log").read_bytes() == b"before the end\n"
-    assert Tmux.read_status(tmp_path / "status") == {"exit_code": -signal.SIGTERM}
-    assert not env_file.exists()
-    assert names_in(tmp_path) == ["log", "status"]
-
-    with anyio.fail_after(DEADLINE):
-        usage = await anyio.run_process(wrapper[:5], check=False)
-    assert usage.returncode == 2
-    assert b"missing '--'" in usage.stderr
-
-
-async def test_the_wrapper_imports_only_the_standard_library() -> None:
-    probe = "import sys; import mcp_swarm.placement.worker_wrapper; print(' '.join(sorted(sys.modules)))"
-    with anyio.fail_after(DEADLINE):
-        done = await anyio.run_process([sys.executable, "-P", "-c", probe])
-    modules = set(done.stdout.decode().split())
-    assert "mcp_swarm.placement.worker_wrapper" in modules
-    heavy = {
-        "mcp",
-        "pydantic",
-        "anyio",
-        "subprocess",
-        "asyncio",
-        "mcp_swarm.placement.processes",
-        "mcp_swarm.errors",
-    }
-    assert modules.isdisjoint(heavy), modules & heavy

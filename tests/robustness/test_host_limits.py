@@ -35,9 +35,10 @@ from mcp_swarm.placement.worker_wrapper import CHUNK as WRAPPER_CHUNK
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
-from tests.robustness.test_worker_robustness import memory_kib, server_pid
+from tests.support import helpers
 from tests.support.helpers import assigned_workers
 from tests.support.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
+from tests.support.proc import memory_kib, server_pid
 
 pytestmark = pytest.mark.anyio
 
@@ -170,16 +171,8 @@ async def test_a_local_workers_log_is_rotated_and_its_final_event_still_read(tmp
     assert peak_growth < 20 * 1024, f"the server's peak RSS grew by {peak_growth} KiB"
 
 
-@pytest.fixture
-def socket() -> Iterator[str]:
-    """A tmux socket of the test's own, in a short directory (unix socket paths are limited)."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    directory = tempfile.mkdtemp(prefix="swarm-tmux-", dir="/tmp")
-    path = os.path.join(directory, "tmux.sock")
-    yield path
-    subprocess.run(["tmux", "-S", path, "kill-server"], capture_output=True, check=False)
-    shutil.rmtree(directory, ignore_errors=True)
+# A fixture: a tmux server of the test's own, killed afterwards.
+socket = helpers.tmux_socket
 
 
 async def test_a_tmux_workers_log_is_rotated_by_its_wrapper_within_the_limit(

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mcp_swarm.workspace import worktrees
-from tests.server.test_worktree_tools import git
+from tests.support.helpers import git
 from tests.support.mcp_client import call, installed_command, project_session
 from tests.support.recorded_runs import configure, run_one
 

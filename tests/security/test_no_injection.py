@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from mcp_swarm.placement.processes import group_members
-from tests.agents.test_workers import WORKER_TIMEOUT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, wait_for
-from tests.placement import test_distributed
-from tests.server.test_worktree_tools import git
+from tests.support import helpers
+from tests.support.agent_clis import WORKER_TIMEOUT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, wait_for
+from tests.support.helpers import git
 from tests.support.mcp_client import call, project_session, refuse
 from tests.support.recorded_runs import (
     RECORD_RUN,
@@ -36,8 +36,8 @@ from tests.support.recorded_runs import (
 )
 from tests.support.scripted_llm import ScriptedAnthropicServer, ScriptedOpenAIServer
 
-# The tmux socket fixture of the distributed tests: a private tmux server, killed afterwards.
-tmux_socket = test_distributed.socket
+# A fixture: a tmux server of the test's own, killed afterwards.
+tmux_socket = helpers.tmux_socket
 
 pytestmark = pytest.mark.anyio
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.placement import test_distributed
-from tests.server.test_worktree_tools import git
+from tests.support import helpers
+from tests.support.helpers import git
 from tests.support.recorded_runs import Record, configure, read_record, record_argv, run_one, serve
 
 pytestmark = pytest.mark.anyio
 
-# The tmux socket fixture of the distributed tests: a private tmux server, killed afterwards.
-tmux_socket = test_distributed.socket
+# A fixture: a tmux server of the test's own, killed afterwards.
+tmux_socket = helpers.tmux_socket
 
 SECRETS = {
     name: f"{name.lower()}-{uuid.uuid4().hex}"

@@ -6,13 +6,13 @@ A real git repository, real `mcp-swarm serve` over stdio, real workers writing f
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mcp import Client
 
+from tests.support.helpers import git
 from tests.support.mcp_client import call, stdio_parameters
 
 pytestmark = pytest.mark.anyio
@@ -25,10 +25,6 @@ pathlib.Path(f"out-{task}.txt").write_text(f"done by task {task}\\n")
 if "@shared" in pathlib.Path(sys.argv[1]).read_text():
     pathlib.Path("shared.txt").write_text(f"task {task} was here\\n")
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 def project(tmp_path: Path, *, repository: bool = True) -> Path:

@@ -1,12 +1,18 @@
-"""Small things several test modules need: a named pipe to read a child's lines from, and a ledger
-whose tasks are already run by workers."""
+"""Small things several test modules need: a named pipe to read a child's lines from, a ledger
+whose tasks are already run by workers, a private tmux socket, git run in a repository, and the
+names in a directory."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import pytest
 
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, now, worker_name
@@ -55,3 +61,23 @@ async def assigned_workers(store: Store, count: int) -> list[int]:
         await tx.workers.set_logs({number: f"/logs/{number}.log" for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
     return [numbers[task_id] for task_id in task_ids]
+
+
+@pytest.fixture
+def tmux_socket() -> Iterator[str]:
+    """A tmux socket of the test's own, in a short directory (unix socket paths are limited)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    directory = tempfile.mkdtemp(prefix="swarm-tmux-", dir="/tmp")
+    path = os.path.join(directory, "tmux.sock")
+    yield path
+    subprocess.run(["tmux", "-S", path, "kill-server"], capture_output=True, check=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def names_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
