@@ -88,8 +88,9 @@ def check_invariants(tmp_path: Path) -> None:
 async def started(gates: Path, worker_id: str) -> int:
     marker = anyio.Path(gates / f"started-{worker_id}")
     with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so.
-        while not await marker.exists():  # noqa: ASYNC110
+        # Another process's doing, with no event to wait on: looked at until it is so. The worker
+        # creates the file before it writes its pid into it, so an empty file is not yet a start.
+        while not (await marker.exists() and await marker.read_text()):  # noqa: ASYNC110
             await anyio.sleep(0.01)
     return int(await marker.read_text())
 
