@@ -34,29 +34,31 @@ def test_stdout_carries_only_protocol_even_at_debug_level(tmp_path: Path) -> Non
         _request(2, "tools/call", {"name": "TaskCreate", "arguments": {"subject": "A", "description": ""}}),
         _request(3, "tools/call", {"name": "TaskGet", "arguments": {"taskId": "404"}}),
     ]
-    server = subprocess.Popen(
+    with subprocess.Popen(
         [installed_command(), "serve", "--db", str(tmp_path / "swarm.db"), "--log-level", "DEBUG"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert server.stdin is not None
-    assert server.stdout is not None
-    messages: list[dict[str, Any]] = []
-    for index, request in enumerate(requests):
-        server.stdin.write(request + "\n")
-        if index == 0:
-            server.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
-        server.stdin.flush()
-        # Every line on stdout must be a JSON-RPC message; a stray print would fail to parse here.
-        messages.append(json.loads(server.stdout.readline()))
-    # End of input means the client went away: the server must exit on its own, cleanly.
-    server.stdin.close()
-    assert server.wait(timeout=30) == 0
-    assert server.stdout.read() == ""
-    assert server.stderr is not None
-    assert "DEBUG" in server.stderr.read()
+    ) as server:
+        assert server.stdin is not None
+        assert server.stdout is not None
+        messages: list[dict[str, Any]] = []
+        for index, request in enumerate(requests):
+            server.stdin.write(request + "\n")
+            if index == 0:
+                server.stdin.write(
+                    json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n"
+                )
+            server.stdin.flush()
+            # Every line on stdout must be a JSON-RPC message; a stray print would fail to parse here.
+            messages.append(json.loads(server.stdout.readline()))
+        # End of input means the client went away: the server must exit on its own, cleanly.
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+        assert server.stdout.read() == ""
+        assert server.stderr is not None
+        assert "DEBUG" in server.stderr.read()
     assert [m["id"] for m in messages] == [1, 2, 3]
     assert messages[1]["result"]["structuredContent"]["id"] == "1"
     assert messages[2]["result"]["isError"] is True

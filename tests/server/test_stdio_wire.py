@@ -75,42 +75,42 @@ def test_an_answer_larger_than_the_pipe_arrives_whole_to_a_slow_reader(tmp_path:
     and arrives whole."""
     subject = "s" * 180
     plan = [{"subject": f"{subject} {n}", "description": "d" * 400} for n in range(500)]
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [installed_command(), "serve", "--db", str(tmp_path / "swarm.db")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETFL, os.O_NONBLOCK)
-    received = bytearray()
-
-    def send_and_read(data: bytes, count: int) -> None:
+    ) as process:
         assert process.stdin is not None
         assert process.stdout is not None
-        process.stdin.write(data)
-        process.stdin.flush()
-        deadline = time.monotonic() + 60
-        # The client reads slowly, a little at a time: the server meets a full pipe many times.
-        while received.count(b"\n") < count and time.monotonic() < deadline:
-            try:
-                chunk = os.read(process.stdout.fileno(), 4096)
-            except BlockingIOError:
-                time.sleep(0.005)
-                continue
-            assert chunk, "the server closed its output early"
-            received.extend(chunk)
+        fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETFL, os.O_NONBLOCK)
+        received = bytearray()
 
-    try:
-        send_and_read(lines(INITIALIZE, INITIALIZED, request(1, "TaskCreatePlan", tasks=plan)), 2)
-        send_and_read(lines(request(2, "TaskList")), 3)
-        got = answers(bytes(received))
-        listed = json.loads(got[2]["result"]["content"][0]["text"])
-        pipe = fcntl.fcntl(process.stdout.fileno(), fcntl.F_GETPIPE_SZ)
-        assert len(received.split(b"\n")[2]) > 3 * pipe  # the TaskList answer, three pipes full
-        assert [task["subject"] for task in listed["tasks"]] == [f"{subject} {n}" for n in range(500)]
-    finally:
-        process.stdin.close()
-        assert process.wait(timeout=30) == 0
+        def send_and_read(data: bytes, count: int) -> None:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            process.stdin.write(data)
+            process.stdin.flush()
+            deadline = time.monotonic() + 60
+            # The client reads slowly, a little at a time: the server meets a full pipe many times.
+            while received.count(b"\n") < count and time.monotonic() < deadline:
+                try:
+                    chunk = os.read(process.stdout.fileno(), 4096)
+                except BlockingIOError:
+                    time.sleep(0.005)
+                    continue
+                assert chunk, "the server closed its output early"
+                received.extend(chunk)
+
+        try:
+            send_and_read(lines(INITIALIZE, INITIALIZED, request(1, "TaskCreatePlan", tasks=plan)), 2)
+            send_and_read(lines(request(2, "TaskList")), 3)
+            got = answers(bytes(received))
+            listed = json.loads(got[2]["result"]["content"][0]["text"])
+            pipe = fcntl.fcntl(process.stdout.fileno(), fcntl.F_GETPIPE_SZ)
+            assert len(received.split(b"\n")[2]) > 3 * pipe  # the TaskList answer, three pipes full
+            assert [task["subject"] for task in listed["tasks"]] == [f"{subject} {n}" for n in range(500)]
+        finally:
+            process.stdin.close()
+            assert process.wait(timeout=30) == 0
