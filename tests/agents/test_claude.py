@@ -44,6 +44,8 @@ from mcp import Client, StdioServerParameters
 
 from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn, ToolCall, ToolResult, ToolUseTurn
 
+pytestmark = pytest.mark.agent_cli
+
 CLI_TIMEOUT_SECONDS = 120
 # How long the CLI may wait for mcp-swarm to start before its first model request; well inside
 # the CLI timeout so that a server that never starts still ends in a readable failure.
@@ -219,7 +221,6 @@ def agent_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
         yield AgentRun(argv, returncode, stdout, stderr, time.monotonic() - started, llm, db_path)
 
 
-@pytest.mark.agent_cli
 def test_agent_session_completes(agent_run: AgentRun) -> None:
     assert agent_run.returncode == 0, agent_run.explain()
     events = agent_run.events()
@@ -244,7 +245,6 @@ def test_agent_session_completes(agent_run: AgentRun) -> None:
         assert expected <= set(request.tool_names), agent_run.explain()
 
 
-@pytest.mark.agent_cli
 def test_agent_receives_tool_results(agent_run: AgentRun) -> None:
     first = agent_run.tool_result("toolu_create_schema").json()
     assert (first["id"], first["subject"], first["status"]) == ("1", "Design the schema", "pending"), first
@@ -265,7 +265,6 @@ def test_agent_receives_tool_results(agent_run: AgentRun) -> None:
     assert not tasks["1"].get("blockedBy"), listing
 
 
-@pytest.mark.agent_cli
 @pytest.mark.anyio
 async def test_ledger_keeps_what_the_agent_wrote(agent_run: AgentRun) -> None:
     assert agent_run.returncode == 0, agent_run.explain()

@@ -70,6 +70,8 @@ from tests.support.scripted_llm import (
 )
 from tests.support.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
 
+pytestmark = pytest.mark.agent_cli
+
 CLI_TIMEOUT_SECONDS = 120
 # What `codex exec` 0.169 exits with when the turn fails (`turn.failed`); success is 0.
 FAILED_TURN_EXIT_CODE = 1
@@ -257,7 +259,6 @@ PLAN_PATCH = """\
 FINAL_TEXT = "The report and the plan are written."
 
 
-@pytest.mark.agent_cli
 def test_worker_writes_files_with_its_own_tools(workspace: Workspace) -> None:
     script = [
         ToolCallsTurn(
@@ -313,7 +314,6 @@ def test_worker_writes_files_with_its_own_tools(workspace: Workspace) -> None:
     assert (usage["input_tokens"], usage["output_tokens"]) == (10 * len(script), 5 * len(script)), usage
 
 
-@pytest.mark.agent_cli
 def test_sandbox_keeps_the_worker_inside_its_workspace(workspace: Workspace) -> None:
     outside = workspace.root / "outside"
     outside.mkdir()
@@ -340,7 +340,6 @@ def test_sandbox_keeps_the_worker_inside_its_workspace(workspace: Workspace) -> 
 # -- a failing model call ----------------------------------------------------------------------------
 
 
-@pytest.mark.agent_cli
 @pytest.mark.parametrize(
     ("turn", "shown"),
     [
@@ -378,7 +377,6 @@ def test_failed_model_call_fails_the_run(
 RESUME_MESSAGE = "Now do the second part."
 
 
-@pytest.mark.agent_cli
 def test_resume_continues_the_same_conversation(workspace: Workspace) -> None:
     codex = _codex_executable()
     script = [

@@ -48,7 +48,7 @@ from tests.support.scripted_llm import (
 )
 from tests.support.scripted_llm.codex_config import write_codex_config
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_cli, pytest.mark.slow]
 
 SERVER = "swarm"
 # The Mayor's own tools, which a worker must never be offered.
@@ -235,7 +235,6 @@ RESULT = "notes.txt is written, in plain text"
 DONE_TEXT = "Reported to the Mayor."
 
 
-@pytest.mark.agent_cli
 async def test_a_worker_reports_to_the_mayor_through_its_swarm_server(agent: MailAgent) -> None:
     steps: list[MailStep] = [
         SwarmCall("my_task", {}, "call_my_task"),
@@ -288,7 +287,6 @@ AGAIN = "Picked up the follow-up"
 SECOND_TEXT = "Follow-up reported."
 
 
-@pytest.mark.agent_cli
 async def test_a_continued_worker_keeps_its_swarm_server(agent: MailAgent) -> None:
     steps: list[MailStep] = [
         Answer(FIRST_TEXT),

@@ -34,7 +34,7 @@ from tests.support.agent_clis import (
 )
 from tests.support.mcp_client import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.agent_cli, pytest.mark.slow]
 
 # What both CLIs exit with after a refused model call (claude: an is_error result; codex: turn.failed).
 FAILED_RUN_EXIT_CODE = 1
@@ -52,7 +52,6 @@ NOTES = "written by the worker\nsecond line\n"
 DONE_TEXT = "notes.txt is written."
 
 
-@pytest.mark.agent_cli
 async def test_worker_writes_a_file_with_its_own_tools(agent: AgentCLI) -> None:
     with agent.scripted([WriteFile("notes.txt", NOTES, "call_notes"), Answer(DONE_TEXT)]):
         async with agent.swarm() as client:
@@ -88,7 +87,6 @@ async def test_worker_writes_a_file_with_its_own_tools(agent: AgentCLI) -> None:
 REFUSAL = "scripted refusal: this model is not available"
 
 
-@pytest.mark.agent_cli
 async def test_failed_model_call_fails_the_task_with_the_reason(agent: AgentCLI) -> None:
     with agent.scripted([Refuse(REFUSAL)]):
         async with agent.swarm() as client:
@@ -112,7 +110,6 @@ FIXED_TEXT = "fixed.txt is there now."
 FOLLOW_UP = "create fixed.txt"
 
 
-@pytest.mark.agent_cli
 async def test_send_input_retries_a_failed_validation_in_the_same_conversation(agent: AgentCLI) -> None:
     steps: list[Step] = [
         WriteFile("other.txt", "not what was asked\n", "call_other"),

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mcp_swarm.cli.demo import demo_tasks
 from mcp_swarm.config import load_settings
 from mcp_swarm.ledger.plan_file import load_plan
@@ -65,6 +67,7 @@ def test_demo_runs_the_five_tasks_in_four_waves_and_leaves_nothing(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["somewhere"]
 
 
+@pytest.mark.slow
 def test_demo_keep_leaves_a_repository_and_state_that_status_and_logs_read(tmp_path: Path) -> None:
     out = _demo(tmp_path, "--keep").stdout
     match = re.search(r"mcp-swarm status --db (\S+)", out)

@@ -222,6 +222,7 @@ def _listed_servers(cli: str, place: Place) -> subprocess.CompletedProcess[str]:
     return listed
 
 
+@pytest.mark.agent_cli
 def test_claude_code_connects_to_the_server_it_was_given(place: Place) -> None:
     claude = _agent_cli("claude")
     # A project is a git repository: Claude Code honours .claude/settings.local.json only where git
@@ -234,6 +235,7 @@ def test_claude_code_connects_to_the_server_it_was_given(place: Place) -> None:
                      re.MULTILINE), listed.stdout  # fmt: skip
 
 
+@pytest.mark.agent_cli
 def test_codex_lists_the_server_it_was_given(place: Place) -> None:
     codex = _agent_cli("codex")
     assert place.install("codex").returncode == 0

@@ -72,6 +72,7 @@ def ledger_state(db: Path) -> tuple[dict[str, str], list[Worker]]:
     return anyio.run(read)
 
 
+@pytest.mark.slow
 def test_run_completes_the_example_plan(project: Path) -> None:
     done = mcp_swarm(project, "run", str(EXAMPLES / "auth-plan.toml"), "--runtime", "quick")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -165,6 +166,7 @@ def test_ctrl_c_stops_the_workers_and_frees_their_tasks(project: Path) -> None:
         assert not is_running(ProcessIdentity(worker.pid, worker.pid_start_time))
 
 
+@pytest.mark.slow
 def test_logs_follow_prints_until_the_worker_ends_and_status_watch_redraws(project: Path) -> None:
     counter = project / "counter.py"
     counter.write_text(

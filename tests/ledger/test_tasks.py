@@ -48,6 +48,8 @@ from mcp_swarm.models import (
 from mcp_swarm.store import Store
 from tests.support.ledger_model import DELETED, Edge, Model, check_same_refusal, has_cycle
 
+pytestmark = pytest.mark.slow
+
 T = TypeVar("T")
 
 # Deleted tasks are left out: see the report on TaskList(status="deleted").

@@ -28,7 +28,7 @@ if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed; CI must install it (apt-get install tmux)", pytrace=False)
     pytest.skip("tmux is not installed", allow_module_level=True)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.tmux]
 DEADLINE = 30.0
 
 # Runs until its go file appears, then exits with the status written in it.
@@ -67,6 +67,7 @@ async def until(check: Any) -> None:
             await anyio.sleep(0.01)
 
 
+@pytest.mark.slow
 async def test_workers_in_tmux_outlive_the_server_and_are_adopted_by_the_next(
     tmp_path: Path, socket: str
 ) -> None:
@@ -113,6 +114,7 @@ async def test_workers_in_tmux_outlive_the_server_and_are_adopted_by_the_next(
     assert log.splitlines() == ["working on task 1", "done"]
 
 
+@pytest.mark.slow
 async def test_a_sigkilled_server_leaves_tmux_workers_running_and_the_next_one_adopts_them(
     tmp_path: Path, socket: str
 ) -> None:

@@ -48,7 +48,7 @@ if TMUX is None:
         pytest.fail("tmux is not installed; CI must install it (apt-get install tmux)", pytrace=False)
     pytest.skip("tmux is not installed", allow_module_level=True)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.tmux]
 
 LOOK = 0.01
 MIB = 1 << 20

@@ -26,7 +26,7 @@ from mcp_swarm.models import TaskEvent
 from mcp_swarm.store import Store
 from tests.support.mcp_client import call, text_of
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SERVERS = ("east", "west")
 CALLERS_PER_SERVER = 3

@@ -175,6 +175,7 @@ async def test_a_local_workers_log_is_rotated_and_its_final_event_still_read(tmp
 socket = helpers.tmux_socket
 
 
+@pytest.mark.tmux
 async def test_a_tmux_workers_log_is_rotated_by_its_wrapper_within_the_limit(
     tmp_path: Path, socket: str
 ) -> None:

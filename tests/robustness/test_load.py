@@ -14,6 +14,8 @@ import pytest
 from benchmarks.bench_load import LoadConfig, LoadRun, run_load
 from tests.support.invariants import assert_ledger_sound
 
+pytestmark = pytest.mark.slow
+
 # 200 ms workers outlive the refill of 20 slots, so the limit is reached; the whole run takes a few
 # seconds. A run that stalls fails on run_timeout rather than hanging.
 CONFIG = LoadConfig(tasks=150, workers=20, work_ms=200, waves=3, blockers=2, run_timeout=60)

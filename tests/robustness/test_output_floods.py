@@ -29,7 +29,7 @@ from tests.support.scripted_workers import (
     write_project,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 MIB = 1 << 20
 

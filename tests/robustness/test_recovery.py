@@ -25,7 +25,7 @@ from mcp import Client
 from mcp_swarm.placement.processes import group_members
 from tests.support.mcp_client import call, project_session, serving
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DEADLINE = 60.0
 

@@ -23,7 +23,7 @@ from tests.support.scripted_workers import (
     write_project,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TASKS = 200
 CHAINS = 40  # task n waits for task n - CHAINS: five waves, each released one task at a time

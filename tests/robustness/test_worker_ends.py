@@ -86,6 +86,7 @@ async def test_a_worker_lingering_after_its_final_event_is_stopped_and_judged_by
 # -- 2. the idle limit --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_silent_worker_times_out_and_a_chatty_one_does_not(tmp_path: Path) -> None:
     limits = WorkerLimits(idle_seconds=0.5, stop_grace_seconds=1.0, tail_interval=0.05)
     async with running_engine(tmp_path, command_runtime(tmp_path), limits) as swarm:

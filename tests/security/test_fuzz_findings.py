@@ -19,6 +19,8 @@ from anyio.from_thread import start_blocking_portal
 from tests.support.fuzz_servers import ErrorLog, Served, describe, running_mayor, running_worker, text_of
 from tests.support.invariants import ledger_problems
 
+pytestmark = pytest.mark.tmux
+
 
 @pytest.fixture
 def mayor(tmp_path: Path, stand_ins: None, error_log: ErrorLog) -> Iterator[Served]:

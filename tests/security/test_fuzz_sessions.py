@@ -36,6 +36,8 @@ from tests.support.fuzz_servers import ErrorLog, Served, running_mayor, running_
 from tests.support.invariants import assert_ledger_sound
 from tests.support.tool_arguments import FUZZ_SETTINGS, METADATA
 
+pytestmark = [pytest.mark.slow, pytest.mark.tmux]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -53,6 +53,8 @@ from tests.support.tool_arguments import (
     strategies_for,
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.tmux]
+
 
 def sweep(served: Served, tools: Sequence[Tool]) -> None:
     """Each argument of each tool in turn takes each odd value, the other arguments plain and valid."""

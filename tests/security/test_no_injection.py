@@ -55,7 +55,7 @@ def pwned(root: Path) -> list[Path]:
 # -- 1. caller's text reaches a worker and a check as single arguments, local and in tmux -----------
 
 
-@pytest.mark.parametrize("mode", ["local", "distributed"])
+@pytest.mark.parametrize("mode", ["local", pytest.param("distributed", marks=pytest.mark.tmux)])
 async def test_callers_text_reaches_worker_and_checks_as_single_arguments(
     tmp_path: Path, tmux_socket: str, mode: str
 ) -> None:
@@ -182,6 +182,7 @@ os.execvp("sleep", ["sleep", "1000"])
 """
 
 
+@pytest.mark.slow
 async def test_validation_command_time_limit_stops_it_and_its_children(tmp_path: Path) -> None:
     records, pids = tmp_path / "records", tmp_path / "pids"
     configure(tmp_path, records)
@@ -253,6 +254,7 @@ def _models(agent: AgentCLI) -> list[Any]:
     return [(request.body or {}).get("model") for request in llm.main_requests]
 
 
+@pytest.mark.slow
 @pytest.mark.agent_cli
 async def test_agent_cli_reads_callers_text_with_a_leading_dash_as_text(
     agent: AgentCLI, tmp_path: Path

@@ -43,7 +43,7 @@ def task_with_check(records: Path) -> dict[str, object]:
     return {"subject": "Show me", "description": "", "metadata": {"validation": {"command": check}}}
 
 
-@pytest.mark.parametrize("mode", ["local", "distributed"])
+@pytest.mark.parametrize("mode", ["local", pytest.param("distributed", marks=pytest.mark.tmux)])
 async def test_secrets_of_the_server_reach_no_worker_and_no_check(
     tmp_path: Path, tmux_socket: str, mode: str
 ) -> None:
@@ -70,7 +70,7 @@ async def test_secrets_of_the_server_reach_no_worker_and_no_check(
         assert list((tmp_path / ".mcp-swarm" / "workers").rglob("*.env")) == []
 
 
-@pytest.mark.parametrize("mode", ["local", "distributed"])
+@pytest.mark.parametrize("mode", ["local", pytest.param("distributed", marks=pytest.mark.tmux)])
 async def test_env_allow_passes_exactly_the_variables_it_names(
     tmp_path: Path, tmux_socket: str, mode: str
 ) -> None:

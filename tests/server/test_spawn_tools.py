@@ -146,6 +146,7 @@ async def test_workers_get_only_the_allowed_environment(
     assert swarm_names <= names
 
 
+@pytest.mark.slow
 async def test_wait_reports_progress_and_a_cancelled_wait_leaves_the_worker_running(tmp_path: Path) -> None:
     async with client_for(tmp_path) as client:
         await call(client, "TaskCreate", subject="hangs", description="@hang")

@@ -11,12 +11,12 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.models import MAX_METADATA_BYTES, MAX_SUBJECT_CHARS
-from tests.support.mcp_client import Transport, call, connect, refuse
+from tests.support.mcp_client import TRANSPORTS, Transport, call, connect, refuse
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "stdio"])
+@pytest.fixture(params=TRANSPORTS)
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncGenerator[Client]:
     transport: Transport = request.param
     async with connect(transport, tmp_path / "swarm.db") as connected:

@@ -25,7 +25,7 @@ from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
 from mcp_swarm.server.worker import WORKER_TOOLS, build_worker_server, split_text
 from mcp_swarm.store import Store
-from tests.support.mcp_client import Transport, call, installed_command, refuse, stdio_parameters
+from tests.support.mcp_client import TRANSPORTS, Transport, call, installed_command, refuse, stdio_parameters
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ async def swarm(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return db, workers
 
 
-@pytest.fixture(params=["memory", "stdio"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> Transport:
     return request.param
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
@@ -19,6 +20,9 @@ from mcp_swarm.config import load_settings
 from mcp_swarm.server.mayor import build_server
 
 Transport = Literal["memory", "stdio"]
+# The transports a test runs through, as fixture params. Over stdio each run starts a server process
+# (about a second), so that run is slow: the quick loop runs the same test in memory.
+TRANSPORTS = ["memory", pytest.param("stdio", marks=pytest.mark.slow)]
 
 
 # The first two messages of a session, for tests that speak JSON-RPC on the wire themselves.
