@@ -94,7 +94,7 @@ class LoadRun:
     ledger: list[str] = field(default_factory=list[str])  # problems found in the database
     witness: list[str] = field(default_factory=list[str])  # problems found in the workers' witness file
     delivery: list[str] = field(default_factory=list[str])  # problems in what spawn and wait answered
-    # Problems tests/invariants.py finds, which hold of any swarm database; None: not checked.
+    # Problems tests/support/invariants.py finds, which hold of any swarm database; None: not checked.
     invariants: list[str] | None = None
 
 
@@ -294,10 +294,10 @@ def exactly_once_problems(db: Path, *, tasks: int) -> list[str]:
 
 
 def invariant_problems(db: Path) -> list[str] | None:
-    """What tests/invariants.py finds wrong with the database once every server has stopped; None
-    where the repository's tests cannot be imported (the benchmarks run without them)."""
+    """What tests/support/invariants.py finds wrong with the database once every server has
+    stopped; None where the repository's tests cannot be imported (the benchmarks run without them)."""
     try:
-        from tests.invariants import ledger_problems as general_problems
+        from tests.support.invariants import ledger_problems as general_problems
     except ModuleNotFoundError:
         return None
     return general_problems(db, quiescent=True)
@@ -436,10 +436,12 @@ def _checks(runs: Sequence[LoadRun]) -> list[Check]:
             (run.delivery, "every worker named by exactly one spawn answer and one wait answer"),
         ]
         if run.invariants is None:
-            checks.append(Check(None, f"run {number}: tests/invariants.py not importable here, not checked"))
+            checks.append(
+                Check(None, f"run {number}: tests/support/invariants.py not importable here, not checked")
+            )
         else:
             families.append(
-                (run.invariants, "tests/invariants.py: the invariants of any swarm database hold")
+                (run.invariants, "tests/support/invariants.py: the invariants of any swarm database hold")
             )
         for problems, text in families:
             checks.append(

@@ -1,0 +1,1 @@
+"""The real Claude Code and Codex CLIs, driven against scripted model servers."""

@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.cli: the commands, run as a person runs them."""

@@ -1,0 +1,219 @@
+"""`mcp-swarm run`, `status` and `logs` as processes: exit statuses, the database they leave, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import NewTask, TaskStatus, Worker
+from mcp_swarm.placement.processes import ProcessIdentity, is_running
+from mcp_swarm.store import Store
+from tests.support import REPOSITORY
+from tests.support.mcp_client import installed_command
+
+EXAMPLES = REPOSITORY / "examples"
+
+# The demo's scripted workers without their pauses, and a worker that never finishes on its own.
+CONFIG = f"""
+[runtimes.quick]
+type = "command"
+argv = [{str(sys.executable)!r}, "-m", "mcp_swarm.cli.demo_worker", "--pace", "0"]
+
+[runtimes.sleeper]
+type = "command"
+argv = [{str(sys.executable)!r}, "-c", "import time; print('sleeping', flush=True); time.sleep(120)"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "mcp-swarm.toml").write_text(CONFIG)
+    return tmp_path
+
+
+def _env() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def mcp_swarm(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [installed_command(), *args],
+        cwd=project,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def ledger_state(db: Path) -> tuple[dict[str, str], list[Worker]]:
+    """{subject: status} of every task, and every worker of every task."""
+
+    async def read() -> tuple[dict[str, str], list[Worker]]:
+        async with await Store.open(db) as store:
+            listing = await Ledger(store).list()
+            async with store.read() as tx:
+                workers = [w for task in listing.tasks for w in await tx.workers.for_task(int(task.id))]
+            return {task.subject: task.status.value for task in listing.tasks}, workers
+
+    return anyio.run(read)
+
+
+@pytest.mark.slow
+def test_run_completes_the_example_plan(project: Path) -> None:
+    done = mcp_swarm(project, "run", str(EXAMPLES / "auth-plan.toml"), "--runtime", "quick")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 of 5 tasks completed in 4 waves" in done.stdout
+    assert "validation: 15 of 15 checks passed" in done.stdout
+    assert "\x1b[" not in done.stdout
+    statuses, workers = ledger_state(project / ".mcp-swarm" / "swarm.db")
+    assert set(statuses.values()) == {TaskStatus.COMPLETED.value}
+    assert len(statuses) == 5
+    assert [w.state.value for w in workers] == ["succeeded"] * 5
+    assert (project / "tests" / "test_auth.py").is_file()
+
+
+def test_a_failed_task_fails_the_run_and_keeps_its_dependents_blocked(project: Path) -> None:
+    (project / "plan.json").write_text(
+        """{"runtime": "quick", "tasks": [
+          {"key": "ok", "subject": "Write ok.txt", "metadata": {"validation": {"files_exist": ["ok.txt"]}}},
+          {"key": "bad", "subject": "Write bad.txt",
+           "metadata": {"validation": {"files_exist": ["bad.txt"],
+                                       "content_check": [{"file": "bad.txt", "pattern": "never there"}]}}},
+          {"key": "after", "subject": "After bad", "blockedBy": ["bad", "ok"]}
+        ]}"""
+    )
+    done = mcp_swarm(project, "run", "plan.json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 of 3 tasks completed in 1 waves" in done.stdout
+    assert re.search(r"failed: task 2 'Write bad.txt': validation failed: content_check bad.txt", done.stdout)
+    assert "blocked: task 3 'After bad': blocked by bad" in done.stdout
+    statuses, _ = ledger_state(project / ".mcp-swarm" / "swarm.db")
+    assert statuses == {"Write ok.txt": "completed", "Write bad.txt": "failed", "After bad": "pending"}
+
+    status = mcp_swarm(project, "status")
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"│\s+2 │\s+3 │ After bad\s+│ pending\s+│\s+│ 2\s+│", status.stdout), status.stdout
+    assert re.search(r"worker-2 .* quick .* succeeded, task failed .* validation failed", status.stdout)
+    assert "1 completed · 1 failed · 1 pending" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("plan", "args", "message"),
+    [
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\nblocked_by = ["b"]\n[[tasks]]\nkey = "b"\nsubject = "B"\n'
+         'blocked_by = ["a"]\n', [], "cycle: a -> b -> a"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\nblocked_by = ["nope"]\n', [], "'nope', which is no key"),
+        ('[[tasks]]\nkey = "a"\nsubjet = "A"\n', [], "task 1 ('a'): subject: Field required"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\n[[tasks]]\nkey = "a"\nsubject = "B"\n', [],
+         "also the key of task 1"),
+        ("tasks = [\n", [], "not valid TOML"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\n', ["--runtime", "nonesuch"], "unknown runtime 'nonesuch'"),
+    ],
+)  # fmt: skip
+def test_a_bad_plan_is_refused_and_creates_nothing(
+    project: Path, plan: str, args: list[str], message: str
+) -> None:
+    (project / "plan.toml").write_text(plan)
+    done = mcp_swarm(project, "run", "plan.toml", "--runtime", "quick", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert done.stdout == ""
+    assert not (project / ".mcp-swarm").exists()
+
+
+def test_ctrl_c_stops_the_workers_and_frees_their_tasks(project: Path) -> None:
+    (project / "plan.toml").write_text(
+        'runtime = "sleeper"\n[[tasks]]\nkey = "a"\nsubject = "A"\n[[tasks]]\nkey = "b"\nsubject = "B"\n'
+        '[[tasks]]\nkey = "c"\nsubject = "C"\nblocked_by = ["a"]\n'
+    )
+    out = project / "out.txt"
+    with out.open("w") as handle:
+        run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+                               stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        logs = [project / ".mcp-swarm" / "logs" / f"worker-{n}.log" for n in (1, 2)]
+        while not all(log.is_file() and "sleeping" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 130, out.read_text()
+    finally:
+        run.kill()
+    text = out.read_text()
+    assert "Interrupted: 0 of 3 tasks completed" in text
+    assert "2 workers stopped; their tasks are pending again" in text
+    statuses, workers = ledger_state(project / ".mcp-swarm" / "swarm.db")
+    assert statuses == {"A": "pending", "B": "pending", "C": "pending"}
+    assert [w.state.value for w in workers] == ["cancelled", "cancelled"]
+    for worker in workers:
+        assert worker.pid is not None
+        assert worker.pid_start_time is not None
+        assert not is_running(ProcessIdentity(worker.pid, worker.pid_start_time))
+
+
+@pytest.mark.slow
+def test_logs_follow_prints_until_the_worker_ends_and_status_watch_redraws(project: Path) -> None:
+    counter = project / "counter.py"
+    counter.write_text(
+        "import time\nfor i in range(6):\n    print('line', i, flush=True)\n    time.sleep(0.4)\n"
+    )
+    slow = f'\n[runtimes.counter]\ntype = "command"\nargv = [{sys.executable!r}, {str(counter)!r}]\n'
+    (project / "mcp-swarm.toml").write_text(CONFIG + slow)
+    (project / "plan.toml").write_text('runtime = "counter"\n[[tasks]]\nkey = "a"\nsubject = "Count"\n')
+    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / ".mcp-swarm" / "logs" / "worker-1.log").is_file():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        watch = subprocess.Popen([installed_command(), "status", "--watch"], cwd=project, env=_env(),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        follow = mcp_swarm(project, "logs", "worker-1", "--follow")
+        assert run.wait(timeout=30) == 0
+        time.sleep(1)  # a look at the file after the run's last commit
+        watch.send_signal(signal.SIGINT)
+        watched, _ = watch.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert follow.returncode == 0, follow.stderr
+    assert follow.stdout.splitlines() == [f"line {i}" for i in range(6)]
+    # Not a terminal: the status again each time the file changed, from running to completed.
+    assert watch.returncode == 0
+    assert re.search(r"│ Count\s+│ in_progress\s+│ worker-1", watched)
+    assert re.search(r"│ Count\s+│ completed\s+│ worker-1", watched.split("---")[-1])
+
+
+def test_status_and_logs_refuse_what_is_not_there(tmp_path: Path) -> None:
+    status = mcp_swarm(tmp_path, "status")
+    assert status.returncode == 2
+    assert "no swarm database" in status.stderr
+    assert not (tmp_path / ".mcp-swarm").exists()
+
+    async def plan_without_workers() -> None:
+        async with await Store.open(tmp_path / ".mcp-swarm" / "swarm.db") as store:
+            await Ledger(store).create(NewTask(subject="A"))
+
+    anyio.run(plan_without_workers)
+    assert "A" in mcp_swarm(tmp_path, "status").stdout
+    missing = mcp_swarm(tmp_path, "logs", "worker-9")
+    assert missing.returncode == 2
+    assert "no worker-9" in missing.stderr
+    bad = mcp_swarm(tmp_path, "logs", "nine")
+    assert bad.returncode == 2
+    assert "workers are named like worker-3" in bad.stderr

@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.engine: batching, verdicts and the swarm itself."""

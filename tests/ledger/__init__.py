@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.ledger: task rules, mail, reservations and write scopes."""

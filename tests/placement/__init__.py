@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.placement: local processes, tmux sessions and the worker wrapper."""

@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.runtimes: the command lines each adapter builds, and how it reads output."""

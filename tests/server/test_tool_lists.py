@@ -1,0 +1,58 @@
+"""The tools both servers offer, held byte for byte against a snapshot.
+
+A client (and a skill written for Claude Code's own task tools) relies on each tool's name,
+description and schemas. A change to any of them must be deliberate: rewrite the snapshots with
+`MCP_SWARM_UPDATE_SNAPSHOTS=1 ./dev test tests/server/test_tool_lists.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_swarm.config import load_settings
+from mcp_swarm.models import worker_name
+from mcp_swarm.server.mayor import build_server
+from mcp_swarm.server.worker import build_worker_server
+from mcp_swarm.store import Store
+from tests.support import FIXTURES
+from tests.support.helpers import assigned_workers
+
+pytestmark = pytest.mark.anyio
+
+SNAPSHOTS = FIXTURES / "tools"
+
+
+async def _listed(client: Client) -> str:
+    tools = (await client.list_tools()).tools
+    dumped: list[dict[str, Any]] = [
+        tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools
+    ]
+    return json.dumps({"instructions": client.instructions, "tools": dumped}, indent=2, sort_keys=True) + "\n"
+
+
+def _check(name: str, listed: str) -> None:
+    snapshot = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("MCP_SWARM_UPDATE_SNAPSHOTS") == "1":
+        snapshot.write_text(listed, encoding="utf-8")
+    assert listed == snapshot.read_text(encoding="utf-8"), f"the {name} server's tools changed"
+
+
+async def test_the_mayor_servers_tools_are_the_snapshot(tmp_path: Path) -> None:
+    server = build_server(load_settings(cwd=tmp_path, db=tmp_path / "swarm.db"))
+    async with Client(server) as client:
+        _check("mayor", await _listed(client))
+
+
+async def test_the_worker_servers_tools_are_the_snapshot(tmp_path: Path) -> None:
+    db = tmp_path / "swarm.db"
+    async with await Store.open(db) as store:
+        [number] = await assigned_workers(store, 1)
+    server = build_worker_server(load_settings(cwd=tmp_path, db=db), worker_name(number))
+    async with Client(server) as client:
+        _check("worker", await _listed(client))

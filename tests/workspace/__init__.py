@@ -1,0 +1,1 @@
+"""Tests of mcp_swarm.workspace: git worktrees and merging."""
