@@ -81,12 +81,12 @@ async def test_a_worker_flooding_its_output_costs_the_server_no_memory(tmp_path:
 
                 [worker] = (await call(client, "spawn", taskIds=["2"]))["workers"]
                 [done] = (await call(client, "wait", timeoutSeconds=50))["done"]
-                log = Path(worker.log)
+                log = Path(worker["log"])
 
                 rss_growth = memory_kib(pid, "VmRSS") - rss_before
                 peak_growth = memory_kib(pid, "VmHWM") - peak_before
                 assert (done["workerId"], done["state"], done["taskStatus"]) == (
-                    worker.worker_id,
+                    worker["workerId"],
                     "succeeded",
                     "completed",
                 )

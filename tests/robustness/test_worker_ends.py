@@ -278,6 +278,6 @@ async def test_close_agent_on_an_ended_worker_answers_the_recorded_task_status(t
         [worker] = (await call(client, "spawn"))["workers"]
         [done] = (await call(client, "wait", timeoutSeconds=30))["done"]
         assert done["taskStatus"] == "completed"
-        closed = await call(client, "close_agent", workerId=worker.worker_id)
+        closed = await call(client, "close_agent", workerId=worker["workerId"])
         assert (await call(client, "TaskGet", taskId="1"))["status"] == "completed"
-        assert closed == {"workerId": worker.worker_id, "state": "succeeded", "taskStatus": "completed"}
+        assert closed == {"workerId": worker["workerId"], "state": "succeeded", "taskStatus": "completed"}
