@@ -121,17 +121,6 @@ class TaskSummary(NamedTuple):
     blocked_by: list[str]
     ready: bool
 
-    def to_wire(self) -> dict[str, Any]:
-        """The compact camelCase form: empty, null and false fields left out."""
-        row: dict[str, Any] = {"id": self.id, "subject": self.subject, "status": self.status.value}
-        if self.owner:
-            row["owner"] = self.owner
-        if self.blocked_by:
-            row["blockedBy"] = self.blocked_by
-        if self.ready:
-            row["ready"] = True
-        return row
-
 
 class Task(_Output):
     """Everything known about one task."""
@@ -154,9 +143,6 @@ class Task(_Output):
 class TaskListing:
     tasks: list[TaskSummary]
     counts: dict[str, int]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"tasks": [task.to_wire() for task in self.tasks], "counts": self.counts}
 
 
 class TaskEvent(_Output):

@@ -181,24 +181,12 @@ class ImportedBead:
     bead_id: str
     task_id: str
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"beadId": self.bead_id, "taskId": self.task_id}
-
 
 @dataclass(frozen=True, slots=True)
 class BeadsImport:
     created: list[ImportedBead]
     skipped: list[SkippedBead]
     rejected: list[str] = field(default_factory=list[str])
-
-    def to_wire(self) -> dict[str, Any]:
-        """`created` always; `skipped` and `rejected` when not empty."""
-        wire: dict[str, Any] = {"created": [bead.to_wire() for bead in self.created]}
-        if self.skipped:
-            wire["skipped"] = [bead.to_wire() for bead in self.skipped]
-        if self.rejected:
-            wire["rejected"] = self.rejected
-        return wire
 
 
 def bead_task(bead: Bead) -> PlanTask:
@@ -262,14 +250,6 @@ class CloseResult(ProgramAnswer):
     @property
     def reason(self) -> str | None:
         return self.failure(f"bd update {self.bead_id} --status closed")
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"beadId": self.bead_id, "ok": self.ok}
-        if self.exit_code is not None:
-            wire["exitCode"] = self.exit_code
-        if self.reason is not None:
-            wire["reason"] = self.reason
-        return wire
 
 
 async def close_bead(

@@ -2,6 +2,9 @@
 
 These run as the last checks of the verdict, before the task is recorded completed, so that no
 dependent can start on a task whose bead OL refuses to ratchet.
+
+A hook's check ({"check", "passed", "detail"?, "warning"?}) is the stored form of the verdict's
+checks: it is kept in the worker's `validation` and shown as it is, so its keys do not change.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class OlRatchet:
             return None
         result = await ol_ratchet.ratchet(bead, quest, cwd=cwd)
         try:
-            await self._ledger.update(task_id, TaskChanges(metadata={ol.RATCHET_KEY: result.to_wire()}))
+            await self._ledger.update(task_id, TaskChanges(metadata={ol.RATCHET_KEY: result.to_metadata()}))
         except SwarmError as exc:
             # Deleted while ol answered, say. Raised here, it would end the supervisor, and with it
             # the engine; the outcome decides the verdict all the same.

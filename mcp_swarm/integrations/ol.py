@@ -247,12 +247,6 @@ class ImportedBead:
     task_id: str
     blocked_by: list[str] = field(default_factory=list[str])
 
-    def to_wire(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"beadId": self.bead_id, "taskId": self.task_id}
-        if self.blocked_by:
-            row["blockedBy"] = self.blocked_by
-        return row
-
 
 @dataclass(frozen=True, slots=True)
 class SkippedBead:
@@ -261,9 +255,6 @@ class SkippedBead:
     bead_id: str
     task_id: str
     status: TaskStatus
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"beadId": self.bead_id, "taskId": self.task_id, "status": self.status.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,22 +266,11 @@ class BlockedBead:
     task_id: str | None = None
     waiting_on: list[str] = field(default_factory=list[str])
 
-    def to_wire(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"beadId": self.bead_id, "blockedBy": self.blocked_by}
-        if self.task_id is not None:
-            row["taskId"] = self.task_id
-        if self.waiting_on:
-            row["waitingOn"] = self.waiting_on
-        return row
-
 
 @dataclass(frozen=True, slots=True)
 class CompletedBead:
     bead_id: str
     title: str = ""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"beadId": self.bead_id, "title": self.title} if self.title else {"beadId": self.bead_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,18 +281,6 @@ class WaveImport:
     skipped: list[SkippedBead]
     blocked: list[BlockedBead]
     completed: list[CompletedBead]
-
-    def to_wire(self) -> dict[str, Any]:
-        """The tool result `{created, blocked, completed}` and `skipped`: `created` always, others if any."""
-        wire: dict[str, Any] = {"created": [bead.to_wire() for bead in self.created]}
-        for name, beads in (
-            ("skipped", self.skipped),
-            ("blocked", self.blocked),
-            ("completed", self.completed),
-        ):
-            if beads:
-                wire[name] = [bead.to_wire() for bead in beads]
-        return wire
 
 
 async def tasks_by_metadata(ledger: Ledger, key: str) -> dict[str, Task]:

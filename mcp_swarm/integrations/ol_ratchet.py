@@ -40,27 +40,31 @@ class RatchetResult(ProgramAnswer):
         """Why the bead's task fails, in words for the Mayor; None when the ratchet passed."""
         return self.failure("OL ratchet")
 
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"ok": self.ok}
+    def to_metadata(self) -> dict[str, Any]:
+        """The stored form, kept in the task's metadata `ol_ratchet`: not a tool answer.
+
+        Databases already hold it, so its keys stay as they are, camelCase ones included.
+        """
+        stored: dict[str, Any] = {"ok": self.ok}
         if self.exit_code is not None:
-            wire["exitCode"] = self.exit_code
+            stored["exitCode"] = self.exit_code
         if self.stderr:
-            wire["stderr"] = self.stderr
+            stored["stderr"] = self.stderr
         if self.error:
-            wire["error"] = self.error
-        return wire
+            stored["error"] = self.error
+        return stored
 
     @classmethod
-    def from_wire(cls, value: object) -> RatchetResult | None:
-        """Read back what `to_wire` stored in a task's metadata; None if it is not that."""
+    def from_metadata(cls, value: object) -> RatchetResult | None:
+        """Read back what `to_metadata` stored in a task's metadata; None if it is not that."""
         if not isinstance(value, dict):
             return None
-        wire = cast(dict[str, Any], value)
+        stored = cast(dict[str, Any], value)
         ok, code, stderr, error = (
-            wire.get("ok"),
-            wire.get("exitCode"),
-            wire.get("stderr", ""),
-            wire.get("error"),
+            stored.get("ok"),
+            stored.get("exitCode"),
+            stored.get("stderr", ""),
+            stored.get("error"),
         )
         if (
             not isinstance(ok, bool)
@@ -74,7 +78,7 @@ class RatchetResult(ProgramAnswer):
         """The change that records this outcome on the bead's task: exit 0 leaves it completed,
         anything else fails it. The outcome goes into metadata `ol_ratchet` for the summary."""
         status = None if self.ok else TaskStatus.FAILED
-        return TaskChanges(status=status, metadata={RATCHET_KEY: self.to_wire()})
+        return TaskChanges(status=status, metadata={RATCHET_KEY: self.to_metadata()})
 
 
 async def ratchet(
@@ -118,7 +122,7 @@ async def ratchet_task(
     bead = task.metadata.get(BEAD_KEY)
     if not isinstance(bead, str) or task.status is not TaskStatus.COMPLETED:
         return None
-    earlier = RatchetResult.from_wire(task.metadata.get(RATCHET_KEY))
+    earlier = RatchetResult.from_metadata(task.metadata.get(RATCHET_KEY))
     if earlier is not None and earlier.ok:
         return None
     quest = task.metadata.get(QUEST_KEY)
@@ -148,7 +152,7 @@ def summarize(
         if not isinstance(bead, str) or task.status is TaskStatus.DELETED:
             continue
         row: dict[str, Any] = {"beadId": bead, "taskId": task.id, "swarm": task.status.value}
-        result = given.get(bead) or RatchetResult.from_wire(task.metadata.get(RATCHET_KEY))
+        result = given.get(bead) or RatchetResult.from_metadata(task.metadata.get(RATCHET_KEY))
         if result is None:
             row["ratchet"] = "notRun"
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,18 +50,6 @@ class Message(BaseModel):
     body: str = ""
     # Whether it had been read before the call that returned it: False marks news.
     read: bool = False
-
-    def to_wire(self) -> dict[str, Any]:
-        """The compact camelCase form; taskId and body left out when there is none."""
-        wire: dict[str, Any] = {"id": self.id, "at": self.at, "from": self.sender, "to": self.recipient}
-        if self.task_id is not None:
-            wire["taskId"] = self.task_id
-        wire["type"] = self.type.value
-        wire["subject"] = self.subject
-        if self.body:
-            wire["body"] = self.body
-        wire["read"] = self.read
-        return wire
 
 
 def party_number(party: str, role: str) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,18 +36,6 @@ class Reservation(BaseModel):
     reason: str | None = None
     created_at: str
     expires_at: str
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {
-            "id": self.id,
-            "holder": self.holder,
-            "pattern": self.pattern,
-            "exclusive": self.exclusive,
-        }
-        if self.reason:
-            wire["reason"] = self.reason
-        wire["expiresAt"] = self.expires_at
-        return wire
 
 
 class Reservations:

@@ -1,10 +1,13 @@
-"""The Mayor's tools for waves from elsewhere: an OL hero hunt file, and beads' ready list."""
+"""The Mayor's tools for waves from elsewhere: an OL hero hunt file, and beads' ready list.
+
+The imports' records are shaped into their answers here, beside the only tools that return them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult
@@ -25,7 +28,7 @@ def build_import_tools(ledger: Callable[[], Ledger], project_dir: Callable[[], P
         completed and validated, the server runs `ol hero ratchet`; a bead OL refuses fails its task.
         Needs the ol CLI on PATH. Importing a file again adds only what is new."""
         imported = await ol.import_wave(ledger(), project_dir() / path)
-        return answer(imported.to_wire())
+        return answer(wave_import_answer(imported))
 
     @guarded
     async def wave_summary() -> CallToolResult:
@@ -38,10 +41,58 @@ def build_import_tools(ledger: Callable[[], Ledger], project_dir: Callable[[], P
         """Create tasks for the ready beads (`bd ready --json`), most urgent first, with bead_id in
         metadata; a bead's task completing closes it (`bd update <id> --status closed`)."""
         imported = await beads.import_ready(ledger(), cwd=project_dir())
-        return answer(imported.to_wire())
+        return answer(beads_import_answer(imported))
 
     return [
         strict_tool(import_wave, WRITES),
         strict_tool(wave_summary, READ_ONLY),
         strict_tool(import_beads, WRITES),
     ]
+
+
+def wave_import_answer(imported: ol.WaveImport) -> dict[str, Any]:
+    """`created` always; `skipped`, `blocked` and `completed` when not empty."""
+    shaped: dict[str, Any] = {"created": [_wave_bead(bead) for bead in imported.created]}
+    if imported.skipped:
+        shaped["skipped"] = [_skipped_bead(bead) for bead in imported.skipped]
+    if imported.blocked:
+        shaped["blocked"] = [_blocked_bead(bead) for bead in imported.blocked]
+    if imported.completed:
+        shaped["completed"] = [_completed_bead(bead) for bead in imported.completed]
+    return shaped
+
+
+def beads_import_answer(imported: beads.BeadsImport) -> dict[str, Any]:
+    """`created` always; `skipped` and `rejected` when not empty."""
+    shaped: dict[str, Any] = {
+        "created": [{"beadId": bead.bead_id, "taskId": bead.task_id} for bead in imported.created]
+    }
+    if imported.skipped:
+        shaped["skipped"] = [_skipped_bead(bead) for bead in imported.skipped]
+    if imported.rejected:
+        shaped["rejected"] = imported.rejected
+    return shaped
+
+
+def _wave_bead(bead: ol.ImportedBead) -> dict[str, Any]:
+    row: dict[str, Any] = {"beadId": bead.bead_id, "taskId": bead.task_id}
+    if bead.blocked_by:
+        row["blockedBy"] = bead.blocked_by
+    return row
+
+
+def _skipped_bead(bead: ol.SkippedBead) -> dict[str, Any]:
+    return {"beadId": bead.bead_id, "taskId": bead.task_id, "status": bead.status.value}
+
+
+def _blocked_bead(bead: ol.BlockedBead) -> dict[str, Any]:
+    row: dict[str, Any] = {"beadId": bead.bead_id, "blockedBy": bead.blocked_by}
+    if bead.task_id is not None:
+        row["taskId"] = bead.task_id
+    if bead.waiting_on:
+        row["waitingOn"] = bead.waiting_on
+    return row
+
+
+def _completed_bead(bead: ol.CompletedBead) -> dict[str, Any]:
+    return {"beadId": bead.bead_id, "title": bead.title} if bead.title else {"beadId": bead.bead_id}

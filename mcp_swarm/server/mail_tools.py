@@ -20,6 +20,7 @@ from mcp_swarm.ledger.mail import (
 )
 from mcp_swarm.ledger.patterns import MAX_PATTERN_CHARS
 from mcp_swarm.ledger.reservations import MAX_PATTERNS, MAX_TTL_SECONDS, Reservations
+from mcp_swarm.server import answers
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_CHARS)]
@@ -46,7 +47,7 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
         """Send a message to a running worker (it reads it with its own fetch_inbox). To retry an
         ended worker with new instructions, use send_input instead."""
         message = await mailbox().send(MAYOR, to, subject, body, task_id=taskId, type=MessageType(type))
-        return answer(message.to_wire())
+        return answer(answers.message(message))
 
     @guarded
     async def fetch_inbox(
@@ -59,7 +60,7 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
         """The Mayor's inbox: workers' progress reports, help requests and results, oldest first.
         Messages come back with read=false the first time; they are marked read by this call."""
         messages = await mailbox().fetch_inbox(MAYOR, since_id=sinceId, limit=limit, unread_only=unreadOnly)
-        return answer({"messages": [message.to_wire() for message in messages]})
+        return answer({"messages": [answers.message(message) for message in messages]})
 
     @guarded
     async def list_reservations(
@@ -67,7 +68,7 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
     ) -> CallToolResult:
         """Open file reservations: who is editing what, until when. Check them when forming a wave."""
         reservations = await reserved().active(holder=holder)
-        return answer({"reservations": [r.to_wire() for r in reservations]})
+        return answer({"reservations": [answers.reservation(r) for r in reservations]})
 
     @guarded
     async def reserve_files(
@@ -81,7 +82,7 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
         held = await reserved().reserve(
             MAYOR, list(patterns), exclusive=exclusive, ttl_seconds=ttlSeconds, reason=reason
         )
-        return answer({"reservations": [r.to_wire() for r in held]})
+        return answer({"reservations": [answers.reservation(r) for r in held]})
 
     @guarded
     async def release_files(

@@ -45,6 +45,7 @@ from mcp_swarm.models import (
     TaskStatus,
     Worker,
 )
+from mcp_swarm.server import answers
 from mcp_swarm.server.import_tools import build_import_tools
 from mcp_swarm.server.mail_tools import build_mail_tools
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
@@ -220,7 +221,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         blockedBy lists open blockers only; ready appears only when true; counts are by status
         over the whole ledger, plus how many tasks are ready."""
         listing = await state.get().list(status=status, ready=ready, owner=owner)
-        return answer(listing.to_wire())
+        return answer(answers.task_listing(listing))
 
     @guarded
     async def spawn(
@@ -312,7 +313,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             "running": result.running,
         }
         if result.help_requests:
-            payload["helpRequests"] = [message.to_wire() for message in result.help_requests]
+            payload["helpRequests"] = [answers.message(message) for message in result.help_requests]
         if result.timed_out:
             payload["timedOut"] = True
         return answer(payload)

@@ -43,6 +43,7 @@ from mcp_swarm.ledger.patterns import MAX_PATTERN_CHARS
 from mcp_swarm.ledger.reservations import MAX_PATTERNS, MAX_REASON_CHARS, MAX_TTL_SECONDS, Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import Worker
+from mcp_swarm.server import answers
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 from mcp_swarm.store import Store
@@ -122,8 +123,8 @@ class WorkerState:
 
 
 def _sent(message: Message) -> dict[str, Any]:
-    wire = message.to_wire()
-    return {key: wire[key] for key in ("id", "to", "taskId", "type", "subject") if key in wire}
+    shaped = answers.message(message)
+    return {key: shaped[key] for key in ("id", "to", "taskId", "type", "subject") if key in shaped}
 
 
 def split_text(text: str) -> tuple[str, str]:
@@ -221,7 +222,7 @@ def build_worker_tools(state: WorkerState) -> list[Tool]:
         messages = await state.mail().fetch_inbox(
             state.worker_id, since_id=sinceId or 0, limit=limit or 50, unread_only=bool(unreadOnly)
         )
-        return answer({"messages": [message.to_wire() for message in messages]})
+        return answer({"messages": [answers.message(message) for message in messages]})
 
     @guarded
     async def reserve_files(
@@ -250,7 +251,7 @@ def build_worker_tools(state: WorkerState) -> list[Tool]:
         reserved = await state.files().reserve(
             state.worker_id, patterns, exclusive=exclusive, ttl_seconds=ttlSeconds or 3600, reason=reason
         )
-        return answer({"reservations": [reservation.to_wire() for reservation in reserved]})
+        return answer({"reservations": [answers.reservation(reservation) for reservation in reserved]})
 
     @guarded
     async def release_files(
@@ -268,7 +269,7 @@ def build_worker_tools(state: WorkerState) -> list[Tool]:
         """Everyone's open file reservations (holder, pattern, exclusive, expiresAt), oldest first:
         who is editing what."""
         reservations = await state.files().active()
-        return answer({"reservations": [reservation.to_wire() for reservation in reservations]})
+        return answer({"reservations": [answers.reservation(reservation) for reservation in reservations]})
 
     return [
         _tool(my_task, READ_ONLY),

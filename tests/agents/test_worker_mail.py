@@ -33,6 +33,7 @@ from mcp import Client
 
 from mcp_swarm.config import load_settings
 from mcp_swarm.ledger.mail import MAYOR, Mailbox
+from mcp_swarm.server import answers
 from mcp_swarm.server.worker import WORKER_TOOLS
 from mcp_swarm.store import Store
 from tests.support.agent_clis import WAIT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, Step, spawn_one
@@ -225,7 +226,7 @@ async def wait_until_done(client: Client, agent: AgentCLI, worker_id: str) -> di
 async def mayor_inbox(project: Path) -> list[dict[str, Any]]:
     """Everything sent to the Mayor, read from the swarm's database as the Mayor's side would."""
     async with await Store.open(load_settings(cwd=project).db_path) as store:
-        return [message.to_wire() for message in await Mailbox(store).fetch_inbox(MAYOR, limit=500)]
+        return [answers.message(message) for message in await Mailbox(store).fetch_inbox(MAYOR, limit=500)]
 
 
 PROGRESS = "Read the brief; writing notes.txt next"

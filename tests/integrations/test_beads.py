@@ -27,6 +27,7 @@ from mcp_swarm.integrations.beads import (
 )
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus
+from mcp_swarm.server.import_tools import beads_import_answer
 from mcp_swarm.store import Store
 from tests.support import STAND_INS
 
@@ -107,7 +108,7 @@ async def test_ready_beads_become_tasks_most_urgent_first(ledger: Ledger, projec
     alerting = await ledger.get("1")
     assert alerting.description == "Beads issue bd-b2, priority P0. `bd show bd-b2` has all of it."
     assert alerting.metadata == {"bead_id": "bd-b2", "bead_priority": 0}
-    assert result.to_wire() == {
+    assert beads_import_answer(result) == {
         "created": [
             {"beadId": "bd-b2", "taskId": "1"},
             {"beadId": "bd-a1", "taskId": "2"},
@@ -125,7 +126,7 @@ async def test_importing_again_adds_nothing(ledger: Ledger, project: Path, bd_db
     again = await import_ready(ledger, cwd=project)
 
     assert (await ledger.list()).tasks == before.tasks
-    assert again.to_wire() == {
+    assert beads_import_answer(again) == {
         "created": [],
         "skipped": [
             {"beadId": "bd-a1", "taskId": "2", "status": "pending"},
@@ -159,13 +160,12 @@ async def test_closing_an_unknown_bead_reports_bds_complaint(project: Path, bd_d
     result = await close_bead("bd-zz", cwd=project)
     assert (result.ok, result.exit_code) == (False, 1)
     assert result.stderr == "Error: no issue found matching 'bd-zz'"
-    assert result.to_wire() == {
-        "beadId": "bd-zz",
-        "ok": False,
-        "exitCode": 1,
-        "reason": "bd update bd-zz --status closed failed (exit status 1): "
-        "Error: no issue found matching 'bd-zz'",
-    }
+    assert (result.bead_id, result.ok, result.exit_code, result.reason) == (
+        "bd-zz",
+        False,
+        1,
+        "bd update bd-zz --status closed failed (exit status 1): Error: no issue found matching 'bd-zz'",
+    )
 
 
 async def test_a_completed_task_closes_its_bead(ledger: Ledger, project: Path, bd_db: Path) -> None:

@@ -21,6 +21,7 @@ from mcp_swarm.integrations.ol_ratchet import ratchet, ratchet_task, summarize, 
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus
 from mcp_swarm.placement.programs import STDERR_KEEP_BYTES
+from mcp_swarm.server.import_tools import wave_import_answer
 from mcp_swarm.store import Store
 from tests.support import STAND_INS
 
@@ -124,7 +125,7 @@ async def test_import_creates_the_wave_in_priority_order_with_metadata_and_depen
     assert docs.blocked_by == ["3"]
     assert docs.metadata["ol_priority"] == 5
 
-    assert result.to_wire() == {
+    assert wave_import_answer(result) == {
         "created": [
             {"beadId": "ol-527.1", "taskId": "1"},
             {"beadId": "ol-527.2", "taskId": "2"},
@@ -281,7 +282,7 @@ async def test_importing_again_adds_nothing_and_says_what_was_skipped(
         ("ol-527.3", "3", TaskStatus.PENDING),
         ("ol-527.4", "4", TaskStatus.PENDING),
     ]
-    assert again.to_wire()["created"] == []
+    assert wave_import_answer(again)["created"] == []
 
 
 async def test_a_later_hunt_builds_on_the_tasks_of_an_earlier_one(
@@ -313,7 +314,8 @@ async def test_a_later_hunt_builds_on_the_tasks_of_an_earlier_one(
     assert [tasks["q-1.2"].id, tasks["q-1.1"].id, tasks["q-1.3"].id] == ["3", "4", "5"]
     # q-1.5 waits for the task an earlier import made for q-1.3, and for this import's q-1.4.
     assert sorted(tasks["q-1.5"].blocked_by, key=int) == ["5", tasks["q-1.4"].id]
-    assert result.to_wire()["created"][-1] == {"beadId": "q-1.5", "taskId": "7", "blockedBy": ["5", "6"]}
+    created = wave_import_answer(result)["created"]
+    assert created[-1] == {"beadId": "q-1.5", "taskId": "7", "blockedBy": ["5", "6"]}
 
 
 def test_the_quest_is_the_bead_id_without_its_last_part() -> None:

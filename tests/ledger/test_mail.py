@@ -12,6 +12,7 @@ from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import MAX_BODY_CHARS, MAYOR, Mailbox, MessageType
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus, worker_name
+from mcp_swarm.server import answers
 from mcp_swarm.store import Store
 from tests.support.helpers import assigned_workers
 
@@ -40,7 +41,7 @@ async def test_a_worker_reports_to_the_mayor_about_its_own_task(store: Store) ->
     )
     [received] = await mailbox.fetch_inbox(MAYOR)
     assert received == sent
-    assert received.to_wire() == {
+    assert answers.message(received) == {
         "id": sent.id,
         "at": sent.at,
         "from": "worker-1",
@@ -58,7 +59,7 @@ async def test_the_mayor_instructs_a_worker_which_reads_it_in_its_own_inbox(stor
     mailbox = Mailbox(store)
     sent = await mailbox.send(MAYOR, worker_name(second), "use the v2 API", type=MessageType.INSTRUCTION)
     assert sent.task_id is None
-    assert sent.to_wire() == {
+    assert answers.message(sent) == {
         "id": sent.id,
         "at": sent.at,
         "from": "mayor",

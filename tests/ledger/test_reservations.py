@@ -14,6 +14,7 @@ from mcp_swarm.ledger.mail import MAYOR
 from mcp_swarm.ledger.patterns import overlaps
 from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.models import now
+from mcp_swarm.server import answers
 from mcp_swarm.store import Store
 from tests.support.helpers import assigned_workers
 
@@ -52,7 +53,7 @@ def reservations_table(store: Store) -> list[tuple[Any, ...]]:
 
 async def test_an_exclusive_reservation_refuses_others_and_names_its_holder(leases: Reservations) -> None:
     [held] = await leases.reserve("worker-2", ["src/auth/*.py"], reason="login flow")
-    assert held.to_wire() == {
+    assert answers.reservation(held) == {
         "id": held.id,
         "holder": "worker-2",
         "pattern": "src/auth/*.py",

@@ -23,6 +23,7 @@ from mcp_swarm.ledger.mail import MAYOR, Mailbox, MessageType
 from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
+from mcp_swarm.server import answers
 from mcp_swarm.server.worker import WORKER_TOOLS, build_worker_server, split_text
 from mcp_swarm.store import Store
 from tests.support.mcp_client import TRANSPORTS, Transport, call, installed_command, refuse, stdio_parameters
@@ -85,7 +86,7 @@ async def worker(transport: Transport, db: Path, worker_id: str) -> AsyncGenerat
 
 async def mayor_inbox(db: Path) -> list[dict[str, Any]]:
     async with await Store.open(db) as store:
-        return [message.to_wire() for message in await Mailbox(store).fetch_inbox(MAYOR, limit=500)]
+        return [answers.message(message) for message in await Mailbox(store).fetch_inbox(MAYOR, limit=500)]
 
 
 async def test_the_tools_are_exactly_the_worker_tools_with_strict_schemas(
