@@ -136,35 +136,36 @@ async def ratchet_task(
 # -- the summary --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class BeadOutcome:
+    """One OL bead task: its swarm outcome (the task's status) and its ratchet outcome, None when
+    it has not run."""
+
+    bead_id: str
+    task_id: str
+    swarm: TaskStatus
+    ratchet: RatchetResult | None
+
+
 def summarize(
     tasks: Iterable[Task], ratchets: Mapping[str, RatchetResult] | None = None
-) -> list[dict[str, Any]]:
-    """One row per OL bead task: its swarm outcome (the task's status) and its ratchet outcome.
+) -> list[BeadOutcome]:
+    """One outcome per OL bead task, in task order, which an import made priority order.
 
     The ratchet outcome is `ratchets[bead]` when given, else what `ratchet_task` recorded in
-    metadata `ol_ratchet`: "passed", or "failed" with a `reason`; "notRun" when neither. Rows are
-    in task order, which an import made priority order; tasks of no OL bead are left out.
+    metadata `ol_ratchet`, else None. Tasks of no OL bead, and deleted ones, are left out.
     """
-    rows: list[tuple[int, dict[str, Any]]] = []
+    outcomes: list[BeadOutcome] = []
     given = ratchets or {}
     for task in tasks:
         bead = task.metadata.get(BEAD_KEY)
         if not isinstance(bead, str) or task.status is TaskStatus.DELETED:
             continue
-        row: dict[str, Any] = {"beadId": bead, "taskId": task.id, "swarm": task.status.value}
         result = given.get(bead) or RatchetResult.from_metadata(task.metadata.get(RATCHET_KEY))
-        if result is None:
-            row["ratchet"] = "notRun"
-        else:
-            row["ratchet"] = "passed" if result.ok else "failed"
-            if result.exit_code is not None:
-                row["exitCode"] = result.exit_code
-            if result.reason is not None:
-                row["reason"] = result.reason
-        rows.append((int(task.id), row))
-    return [row for _, row in sorted(rows, key=lambda item: item[0])]
+        outcomes.append(BeadOutcome(bead, task.id, task.status, result))
+    return sorted(outcomes, key=lambda outcome: int(outcome.task_id))
 
 
-async def wave_summary(ledger: Ledger) -> list[dict[str, Any]]:
+async def wave_summary(ledger: Ledger) -> list[BeadOutcome]:
     """`summarize` over every OL bead task of the ledger."""
     return summarize((await tasks_by_metadata(ledger, BEAD_KEY)).values())

@@ -34,7 +34,7 @@ def build_import_tools(ledger: Callable[[], Ledger], project_dir: Callable[[], P
     async def wave_summary() -> CallToolResult:
         """Per OL bead: its task's status in the swarm and its ratchet outcome (passed, failed with
         the reason, or notRun)."""
-        return answer({"beads": await ol_ratchet.wave_summary(ledger())})
+        return answer({"beads": wave_summary_answer(await ol_ratchet.wave_summary(ledger()))})
 
     @guarded
     async def import_beads() -> CallToolResult:
@@ -60,6 +60,28 @@ def wave_import_answer(imported: ol.WaveImport) -> dict[str, Any]:
     if imported.completed:
         shaped["completed"] = [_completed_bead(bead) for bead in imported.completed]
     return shaped
+
+
+def wave_summary_answer(outcomes: list[ol_ratchet.BeadOutcome]) -> list[dict[str, Any]]:
+    """A row per bead: `ratchet` is "passed", "failed" (with `reason`) or "notRun"."""
+    rows: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        row: dict[str, Any] = {
+            "beadId": outcome.bead_id,
+            "taskId": outcome.task_id,
+            "swarm": outcome.swarm.value,
+        }
+        result = outcome.ratchet
+        if result is None:
+            row["ratchet"] = "notRun"
+        else:
+            row["ratchet"] = "passed" if result.ok else "failed"
+            if result.exit_code is not None:
+                row["exitCode"] = result.exit_code
+            if result.reason is not None:
+                row["reason"] = result.reason
+        rows.append(row)
+    return rows
 
 
 def beads_import_answer(imported: beads.BeadsImport) -> dict[str, Any]:

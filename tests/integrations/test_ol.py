@@ -21,7 +21,7 @@ from mcp_swarm.integrations.ol_ratchet import ratchet, ratchet_task, summarize, 
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskChanges, TaskStatus
 from mcp_swarm.placement.programs import STDERR_KEEP_BYTES
-from mcp_swarm.server.import_tools import wave_import_answer
+from mcp_swarm.server.import_tools import wave_import_answer, wave_summary_answer
 from mcp_swarm.store import Store
 from tests.support import STAND_INS
 
@@ -423,7 +423,7 @@ async def test_completed_tasks_are_ratcheted_and_a_failed_ratchet_fails_the_task
         ["hero", "ratchet", "ol-527.2", "--quest", "ol-527"],
     ]
 
-    assert await wave_summary(ledger) == [
+    assert wave_summary_answer(await wave_summary(ledger)) == [
         {"beadId": "ol-527.1", "taskId": "1", "swarm": "completed", "ratchet": "passed", "exitCode": 0},
         {
             "beadId": "ol-527.2",
@@ -446,7 +446,8 @@ async def test_summary_takes_ratchet_results_given_to_it(
     await ledger.update("1", TaskChanges(status=TaskStatus.COMPLETED))
     result = await ratchet("ol-527.1", "ol-527", cwd=tmp_path)
     tasks = [await ledger.get(task_id) for task_id in ("2", "1")]
-    assert summarize([*tasks, await ledger.create(NewTask(subject="not from OL"))], {"ol-527.1": result}) == [
+    outcomes = summarize([*tasks, await ledger.create(NewTask(subject="not from OL"))], {"ol-527.1": result})
+    assert wave_summary_answer(outcomes) == [
         {"beadId": "ol-527.1", "taskId": "1", "swarm": "completed", "ratchet": "passed", "exitCode": 0},
         {"beadId": "ol-527.2", "taskId": "2", "swarm": "pending", "ratchet": "notRun"},
     ]
