@@ -32,6 +32,7 @@ from benchmarks._report import Check, load, report_targets
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask
+from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
 
@@ -74,7 +75,7 @@ async def _run_engine(workdir: Path) -> EngineRun:
     async with await Store.open(state / "swarm.db") as store:
         engine = Swarm(
             store, {"trivial": runtime}, default_runtime="trivial", state_dir=state, project_dir=project,
-            limits=WorkerLimits(max_workers=WORKERS),
+            limits=WorkerLimits(max_workers=WORKERS), placements=placements(),
         )  # fmt: skip
         await Ledger(store).create_plan(_plan())
         measured: EngineRun | None = None

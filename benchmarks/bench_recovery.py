@@ -30,6 +30,7 @@ from benchmarks._report import Check, load, quantile, report_targets
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, now, worker_name
+from mcp_swarm.placement.builtin import placements
 from mcp_swarm.placement.processes import start_process
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
@@ -92,6 +93,7 @@ async def _start_up(path: Path) -> tuple[float, dict[str, int]]:
             default_runtime="command",
             state_dir=path.parent,
             project_dir=path.parent,
+            placements=placements(),
         )
         seconds, states = 0.0, dict[str, int]()
         async with anyio.create_task_group() as group:

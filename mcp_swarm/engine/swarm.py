@@ -54,7 +54,6 @@ from mcp_swarm.models import (
     worker_number,
 )
 from mcp_swarm.placement.base import Placed, Placement
-from mcp_swarm.placement.builtin import placements as builtin_placements
 from mcp_swarm.placement.processes import WorkerProcess, this_process
 from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.runtimes.registry import default_runtime
@@ -79,12 +78,12 @@ class Swarm:
         limits: WorkerLimits | None = None,
         env_allow: Sequence[str] = DEFAULT_ENV_ALLOW,
         actor: str = "mayor",
+        placements: Mapping[str, Placement],
         mode: str = "local",
-        placements: Mapping[str, Placement] | None = None,
         hooks: Sequence[CompletionHook] = (),
     ) -> None:
-        """`placements`: where a worker of each mode lives (default: placement/builtin.py's, with
-        tmux's own socket); `mode` is the one a spawn uses unless told otherwise."""
+        """`placements`: where a worker of each mode lives (app.py passes placement/builtin.py's);
+        `mode` is the one a spawn uses unless told otherwise."""
         self.store = store
         self.runtimes = dict(runtimes)
         self.default_runtime = default_runtime
@@ -109,9 +108,7 @@ class Swarm:
         # One integration at a time: each reads and commits the main tree.
         self._integration_lock = anyio.Lock()
         self.mode = mode
-        self._placements = dict(
-            builtin_placements(max_log_bytes=self.limits.max_log_bytes) if placements is None else placements
-        )
+        self._placements = dict(placements)
         self._launcher = Launcher(
             state_dir=state_dir, project_dir=project_dir, db_path=store.path, env_allow=env_allow
         )

@@ -20,7 +20,7 @@ from typing import ClassVar, Protocol
 
 from mcp_swarm.errors import SwarmError
 from mcp_swarm.models import LIVE_WORKER_STATES, Worker
-from mcp_swarm.placement.logtail import FileId
+from mcp_swarm.placement.logtail import FileId, LogTail
 from mcp_swarm.placement.processes import ProcessIdentity, WorkerProcess, stop_group
 
 
@@ -96,7 +96,6 @@ class Placement(ABC):
         """The verdict on a worker this server supervised is recorded: what is left of where it
         lived may go (`session` is `Placed.session`)."""
 
-    @abstractmethod
     def follow_log(
         self,
         log: Path,
@@ -107,7 +106,9 @@ class Placement(ABC):
         max_bytes: int,
     ) -> LogFollower:
         """A follower of the worker's log from `offset` in the file `file_id`, bounding it to
-        `max_bytes` where the worker's own side does not (see logtail.py)."""
+        `max_bytes` (see logtail.py). By default the worker appends through a descriptor of its
+        own, so only the follower can rotate its log."""
+        return LogTail(log, feed, offset=offset, file_id=file_id, max_bytes=max_bytes)
 
     def attach_hint(self, worker: Worker) -> str | None:
         """How a user watches the worker live, if the placement offers a way."""

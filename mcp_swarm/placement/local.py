@@ -8,15 +8,14 @@ environment.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 
 from mcp_swarm.errors import SwarmError
 from mcp_swarm.models import Worker
-from mcp_swarm.placement.base import LogFollower, Placed, Placement, Start, stop_recorded
-from mcp_swarm.placement.logtail import FileId, LogTail
+from mcp_swarm.placement.base import Placed, Placement, Start, stop_recorded
 from mcp_swarm.placement.processes import (
     AdoptedProcess,
     ProcessIdentity,
@@ -55,18 +54,6 @@ class LocalChildren(Placement):
 
     async def finished(self, session: str | None, *, completed: bool) -> None:
         """Nothing is left of a child that has ended."""
-
-    def follow_log(
-        self,
-        log: Path,
-        feed: Callable[[str], None],
-        *,
-        offset: int,
-        file_id: FileId | None,
-        max_bytes: int,
-    ) -> LogFollower:
-        # The worker appends through a descriptor of its own: only the follower can rotate its log.
-        return LogTail(log, feed, offset=offset, file_id=file_id, max_bytes=max_bytes)
 
 
 def _start_children(

@@ -16,6 +16,7 @@ from mcp_swarm.engine.swarm import Swarm, WorkerLimits
 from mcp_swarm.errors import InvalidInput, RuntimeNotCapable
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
+from mcp_swarm.placement.builtin import placements
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
@@ -57,6 +58,7 @@ def _engine(
     return Swarm(
         store, dict(runtimes), default_runtime=next(iter(runtimes)), state_dir=tmp_path / "state",
         project_dir=tmp_path / "project", limits=limits, hooks=hooks,
+        placements=placements(max_log_bytes=(limits or WorkerLimits()).max_log_bytes),
     )  # fmt: skip
 
 

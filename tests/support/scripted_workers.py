@@ -14,6 +14,7 @@ import anyio
 from mcp import Client
 
 from mcp_swarm.engine.swarm import Swarm, WorkerLimits
+from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.runtimes.base import json_event
 from mcp_swarm.store import Store
@@ -48,6 +49,7 @@ async def running_engine(tmp_path: Path, runtime: Runtime, limits: WorkerLimits)
             state_dir=tmp_path / "state",
             project_dir=project,
             limits=limits,
+            placements=placements(max_log_bytes=limits.max_log_bytes),
         )
         async with anyio.create_task_group() as group:
             await group.start(engine.run)
