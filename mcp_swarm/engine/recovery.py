@@ -1,8 +1,10 @@
-"""Recovery at start-up: the live workers a dead server left behind are adopted or declared lost.
+"""Recovery: the live workers a dead server left behind are adopted or declared lost.
 
 A server that dies (SIGKILL, a crash, the machine's OOM killer) leaves rows of workers that are
-still `starting` or `running`, supervised by nobody. The next server to start on the database
-goes through them:
+still `starting` or `running`, supervised by nobody. A server goes through them when it starts
+on the database, and every PEER_LOOK seconds while it runs (`watch_peers`), so that a server
+that dies while another one keeps running on the same file (two Mayor sessions) has its workers
+taken over within seconds, not at the next start:
 
 - a worker whose supervisor still runs belongs to that server (two Mayor sessions on one file),
   and is left alone;
@@ -15,7 +17,9 @@ goes through them:
 - a claimed worker whose process is gone became `lost`: its task goes back to `pending` (the
   attempt stays counted in its history) for the Mayor to spawn again.
 
-This is explicit, once, at start-up: nothing is adopted behind a running server's back.
+A server is dead when its process (pid and start time) is gone, so nothing is ever adopted
+behind a running server's back. The adopting server's Mayor is handed the adopted workers'
+results, as those of its own workers.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from mcp_swarm.engine.verdicts import Verdict
 from mcp_swarm.models import TaskStatus, Worker, WorkerState
 from mcp_swarm.placement.base import Placed, Placement
@@ -33,6 +39,10 @@ from mcp_swarm.placement.processes import supervisor_alive
 from mcp_swarm.store import Store
 
 logger = logging.getLogger(__name__)
+
+# How often a running server looks for the live workers of servers that died meanwhile: a peer's
+# death is noticed within this, plus the time its workers' placement takes to find them.
+PEER_LOOK = 2.0
 
 
 @dataclass(frozen=True)
@@ -52,20 +62,29 @@ async def recover(
     grace: float,
     adopt: Callable[[Worker, Placed], Awaitable[None]],
     record: Callable[[Verdict], Awaitable[bool]],
+    at_start: bool = True,
 ) -> Recovered:
     """Adopt or declare lost the live workers of servers that are gone.
 
     `supervisor` names this server; a worker's mode picks its placement in `placements`, `files`
     gives a worker's own directory, and only a worker whose runtime is in `runtimes` can be
     judged. `adopt` supervises a worker taken back; `record` writes the verdict on a lost one.
+    `at_start` says, for the log, whether this server is starting or found a peer dead.
     """
     began = time.perf_counter()
     adopted: list[str] = []
     lost: list[str] = []
     async with store.read(snapshot=False) as tx:
         live = await tx.workers.live()
+    # Looked up once per server, not once per worker: one server may have left hundreds.
+    alive: dict[str | None, bool] = {supervisor: True}
+    gone: list[str] = []
     for worker in live:
-        if worker.supervisor == supervisor or supervisor_alive(worker.supervisor):
+        if worker.supervisor not in alive:
+            alive[worker.supervisor] = supervisor_alive(worker.supervisor)
+            if not alive[worker.supervisor]:
+                gone.append(_pid_of(worker.supervisor))
+        if alive[worker.supervisor]:
             continue
         async with store.write() as tx:
             claimed = await tx.workers.claim(
@@ -89,7 +108,10 @@ async def recover(
     recovered = Recovered(adopted, lost, time.perf_counter() - began)
     if adopted or lost:
         logger.warning(
-            "recovered after a restart in %.3f s: adopted %d (%s), lost %d (%s)",
+            "%s in %.3f s: adopted %d (%s), lost %d (%s)",
+            "recovered after a restart"
+            if at_start
+            else f"took over the workers of servers that died (pid {_some(gone)})",
             recovered.seconds,
             len(adopted),
             _some(adopted),
@@ -102,3 +124,21 @@ async def recover(
 def _some(names: list[str], shown: int = 10) -> str:
     more = f", and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def _pid_of(supervisor: str | None) -> str:
+    return "unknown" if supervisor is None else supervisor.partition(":")[0]
+
+
+async def watch_peers(look: Callable[[], Awaitable[Recovered]], *, every: float = PEER_LOOK) -> None:
+    """Run `look` (a `recover` of this server) every `every` seconds until cancelled.
+
+    A look that fails (the database locked by another process for longer than its timeout, say)
+    is logged and tried again at the next: it must never end the server.
+    """
+    while True:
+        await anyio.sleep(every)
+        try:
+            await look()
+        except Exception as exc:  # any failure of one look: the next one tries again
+            logger.warning("looking for the workers of servers that are gone failed: %s", exc)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -28,7 +29,7 @@ from mcp_swarm.engine.integration import (
     worktree_record,
 )
 from mcp_swarm.engine.launcher import Attempt, Launcher
-from mcp_swarm.engine.recovery import recover
+from mcp_swarm.engine.recovery import Recovered, recover, watch_peers
 from mcp_swarm.engine.supervision import (
     CompletionHook,
     Launch,
@@ -120,22 +121,30 @@ class Swarm:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
-                await recover(
-                    self.store,
-                    self.supervisor,
-                    placements=self._placements,
-                    files=self._launcher.files,
-                    runtimes=self.runtimes,
-                    grace=self.limits.stop_grace_seconds,
-                    adopt=self._adopt,
-                    record=self._finish,
-                )
+                await self._recover(at_start=True)
+                # A server that dies while this one runs (another Mayor's session on the same
+                # file) has its workers taken over within seconds: they hold slots meanwhile.
+                group.start_soon(watch_peers, partial(self._recover, at_start=False))
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
             self._group = None
             with anyio.CancelScope(shield=True):
                 await self.stop_all()
+
+    async def _recover(self, *, at_start: bool) -> Recovered:
+        """Adopt or declare lost the live workers of servers that are gone (engine/recovery.py)."""
+        return await recover(
+            self.store,
+            self.supervisor,
+            placements=self._placements,
+            files=self._launcher.files,
+            runtimes=self.runtimes,
+            grace=self.limits.stop_grace_seconds,
+            adopt=self._adopt,
+            record=self._finish,
+            at_start=at_start,
+        )
 
     async def stop_all(self) -> None:
         """Stop every local worker this process started, returning their tasks to pending.

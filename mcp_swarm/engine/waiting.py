@@ -113,10 +113,13 @@ async def _status(store: Store, numbers: list[int] | None, supervisor: str) -> t
     async with store.read(snapshot=False) as tx:  # one statement either way
         if numbers is None:
             unreported, live = await tx.workers.unreported_and_live()
-            others = {w.supervisor for w in unreported} - {supervisor}
+            others = {w.supervisor for w in (*unreported, *live)} - {supervisor}
             gone = {other for other in others if not supervisor_alive(other)}
             done = [w for w in unreported if w.supervisor == supervisor or w.supervisor in gone]
-            running = [w.id for w in live if w.supervisor == supervisor]
+            # A gone server's live workers are about to be adopted (engine/recovery.py): waited
+            # for, so that a wait begun before the adoption sees them end. Each is handed over
+            # once all the same: only the wait whose mark_reported marks it returns it.
+            running = [w.id for w in live if w.supervisor == supervisor or w.supervisor in gone]
         else:
             workers = await tx.workers.many(numbers)
             done = [w for w in workers if w.ended_at is not None]
