@@ -50,6 +50,9 @@ class Recovered:
     adopted: list[str]
     lost: list[str]
     seconds: float
+    # The other servers, still running, that supervise live workers: while none of them dies and
+    # no worker row changes, looking again would find nothing (see watch_peers).
+    peers: frozenset[str] = frozenset()
 
 
 async def recover(
@@ -105,7 +108,8 @@ async def recover(
                 Verdict(worker.number, worker.attempt, WorkerState.LOST, TaskStatus.PENDING, error=found)
             )
             lost.append(worker.id)
-    recovered = Recovered(adopted, lost, time.perf_counter() - began)
+    peers = frozenset(name for name, running in alive.items() if running and name not in (None, supervisor))
+    recovered = Recovered(adopted, lost, time.perf_counter() - began, peers)
     if adopted or lost:
         logger.warning(
             "%s in %.3f s: adopted %d (%s), lost %d (%s)",
@@ -130,15 +134,25 @@ def _pid_of(supervisor: str | None) -> str:
     return "unknown" if supervisor is None else supervisor.partition(":")[0]
 
 
-async def watch_peers(look: Callable[[], Awaitable[Recovered]], *, every: float = PEER_LOOK) -> None:
+async def watch_peers(
+    store: Store, look: Callable[[], Awaitable[Recovered]], *, every: float = PEER_LOOK
+) -> None:
     """Run `look` (a `recover` of this server) every `every` seconds until cancelled.
 
+    A look is skipped while nothing could have changed: no commit to the file since the last one
+    began (SQLite's data_version) and every other server it saw still runs (a /proc look each).
     A look that fails (the database locked by another process for longer than its timeout, say)
     is logged and tried again at the next: it must never end the server.
     """
+    last: tuple[int, frozenset[str]] | None = None
     while True:
         await anyio.sleep(every)
         try:
-            await look()
+            # Read before the look: a commit while it reads changes the version, and is looked at next.
+            version = await store.data_version()
+            if last is not None and last[0] == version and all(map(supervisor_alive, last[1])):
+                continue
+            last = None
+            last = (version, (await look()).peers)
         except Exception as exc:  # any failure of one look: the next one tries again
             logger.warning("looking for the workers of servers that are gone failed: %s", exc)

@@ -124,7 +124,7 @@ class Swarm:
                 await self._recover(at_start=True)
                 # A server that dies while this one runs (another Mayor's session on the same
                 # file) has its workers taken over within seconds: they hold slots meanwhile.
-                group.start_soon(watch_peers, partial(self._recover, at_start=False))
+                group.start_soon(watch_peers, self.store, partial(self._recover, at_start=False))
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
