@@ -19,7 +19,7 @@ import anyio
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.models import Task, Worker, now, worker_number
 from mcp_swarm.store import Store
-from mcp_swarm.workspace.journal import finish_interrupted, integrating
+from mcp_swarm.workspace.journal import finish_interrupted, integrating, interrupted
 from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
@@ -151,7 +151,7 @@ async def integrate_completed(
 
     async with lock:
         candidates, _, _ = await _candidates(store, worker_ids)
-        if not candidates:
+        if not candidates and not await interrupted(project_dir):
             return Integration(note="nothing to integrate")
         async with integrating(project_dir):
             finished = await finish_interrupted(project_dir, record)

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = "mcp-swarm-integration.lock"
 JOURNAL_NAME = "mcp-swarm-integration.json"
 # How long an integration waits for another process's to end before it gives up, saying so.
-LOCK_WAIT_SECONDS = 300.0
+LOCK_WAIT_SECONDS = 120.0
 # How long it waits for a git command still writing the main index (one a killed integration
 # started, which goes on without it) before it says the index is locked.
 INDEX_LOCK_WAIT_SECONDS = 20.0
@@ -195,6 +195,15 @@ class Finished:
 
     commit: str | None
     worker_ids: list[str]
+
+
+async def interrupted(project: Path) -> bool:
+    """Whether an integration into the repository of `project` was interrupted (False outside git)."""
+    try:
+        repo = await repository_of(project)
+        return await anyio.Path((await JournalFile.of(repo)).path).exists()
+    except WorktreeError:
+        return False
 
 
 async def finish_interrupted(project: Path, record: Recorder | None) -> Finished | None:
