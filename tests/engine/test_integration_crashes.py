@@ -347,7 +347,9 @@ async def test_two_processes_integrating_at_once_take_turns(
         # One of them is committing (held in the hook); the other must be waiting for it, not
         # integrating beside it.
         await _until(entered.exists, "no integration reached its commit")
-        await _idle(second if _children_of(first.pid) else first)
+        waiting = second if _children_of(first.pid) else first
+        await _idle(waiting)
+        assert waiting.poll() is None, f"it did not wait for the other: {waiting.communicate()}"
         release.write_text("go")
         outputs = [process.communicate(timeout=DEADLINE) for process in (first, second)]
     finally:
