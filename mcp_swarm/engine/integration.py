@@ -17,8 +17,9 @@ from typing import Any, Literal
 import anyio
 
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.models import Worker, now, worker_number
+from mcp_swarm.models import Task, Worker, now, worker_number
 from mcp_swarm.store import Store
+from mcp_swarm.workspace.journal import finish_interrupted, integrating, interrupted
 from mcp_swarm.workspace.merge import integrate
 from mcp_swarm.workspace.worktrees import FileChange, IntegrationItem, Worktree, WorktreeError, changes
 
@@ -113,40 +114,73 @@ def _in_dependency_order(workers: list[Worker], edges: list[tuple[int, int]]) ->
     return ordered
 
 
+async def _candidates(
+    store: Store, worker_ids: Sequence[str] | None
+) -> tuple[list[Worker], list[tuple[int, int]], dict[str, Task]]:
+    """The workers to integrate, the dependencies among their tasks, and those tasks by id."""
+    async with store.read() as tx:
+        candidates = await tx.workers.integrable()
+        if worker_ids is not None:
+            wanted = set(worker_ids)
+            known = {worker.id for worker in candidates}
+            if unknown := sorted(wanted - known):
+                raise InvalidInput(
+                    f"nothing to integrate for {', '.join(unknown)}: only workers that completed "
+                    "their task in a worktree (spawn isolation=worktree), not yet integrated"
+                )
+            candidates = [worker for worker in candidates if worker.id in wanted]
+        edges = await tx.tasks.dependencies_among(int(worker.task_id) for worker in candidates)
+        tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in candidates])}
+    return candidates, edges, tasks
+
+
 async def integrate_completed(
     store: Store, project_dir: Path, lock: anyio.Lock, worker_ids: Sequence[str] | None = None
 ) -> Integration:
     """Bring the completed, not yet integrated workers' changes into the main tree as one commit.
 
-    `lock` is held throughout: each integration reads and commits the main tree."""
+    `lock` is held throughout, and the main tree's integration lock once there is work: each
+    integration reads and commits the main tree. An integration that a killed process left is
+    first finished (its workers recorded) or undone (its workers integrated again)."""
+
+    async def record(commit: str | None, integrated: Sequence[str]) -> None:
+        async with store.write() as tx:
+            await tx.workers.mark_integrated(
+                [worker_number(worker) for worker in integrated], commit or "", now()
+            )
+
     async with lock:
-        async with store.read() as tx:
-            candidates = await tx.workers.integrable()
-            if worker_ids is not None:
-                wanted = set(worker_ids)
-                known = {worker.id for worker in candidates}
-                if unknown := sorted(wanted - known):
-                    raise InvalidInput(
-                        f"nothing to integrate for {', '.join(unknown)}: only workers that completed "
-                        "their task in a worktree (spawn isolation=worktree), not yet integrated"
-                    )
-                candidates = [worker for worker in candidates if worker.id in wanted]
-            edges = await tx.tasks.dependencies_among(int(worker.task_id) for worker in candidates)
-            tasks = {task.id: task for task in await tx.tasks.many([int(w.task_id) for w in candidates])}
-        if not candidates:
+        candidates, _, _ = await _candidates(store, worker_ids)
+        if not candidates and not await interrupted(project_dir):
             return Integration(note="nothing to integrate")
-        items: list[IntegrationItem] = []
-        for worker in _in_dependency_order(candidates, edges):
-            worktree = worktree_of(worker)
-            assert worktree is not None  # noqa: S101 - integrable() has only workers with a worktree
-            items.append(IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree))
-        report = await integrate(project_dir, items, f"Integrate {len(items)} task(s) done by the swarm")
-        integrated = [done.item for done in report.integrated]
-        if integrated:
-            async with store.write() as tx:
-                await tx.workers.mark_integrated(
-                    [worker_number(item.worker_id) for item in integrated], report.commit or "", now()
+        async with integrating(project_dir):
+            finished = await finish_interrupted(project_dir, record)
+            if finished is not None:
+                # Those it recorded are no longer to integrate: asked for by id, they are done.
+                wanted = (
+                    None if worker_ids is None else [w for w in worker_ids if w not in finished.worker_ids]
                 )
+                candidates, edges, tasks = await _candidates(store, wanted)
+            else:
+                candidates, edges, tasks = await _candidates(store, worker_ids)
+            if not candidates:
+                done = ", ".join(finished.worker_ids) if finished is not None else ""
+                return Integration(
+                    commit=None if finished is None else finished.commit,
+                    note="nothing to integrate"
+                    if finished is None
+                    else f"finished the interrupted integration of {done}",
+                )
+            items: list[IntegrationItem] = []
+            for worker in _in_dependency_order(candidates, edges):
+                worktree = worktree_of(worker)
+                assert worktree is not None  # noqa: S101 - integrable() has only workers with a worktree
+                items.append(
+                    IntegrationItem(worker.task_id, tasks[worker.task_id].subject, worker.id, worktree)
+                )
+            report = await integrate(
+                project_dir, items, f"Integrate {len(items)} task(s) done by the swarm", record=record
+            )
     return Integration(
         integrated=[
             IntegratedWorker(done.item.task_id, done.item.worker_id, done.files) for done in report.integrated

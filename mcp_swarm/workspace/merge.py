@@ -20,6 +20,15 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from mcp_swarm.workspace.journal import (
+    Journal,
+    JournaledWorker,
+    JournalFile,
+    Recorder,
+    finish_interrupted,
+    integrating,
+    remove_worktrees,
+)
 from mcp_swarm.workspace.worktrees import (
     MAYOR_EMAIL,
     MAYOR_NAME,
@@ -33,7 +42,6 @@ from mcp_swarm.workspace.worktrees import (
     WorktreeError,
     changes_in,
     everything_but_state,
-    remove,
     repository_of,
     run_git,
     split_z,
@@ -145,6 +153,9 @@ class _Merge:
     patch: bytes | None
     conflicting: list[str]
     stderr: str
+    # The main index's tree and the merged one, when the merge was clean.
+    before: str = ""
+    after: str = ""
 
 
 async def _merge_into_copy(repo: Repository, patch: Path, scratch: Path) -> _Merge:
@@ -177,11 +188,29 @@ async def _merge_into_copy(repo: Repository, patch: Path, scratch: Path) -> _Mer
         ["diff-tree", "-r", "-p", "--binary", "--no-renames", *PLAIN_DIFF, before.text, after.text],
         repo.top,
     )
-    return _Merge(merged.stdout, [], applied.stderr)
+    return _Merge(merged.stdout, [], applied.stderr, before.text, after.text)
+
+
+async def _journal_targets(
+    repo: Repository, merge: _Merge, journal: Journal, journal_file: JournalFile
+) -> None:
+    """Write down each file the merge is about to change and the blob it will have (None: deleted)."""
+    raw = await run_git(
+        ["diff-tree", "-r", "-z", "--raw", "--no-abbrev", "--no-renames", merge.before, merge.after], repo.top
+    )
+    fields = list(split_z(raw.stdout))
+    # Pairs of ":<old mode> <new mode> <old blob> <new blob> <status>" and the path.
+    for meta, path in zip(fields[::2], fields[1::2], strict=True):
+        blob = meta.split()[3]
+        target = None if set(blob) == {"0"} else blob
+        journal.files.setdefault(path, [])
+        if target not in journal.files[path]:
+            journal.files[path].append(target)
+    await journal_file.write(journal)
 
 
 async def _integrate_one(
-    repo: Repository, item: IntegrationItem, scratch: Path
+    repo: Repository, item: IntegrationItem, scratch: Path, journal: Journal, journal_file: JournalFile
 ) -> tuple[IntegratedItem | IntegrationConflict, bool]:
     """Bring one worker's changes into the main tree and index; whether a file changed."""
     worktree = item.worktree
@@ -230,6 +259,7 @@ async def _integrate_one(
         return IntegratedItem(item, files), False
     merged_file = scratch / "merged.patch"
     await anyio.Path(merged_file).write_bytes(merge.patch)
+    await _journal_targets(repo, merge, journal, journal_file)
     # apply --index compares files with the index by their stat data: bring it up to date first.
     await run_git(["update-index", "-q", "--refresh"], repo.top, check=False)
     done = await run_git(["apply", "--index", "--whitespace=nowarn", str(merged_file)], repo.top, check=False)
@@ -256,28 +286,57 @@ async def _identity_options(repo: Repository) -> list[str]:
     return []
 
 
-async def integrate(project: Path, items: Sequence[IntegrationItem], title: str) -> IntegrationReport:
+async def integrate(
+    project: Path, items: Sequence[IntegrationItem], title: str, *, record: Recorder | None = None
+) -> IntegrationReport:
     """Bring the changes of completed workers into the main tree, in the order given, as one commit.
 
     `items` must come in dependency order. The first item that cannot be integrated (the user
     has uncommitted changes in its files, or its changes conflict) is reported with nothing
     changed for it, and the items after it are not attempted; those before it are committed.
-    The commit message is `title` and a line per integrated task that changed a file. The
-    worktrees and branches of integrated items are removed once committed.
+    The commit message is `title` and a line per integrated task that changed a file. `record`
+    is called with the commit and the integrated workers once committed; only then are their
+    worktrees and branches removed.
+
+    One integration runs at a time in a main tree, across processes; an integration that a killed
+    process left is first finished or undone (journal.py).
 
     Raises WorktreeError, changing nothing, if the main tree has staged changes or is in the
     middle of a merge or rebase, or an item's worktree is missing.
     """
-    repo = await repository_of(project)
-    await _refuse_unsafe_start(repo)
-    await _check_items(repo, items)
+    async with integrating(project) as repo:
+        await finish_interrupted(project, record)
+        repo = await repository_of(project)
+        await _refuse_unsafe_start(repo)
+        await _check_items(repo, items)
+        journal_file = await JournalFile.of(repo)
+        journal = Journal(base=repo.head)
+        await journal_file.write(journal)
+        report = await _apply_and_commit(repo, items, title, journal, journal_file)
+        if report.integrated:
+            if record is not None:
+                await record(report.commit, [done.item.worker_id for done in report.integrated])
+            journal.recorded = True
+            await journal_file.write(journal)
+        await remove_worktrees(project, journal)
+        await journal_file.delete()
+        return report
+
+
+async def _apply_and_commit(
+    repo: Repository,
+    items: Sequence[IntegrationItem],
+    title: str,
+    journal: Journal,
+    journal_file: JournalFile,
+) -> IntegrationReport:
     integrated: list[IntegratedItem] = []
     in_commit: list[IntegrationItem] = []
     conflicts: list[IntegrationConflict] = []
     not_attempted: list[IntegrationItem] = []
     with _scratch() as scratch:
         for position, item in enumerate(items):
-            outcome, changed = await _integrate_one(repo, item, scratch)
+            outcome, changed = await _integrate_one(repo, item, scratch, journal, journal_file)
             if isinstance(outcome, IntegrationConflict):
                 conflicts.append(outcome)
                 not_attempted = list(items[position + 1 :])
@@ -285,10 +344,16 @@ async def integrate(project: Path, items: Sequence[IntegrationItem], title: str)
             integrated.append(outcome)
             if changed:
                 in_commit.append(item)
+    journal.workers = [
+        JournaledWorker(done.item.worker_id, str(done.item.worktree.path), done.item.worktree.branch)
+        for done in integrated
+    ]
     commit: str | None = None
     message: str | None = None
     if in_commit:
         message = wave_message(title, in_commit)
+        journal.message = message
+        await journal_file.write(journal)
         identity = await _identity_options(repo)
         made = await run_git(
             [*identity, "commit", "--quiet", "--cleanup=whitespace", "-m", message], repo.top, check=False
@@ -297,14 +362,10 @@ async def integrate(project: Path, items: Sequence[IntegrationItem], title: str)
             tasks = ", ".join(f"#{item.task_id}" for item in in_commit)
             raise WorktreeError(
                 f"the changes of tasks {tasks} are applied and staged in {repo.top}, but git commit "
-                f"failed: {made.stderr}. Their worktrees are kept; commit the staged changes yourself, "
-                "or unstage and discard them."
+                f"failed: {made.stderr}. Their worktrees are kept; the next integration replaces the "
+                "staged changes and tries again, or unstage and discard them yourself."
             )
         commit = (await run_git(["rev-parse", "HEAD"], repo.top)).text
-    for done in integrated:
-        try:
-            await remove(project, done.item.worktree)
-        except WorktreeError as exc:
-            # The work is committed; a worktree left behind is only clutter, and prune() clears it.
-            logger.warning("worktree of worker %s not removed: %s", done.item.worker_id, exc)
+        journal.commit = commit
+    await journal_file.write(journal)
     return IntegrationReport(commit, integrated, conflicts, not_attempted, message)

@@ -203,13 +203,24 @@ def _environment(index: Path | None) -> dict[str, str]:
 
 
 async def run_git(
-    args: Sequence[str], cwd: Path, *, index: Path | None = None, check: bool = True
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    index: Path | None = None,
+    check: bool = True,
+    input: bytes | None = None,
 ) -> GitOutput:
-    """Run git with `args` in `cwd`; with `check`, a failure is a WorktreeError quoting git."""
+    """Run git with `args` in `cwd`, `input` on its stdin (else /dev/null); with `check`, a failure
+    is a WorktreeError quoting git."""
     argv = ["git", *(_TEMPORARY_INDEX_CONFIG if index is not None else []), *args]
     try:
         done = await anyio.run_process(
-            argv, cwd=cwd, env=_environment(index), stdin=subprocess.DEVNULL, check=False
+            argv,
+            cwd=cwd,
+            env=_environment(index),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            check=False,
         )
     except FileNotFoundError as exc:
         if exc.filename is not None and Path(os.fsdecode(exc.filename)) == cwd:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -499,6 +500,30 @@ async def test_a_refused_commit_keeps_the_work_staged_and_the_worktrees(repo: Pa
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == "A  new.txt\n"
     assert tree.path.exists()
+
+
+async def test_after_a_refused_commit_the_next_integration_replaces_the_staged_changes(repo: Path) -> None:
+    write(repo, ".git/hooks/pre-commit", "#!/bin/sh\necho 'lint failed' >&2\nexit 1\n")
+    (repo / ".git" / "hooks" / "pre-commit").chmod(0o755)
+    tree = await worktrees.create(repo, "worker-1")
+    write(tree.path, "new.txt", "new\n")
+    write(tree.path, "app.py", NINE_LINES + "line 10\n")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    with pytest.raises(WorktreeError, match="lint failed"):
+        await worktree_merge.integrate(repo, [item("1", "New", tree)], "Wave")
+    (repo / ".git" / "hooks" / "pre-commit").unlink()
+    recorded: list[tuple[str | None, list[str]]] = []
+
+    async def record(commit: str | None, workers: Sequence[str]) -> None:
+        recorded.append((commit, list(workers)))
+
+    report = await worktree_merge.integrate(repo, [item("1", "New", tree)], "Wave", record=record)
+
+    assert git(repo, "rev-list", f"{head}..HEAD").split() == [report.commit]
+    assert git(repo, "diff", "--name-status", head, "HEAD") == "M\tapp.py\nA\tnew.txt\n"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert recorded == [(report.commit, ["worker-1"])]
+    assert not tree.path.exists()
 
 
 async def test_integration_refuses_a_missing_worktree(repo: Path) -> None:
