@@ -329,6 +329,7 @@ def serve(
         gc.collect()
         gc.freeze()
         worker_server.run("stdio")
+        _exit_after_signal(worker_server.stopped_by)
         return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
@@ -336,6 +337,14 @@ def serve(
     gc.collect()
     gc.freeze()
     server.run("stdio")
+    _exit_after_signal(server.stopped_by)
+
+
+def _exit_after_signal(signum: int | None) -> None:
+    """Stopped by a signal, after the same orderly way out as at the end of the input: the
+    conventional status, 128 + the signal's number (143 SIGTERM, 129 SIGHUP, 130 SIGINT)."""
+    if signum is not None:
+        raise typer.Exit(128 + signum)
 
 
 @app.command()

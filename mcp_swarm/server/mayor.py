@@ -448,7 +448,7 @@ def _duration(worker: Worker) -> float | None:
     return round((ended - started).total_seconds(), 3)
 
 
-def build_server(settings: Settings) -> MCPServer[_Ledger]:
+def build_server(settings: Settings) -> BoundedStdioServer[_Ledger]:
     state = _Ledger()
     state.settings = settings
 
