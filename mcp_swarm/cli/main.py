@@ -143,7 +143,13 @@ def run(
         ),
     ] = None,
     max_workers: Annotated[
-        int | None, typer.Option("--max-workers", min=1, max=256, help="At most this many workers at once")
+        int | None,
+        typer.Option(
+            "--max-workers",
+            min=1,
+            max=256,
+            help="At most this many workers at once on the database (instead of max_workers)",
+        ),
     ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -170,6 +176,9 @@ def run(
 
     def start() -> tuple[Settings, RunState]:
         settings = load_settings(db=db, config=config)
+        if max_workers is not None:
+            # A flag of the user's, as --db is: it sets the ceiling, which spawns only lower.
+            settings = settings.model_copy(update={"max_workers": max_workers})
         plan_file = load_plan(plan)
         runtimes = engine_runtimes(settings, {DEMO_RUNTIME: demo_runtime()})
         options = RunOptions(runtime=runtime, max_workers=max_workers, timeout_seconds=timeout)
