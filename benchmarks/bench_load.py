@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import anyio
 from mcp import Client
@@ -76,6 +76,8 @@ class LoadConfig:
     waves: int = 4
     blockers: int = 2
     run_timeout: float = 300.0
+    # The first Mayor fills the slots before the second one starts: a Mayor joining a busy swarm.
+    head_start: bool = False
 
     @property
     def per_wave(self) -> int:
@@ -194,6 +196,9 @@ async def run_load(config: LoadConfig, workdir: Path) -> LoadRun:
         async with anyio.create_task_group() as sampler:
             sampler.start_soon(_sample, run, stop)
             began = time.perf_counter()
+            if config.head_start:
+                first = cast(list[dict[str, Any]], (await call(clients[0], "spawn", {}))["workers"])
+                mayors[0].started += [cast(str, worker["workerId"]) for worker in first]
             with anyio.fail_after(config.run_timeout):
                 async with anyio.create_task_group() as loops:
                     for client, mayor in zip(clients, mayors, strict=True):
@@ -403,6 +408,11 @@ def _print_run(run: LoadRun, *, number: int) -> None:
             f"{len(mayor.spawn_ms)} spawn/wait rounds; its wait handed over {len(mayor.results)} results, "
             f"{foreign} of them of the other server's workers"
         )
+    least = min(run.ran_by.values(), default=0)
+    print(
+        f"  fair share: the server that ran least ran {least} of {config.tasks} tasks "
+        f"({least / config.tasks:.0%}; half is even)"
+    )
     if run.live:
         at_limit = sum(live >= config.workers for live in run.live) / len(run.live)
         print(
@@ -498,6 +508,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
     parser.add_argument(
         "--run-timeout", type=float, help=f"seconds one run may take (default: {full.run_timeout:g})"
     )
+    parser.add_argument(
+        "--head-start", action="store_true", help="the first Mayor fills the slots before the second starts"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory and print it")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else full
@@ -513,7 +526,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
         parser.error("--tasks must be a multiple of --waves")
     if args.blockers > args.tasks // args.waves:
         parser.error("--blockers cannot exceed the tasks of a wave")
-    config = LoadConfig(args.tasks, args.workers, args.work_ms, args.waves, args.blockers, args.run_timeout)
+    config = LoadConfig(
+        args.tasks, args.workers, args.work_ms, args.waves, args.blockers, args.run_timeout, args.head_start
+    )
     return config, args.rounds, args.keep
 
 

@@ -64,7 +64,9 @@ PROBE_SOURCE = (
     "os.write(1, b'%d\\n' % time.time_ns()); os._exit(0)"
 )
 REPOSITORY = Path(__file__).resolve().parent.parent
-SKIPPED_FOR_LIMIT = "maxWorkers"  # how spawn's reason for a task left behind at the limit begins
+# How spawn's reason for a task left behind at a limit begins: the spawn's maxWorkers, the
+# configured ceiling, or this server's share of it.
+SKIPPED_FOR_LIMIT = ("maxWorkers", "the configured ceiling", "this server's fair share")
 
 
 def _trivial_argv(work_ms: float = 0.0) -> list[str]:

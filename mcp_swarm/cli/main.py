@@ -143,7 +143,13 @@ def run(
         ),
     ] = None,
     max_workers: Annotated[
-        int | None, typer.Option("--max-workers", min=1, max=256, help="At most this many workers at once")
+        int | None,
+        typer.Option(
+            "--max-workers",
+            min=1,
+            max=256,
+            help="At most this many workers at once on the database (instead of max_workers)",
+        ),
     ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -170,6 +176,9 @@ def run(
 
     def start() -> tuple[Settings, RunState]:
         settings = load_settings(db=db, config=config)
+        if max_workers is not None:
+            # A flag of the user's, as --db is: it sets the ceiling, which spawns only lower.
+            settings = settings.model_copy(update={"max_workers": max_workers})
         plan_file = load_plan(plan)
         runtimes = engine_runtimes(settings, {DEMO_RUNTIME: demo_runtime()})
         options = RunOptions(runtime=runtime, max_workers=max_workers, timeout_seconds=timeout)
@@ -329,6 +338,7 @@ def serve(
         gc.collect()
         gc.freeze()
         worker_server.run("stdio")
+        _exit_after_signal(worker_server.stopped_by)
         return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
@@ -336,6 +346,14 @@ def serve(
     gc.collect()
     gc.freeze()
     server.run("stdio")
+    _exit_after_signal(server.stopped_by)
+
+
+def _exit_after_signal(signum: int | None) -> None:
+    """Stopped by a signal, after the same orderly way out as at the end of the input: the
+    conventional status, 128 + the signal's number (143 SIGTERM, 129 SIGHUP, 130 SIGINT)."""
+    if signum is not None:
+        raise typer.Exit(128 + signum)
 
 
 @app.command()

@@ -3,18 +3,31 @@ a spawn answers, the workers started and the tasks skipped with the reason.
 
 Write scopes are held here too: one working tree never has two tasks at once whose declared
 files overlap.
+
+Slots: `max_workers` of the configuration is a ceiling over the whole database, every live
+worker of every server counted; a spawn's `maxWorkers` may lower it, never raise it. Servers
+share the ceiling: while another live server wants slots (it has live workers, or its last spawn
+found none free), a server takes no more than ceil(ceiling / servers wanting); alone, it may use
+the whole ceiling.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.scopes import clash, scope_of
 from mcp_swarm.models import Task, TaskStatus, parse_task_id
+from mcp_swarm.placement.processes import supervisor_alive
 from mcp_swarm.store import Transaction
+
+# How long a server's unmet want of slots holds the others to a share: a Mayor that loops spawn and
+# wait asks again well within it (wait answers within 30 s by default).
+DEMAND_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,61 @@ class SpawnResult:
 
     def skip(self, task_id: str, reason: str, *, retry: bool) -> None:
         self.skipped.append(SkippedTask(task_id, reason, retry))
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """How many workers a spawn may start now, and the reason it may start no more."""
+
+    free: int
+    full: str
+
+
+async def free_slots(
+    tx: Transaction,
+    supervisor: str,
+    ceiling: int,
+    requested: int | None,
+    *,
+    alive: Callable[[str], bool] = supervisor_alive,
+) -> Slots:
+    """The slots a spawn by `supervisor` may fill: within the ceiling over every live worker on
+    the database, within `requested` (a spawn's maxWorkers), and within this server's fair share
+    while other live servers want slots too."""
+    limit = ceiling if requested is None else min(ceiling, requested)
+    live = await tx.workers.live_by_supervisor()
+    total = sum(live.values())
+    mine = live.get(supervisor, 0)
+    wanting = set(await tx.workers.wanting_slots(time.time() - DEMAND_SECONDS))
+    # A server that died wants nothing: its workers still hold slots until adopted or ended.
+    others = {s for s in {*live, *wanting} if s is not None and s != supervisor and alive(s)}
+    share = math.ceil(ceiling / (1 + len(others)))
+    by_limit, by_share = limit - total, share - mine
+    # The reason is read once the free slots are filled: the counts are those after this spawn.
+    if by_share < by_limit:
+        other = "server wants" if len(others) == 1 else "servers want"
+        full = (
+            f"this server's fair share of max_workers = {ceiling} is reached ({max(mine, share)} "
+            f"running while {len(others)} other {other} slots too); spawn again after wait"
+        )
+    elif limit < ceiling:
+        running = max(total, limit)
+        full = f"maxWorkers ({limit}) reached ({running} running on this database); spawn again after wait"
+    else:
+        full = (
+            f"the configured ceiling max_workers = {ceiling} is reached ({max(total, limit)} running "
+            "on this database); spawn again after wait"
+        )
+    return Slots(max(0, min(by_limit, by_share)), full)
+
+
+async def record_demand(tx: Transaction, supervisor: str, *, unmet: bool) -> None:
+    """Note whether the spawn left ready tasks waiting for a slot, for the others' fair share."""
+    if unmet:
+        at = time.time()
+        await tx.workers.want_slots(supervisor, at, forget_before=at - DEMAND_SECONDS)
+    else:
+        await tx.workers.slots_granted(supervisor)
 
 
 async def choose(

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from mcp_swarm.config import DEFAULT_ENV_ALLOW
-from mcp_swarm.engine.assignment import SpawnedWorker, SpawnResult, choose
+from mcp_swarm.engine.assignment import SpawnedWorker, SpawnResult, choose, free_slots, record_demand
 from mcp_swarm.engine.integration import (
     Integration,
     changes_of,
@@ -221,18 +221,17 @@ class Swarm:
             raise InvalidInput(f"unknown mode {mode!r}; use {' or '.join(self._placements)}")
         chosen_mode = self.mode if mode is None else mode
         placement = self._placement(chosen_mode)
-        limit = self.limits.max_workers if max_workers is None else max_workers
-        if limit < 1:
+        if max_workers is not None and max_workers < 1:
             raise InvalidInput("maxWorkers must be at least 1")
         result = SpawnResult()
         at = now()
         async with self.store.write() as tx:
-            free = max(0, limit - await tx.workers.live_count())
-            chosen_tasks, left_over = await choose(tx, task_ids, free, result, scopes=not in_worktrees)
+            slots = await free_slots(tx, self.supervisor, self.limits.max_workers, max_workers)
+            chosen_tasks, left_over = await choose(tx, task_ids, slots.free, result, scopes=not in_worktrees)
             assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
-        full = f"maxWorkers ({limit}) reached; spawn again after wait"
+            await record_demand(tx, self.supervisor, unmet=bool(left_over))
         for task_id in left_over:
-            result.skip(task_id, full, retry=True)
+            result.skip(task_id, slots.full, retry=True)
         # Once tasks are assigned, their workers start and are supervised even if the caller gives up.
         with anyio.CancelScope(shield=True):
             attempts: list[Attempt] = []

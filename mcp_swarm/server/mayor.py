@@ -235,7 +235,12 @@ def build_tools(state: _Ledger) -> list[Tool]:
         ] = None,
         maxWorkers: Annotated[
             int | None,
-            Field(ge=1, le=256, description="At most this many running at once (default 5)"),
+            Field(
+                ge=1,
+                le=256,
+                description="At most this many running at once on the database; may lower the "
+                "configured max_workers (default 5), never raise it",
+            ),
         ] = None,
         isolation: Annotated[
             Literal["shared", "worktree"] | None,
@@ -448,7 +453,7 @@ def _duration(worker: Worker) -> float | None:
     return round((ended - started).total_seconds(), 3)
 
 
-def build_server(settings: Settings) -> MCPServer[_Ledger]:
+def build_server(settings: Settings) -> BoundedStdioServer[_Ledger]:
     state = _Ledger()
     state.settings = settings
 

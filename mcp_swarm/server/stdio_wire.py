@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import signal
 import stat
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import AsyncFile
+from anyio import AsyncFile, CancelScope
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
@@ -34,6 +36,12 @@ from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES, BoundedLines
 
 _READ_BYTES = 1 << 16
 
+# What a process manager, a closed terminal and Ctrl-C send: each ends the server as the end of
+# its input does, through the lifespan's way out (local workers stopped, their tasks pending).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+logger = logging.getLogger(__name__)
+
 LifespanT = TypeVar("LifespanT")
 
 
@@ -41,10 +49,29 @@ class BoundedStdioServer(MCPServer[LifespanT]):
     """An MCPServer on stdio that reads and writes on the event loop and takes no message over
     MAX_MESSAGE_BYTES (server/stdio_limit.py)."""
 
+    # The signal that ended the server, if one did: `serve` exits with 128 + its number.
+    stopped_by: signal.Signals | None = None
+
     async def run_stdio_async(self) -> None:
-        async with bounded_stdio_server() as (read_stream, write_stream):
-            server = self._lowlevel_server
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        """Serve until the client closes stdin or a stop signal arrives, then leave the same way.
+
+        The signals stay caught until the server is out, so a second one (a terminal sends SIGHUP,
+        then its shell SIGTERM) cannot cut the way out short.
+        """
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._stop_on_signal, signals, group.cancel_scope)
+                async with bounded_stdio_server() as (read_stream, write_stream):
+                    server = self._lowlevel_server
+                    await server.run(read_stream, write_stream, server.create_initialization_options())
+                group.cancel_scope.cancel()
+
+    async def _stop_on_signal(self, signals: AsyncIterator[signal.Signals], scope: CancelScope) -> None:
+        async for signum in signals:
+            logger.info("%s received: stopping", signum.name)
+            self.stopped_by = signum
+            scope.cancel()
+            return
 
 
 @asynccontextmanager

@@ -322,7 +322,7 @@ def _worker_number(worker_id: str) -> int:
     return number
 
 
-def build_worker_server(settings: Settings, worker_id: str) -> MCPServer[WorkerState]:
+def build_worker_server(settings: Settings, worker_id: str) -> BoundedStdioServer[WorkerState]:
     """The server of one worker. A malformed id or a missing database is refused here; a worker
     the database does not know is refused when the server starts (`WorkerNotFound`)."""
     number = _worker_number(worker_id)

@@ -123,6 +123,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN integrated_commit TEXT;
     ALTER TABLE workers ADD COLUMN integrated_at TEXT;
     """,
+    # 6: the servers that want worker slots, so that two Mayors share max_workers fairly.
+    """
+    -- A server ("pid:start time", as workers.supervisor) whose last spawn found no free slot for
+    -- a ready task, and when (unix seconds): while it runs and wants slots, the other servers on
+    -- the database take no more than their share of max_workers. Its row goes when it is served.
+    CREATE TABLE slot_demand (
+        supervisor TEXT PRIMARY KEY,
+        wanted_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -111,6 +111,32 @@ class WorkerQueries:
         rows = await self._rows(f"SELECT count(*) FROM workers WHERE state IN {_LIVE}")
         return int(rows[0][0])
 
+    async def live_by_supervisor(self) -> dict[str | None, int]:
+        """How many live workers each supervising server has (None: a row that names none)."""
+        rows = await self._rows(
+            f"SELECT supervisor, count(*) AS n FROM workers WHERE state IN {_LIVE} GROUP BY supervisor"
+        )
+        return {row["supervisor"]: int(row["n"]) for row in rows}
+
+    async def want_slots(self, supervisor: str, at: float, *, forget_before: float) -> None:
+        """Record that `supervisor` wants slots it did not get; demands older than `forget_before`
+        are dropped on the way (their servers stopped asking)."""
+        await self._conn.execute("DELETE FROM slot_demand WHERE wanted_at < ?", (forget_before,))
+        await self._conn.execute(
+            "INSERT INTO slot_demand (supervisor, wanted_at) VALUES (?, ?) "
+            "ON CONFLICT (supervisor) DO UPDATE SET wanted_at = excluded.wanted_at",
+            (supervisor, at),
+        )
+
+    async def slots_granted(self, supervisor: str) -> None:
+        """`supervisor` got every slot it asked for: it no longer holds the others to a share."""
+        await self._conn.execute("DELETE FROM slot_demand WHERE supervisor = ?", (supervisor,))
+
+    async def wanting_slots(self, since: float) -> list[str]:
+        """The servers that wanted slots they did not get at `since` or later."""
+        rows = await self._rows("SELECT supervisor FROM slot_demand WHERE wanted_at >= ?", (since,))
+        return [row["supervisor"] for row in rows]
+
     async def live_for_tasks(self, task_ids: Iterable[int]) -> dict[int, str]:
         """Which of these tasks a live worker is running, and which worker."""
         rows = await self._rows(

@@ -217,3 +217,34 @@ def test_status_and_logs_refuse_what_is_not_there(tmp_path: Path) -> None:
     bad = mcp_swarm(tmp_path, "logs", "nine")
     assert bad.returncode == 2
     assert "workers are named like worker-3" in bad.stderr
+
+
+# Each worker waits until `count` workers have started, together: it passes only if that many run
+# at once (else it gives up after a while, and fails).
+BARRIER = """
+import os, pathlib, sys, time
+gates, count = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+(gates / os.environ["SWARM_WORKER_ID"]).touch()
+deadline = time.monotonic() + 30
+while len(os.listdir(gates)) < count:
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.01)
+"""
+
+
+def test_max_workers_flag_sets_the_ceiling_above_the_configured_one(tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    (tmp_path / "barrier.py").write_text(BARRIER)
+    argv = [sys.executable, str(tmp_path / "barrier.py"), str(gates), "6"]
+    (tmp_path / "mcp-swarm.toml").write_text(
+        f'max_workers = 2\n\n[runtimes.barrier]\ntype = "command"\nargv = {argv!r}\n'.replace("'", '"')
+    )
+    (tmp_path / "plan.json").write_text(
+        '{"tasks": [' + ", ".join(f'{{"key": "t{n}", "subject": "task {n}"}}' for n in range(6)) + "]}"
+    )
+    # The flag is the user's own, as --db is: six at once, although the file says two.
+    done = mcp_swarm(tmp_path, "run", "plan.json", "--runtime", "barrier", "--max-workers", "6")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(os.listdir(gates)) == [f"worker-{n}" for n in range(1, 7)]

@@ -154,7 +154,8 @@ async def test_max_workers_and_double_spawn_are_refused_with_reasons(swarm: Swar
     first = await swarm.spawn()
     assert len(first.workers) == 3
     assert {s.task_id for s in first.skipped} == {"4", "5"}
-    assert all("maxWorkers" in s.reason for s in first.skipped)
+    # The limit of the configuration (WorkerLimits.max_workers), named as such.
+    assert all("the configured ceiling max_workers = 3 is reached" in s.reason for s in first.skipped)
     again = await swarm.spawn(["1"])
     assert again.workers == []
     assert "already being run by worker-1" in again.skipped[0].reason

@@ -282,7 +282,11 @@ async def test_live_workers_stay_within_max_workers_across_spawns_and_servers(tm
         'default_runtime = "gated"\nmax_workers = 2\n\n'
         f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
     )
-    full = {"reason": "maxWorkers (2) reached; spawn again after wait", "retry": True}
+    full = {
+        "reason": "the configured ceiling max_workers = 2 is reached (2 running on this database); "
+        "spawn again after wait",
+        "retry": True,
+    }
     async with mayor(project) as first, mayor(project) as second:
         await call(first, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 5)])
         spawned = await call(first, "spawn")
@@ -295,22 +299,49 @@ async def test_live_workers_stay_within_max_workers_across_spawns_and_servers(tm
         assert (
             again == other == {"workers": [], "skipped": [{"taskId": "3", **full}, {"taskId": "4", **full}]}
         )
-        # A larger maxWorkers counts the other server's workers too: one more slot, not three.
+        # A larger maxWorkers does not raise the configured ceiling: no slot, for either task.
         wider = await call(second, "spawn", maxWorkers=3)
-        assert [w["taskId"] for w in wider["workers"]] == ["3"]
-        assert wider["skipped"] == [
-            {"taskId": "4", "reason": "maxWorkers (3) reached; spawn again after wait", "retry": True}
-        ]
-        # The refusals changed nothing: task 4 is as it was, with no worker.
-        assert await call(second, "TaskGet", taskId="4") == before[1]
-        for worker in ("worker-1", "worker-2", "worker-3"):
+        assert wider == {"workers": [], "skipped": [{"taskId": "3", **full}, {"taskId": "4", **full}]}
+        # The refusals changed nothing: tasks 3 and 4 are as they were, with no worker.
+        assert [await call(second, "TaskGet", taskId=task) for task in ("3", "4")] == before
+        for worker in ("worker-1", "worker-2"):
             (tmp_path / f"go-{worker}").touch()
         finished: list[str] = []
         for client in (first, second):
             while (result := await call(client, "wait", timeoutSeconds=20))["running"]:
                 finished += [d["workerId"] for d in result["done"]]
             finished += [d["workerId"] for d in result["done"]]
-        assert sorted(finished) == ["worker-1", "worker-2", "worker-3"]
+        assert sorted(finished) == ["worker-1", "worker-2"]
+
+
+async def test_a_spawn_may_lower_the_configured_ceiling_but_never_raise_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "gated.py").write_text(GATED)
+    argv = [sys.executable, str(tmp_path / "gated.py"), str(tmp_path)]
+    (project / "mcp-swarm.toml").write_text(
+        'default_runtime = "gated"\nmax_workers = 2\n\n'
+        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
+    )
+    ceiling = "the configured ceiling max_workers = 2 is reached (2 running on this database)"
+    async with mayor(project) as first, mayor(project) as second:
+        await call(first, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 6)])
+        # Lower: one slot, and the reason names the spawn's own limit.
+        lowered = await call(first, "spawn", maxWorkers=1)
+        assert [w["taskId"] for w in lowered["workers"]] == ["1"]
+        assert all(s["reason"].startswith("maxWorkers (1) reached") for s in lowered["skipped"]), lowered
+        # Higher than the configuration: the ceiling holds, over the whole database and from any server.
+        for client, started in ((first, ["2"]), (second, [])):
+            result = await call(client, "spawn", maxWorkers=200)
+            assert [w["taskId"] for w in result["workers"]] == started
+            assert len(result["skipped"]) == 5 - 2
+            assert all(s["reason"].startswith(ceiling) and s["retry"] for s in result["skipped"]), result
+        live = [await call(first, "TaskGet", taskId=str(n)) for n in range(1, 6)]
+        assert [task["status"] for task in live] == ["in_progress"] * 2 + ["pending"] * 3
+        for worker in ("worker-1", "worker-2"):
+            (tmp_path / f"go-{worker}").touch()
+        while (await call(first, "wait", timeoutSeconds=20))["running"]:
+            pass
 
 
 # -- the follower across rotations (files only) ---------------------------------------------------

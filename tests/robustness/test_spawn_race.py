@@ -36,6 +36,9 @@ async def test_two_servers_racing_spawn_never_assign_one_task_twice(tmp_path: Pa
     # Each worker appends "task worker" to one shared file; O_APPEND (>>) keeps each line whole.
     script = 'echo "$SWARM_TASK_ID $SWARM_WORKER_ID" >> "$1"'
     project = write_project(tmp_path / "project", ["/bin/sh", "-c", script, "worker", str(ran)])
+    # Slots to spare, so that only the race refuses tasks: maxWorkers=256 below lowers nothing.
+    config = project / "mcp-swarm.toml"
+    config.write_text("max_workers = 256\n" + config.read_text())
     db = tmp_path / "state" / "swarm.db"
     spawned: list[tuple[int, str, str]] = []  # (server, taskId, workerId), from every spawn answer
     refused: list[str] = []
