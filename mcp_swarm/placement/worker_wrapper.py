@@ -1,7 +1,7 @@
 """The process a worker runs under: it runs the worker, records how it ended, and leaves nothing behind.
 
-    python -I -S .../worker_wrapper.py --log LOG --status STATUS --env-file ENV [--cwd DIR] -- ARGV...
-    python -I -S .../worker_wrapper.py --direct --status STATUS [--cwd DIR] -- ARGV...
+    worker_wrapper --log LOG --status STATUS --env-file ENV [--cwd DIR] -- ARGV...
+    worker_wrapper --direct --status STATUS [--cwd DIR] -- ARGV...
 
 The first form runs in a worker's tmux pane; the second (`--direct`) runs a local worker, a child
 of the server: its stdout and stderr are already the worker's log, which the worker inherits, and
@@ -29,18 +29,25 @@ to the whole group reaches the worker twice, directly and passed on. SIGKILL lea
 wrapper gone without one was killed.
 
 It starts once per worker, so it uses little of the standard library and nothing else: importing
-the rest of mcp_swarm (or mcp, pydantic, anyio) here would cost every worker that time. It is run
-as a script with -I -S (no site, no user paths): 10 ms and 9 MB here, against 50 ms and 16 MB
-for `python -P -m mcp_swarm.placement.worker_wrapper`.
+the rest of mcp_swarm (or mcp, pydantic, anyio) here would cost every worker that time. It is
+imported by itself with -I -S (no site, no user paths; see wrapped.py for the command line), and
+even json, select and signal's enums are left out where they can be.
 """
 
 from __future__ import annotations
 
 import os
-import select
-import signal
 import sys
 import time
+
+# Not `from typing import TYPE_CHECKING`: typing costs 8 ms of the wrapper's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module under `signal`: the same functions, and the signal numbers as plain ints;
+    # `signal` itself imports enum for its Signals, 3 ms of every wrapper's start.
+    import _signal as signal
 
 # What a shell reports for a command it cannot run; the status file then also holds "error".
 START_FAILED = 127
@@ -346,6 +353,8 @@ def _copy_available(source: int, sinks: tuple[Log, Pane]) -> bool:
 
 def pump(pid: int, source: int, sinks: tuple[Log, Pane], forwarder: Forwarder) -> int:
     """Copy the worker's output until it exits; return its exit code as subprocess reports it."""
+    import select  # only a tmux worker's output passes through us
+
     os.set_blocking(source, False)
     poller = select.poll()
     poller.register(source, select.POLLIN)

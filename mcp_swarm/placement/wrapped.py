@@ -32,10 +32,18 @@ from mcp_swarm.placement.processes import (
     watch,
 )
 
-# Run as a script, isolated (-I: no user site, no PYTHON* variables, not the script's directory
-# on sys.path) and without site (-S): it imports only the standard library, and starts in 10 ms
-# and 9 MB here, against 50 ms and 16 MB as `python -P -m mcp_swarm.placement.worker_wrapper`.
 WRAPPER = str(Path(worker_wrapper.__file__).resolve())
+# Isolated (-I: no user site, no PYTHON* variables, neither the current directory nor the
+# worker's on sys.path) and without site (-S), the wrapper imported by itself from its own
+# directory, which only it is imported from: it imports only the standard library. Imported
+# rather than run as a script, its compiled form is cached (a script is compiled at every run).
+# Measured here, CPU time a start: 17 ms, against 21 ms as a script and 59 ms as
+# `python -P -m mcp_swarm.placement.worker_wrapper`.
+BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {str(Path(WRAPPER).parent)!r}); "
+    "from worker_wrapper import main; sys.exit(main(sys.argv[1:]))"
+)
+WRAPPER_COMMAND = ("-I", "-S", "-c", BOOTSTRAP)
 WORKER_ID_VARIABLE = "SWARM_WORKER_ID"
 
 
@@ -51,7 +59,7 @@ def wrapper_argv(
     mode: the wrapper's own output and environment are the program's."""
     if not sys.executable:
         raise ProcessStartError("cannot find the Python interpreter to run the worker wrapper with")
-    command = [sys.executable, "-I", "-S", WRAPPER]
+    command = [sys.executable, *WRAPPER_COMMAND]
     if log is None or env_file is None:
         command.append("--direct")
     else:
