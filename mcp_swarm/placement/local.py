@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from mcp_swarm.errors import SwarmError
-from mcp_swarm.models import Worker
+from mcp_swarm.models import LIVE_WORKER_STATES, Worker
 from mcp_swarm.placement.base import Placed, Placement, Start, recorded_identity, stop_recorded
 from mcp_swarm.placement.processes import (
     AdoptedProcess,
@@ -27,6 +27,7 @@ from mcp_swarm.placement.processes import (
     ProcessStartError,
     StartedChild,
     is_running,
+    kill_strays,
     session_leaders_with,
     watch,
 )
@@ -73,6 +74,10 @@ class LocalChildren(Placement):
 
     async def stop(self, worker: Worker, grace: float) -> None:
         await stop_recorded(worker, grace)
+        if worker.state in LIVE_WORKER_STATES and worker.pid_start_time is not None:
+            # Its wrapper stops what the worker left when the worker ends; if the wrapper was killed
+            # first, what is left is found by the worker's id (another server's worker included).
+            await kill_strays(WORKER_ID_VARIABLE, worker.id, worker.pid_start_time)
 
     async def finished(self, session: str | None, *, completed: bool) -> None:
         """Nothing is left of a child that has ended."""

@@ -49,15 +49,19 @@ while not os.path.exists(pidfile):
     time.sleep(0.005)
 """
 
-# Usage: worker.py DIR MODE. Leaves a daemon behind (DIR/daemon-<worker>), then exits 0 ("exit")
-# or runs until stopped ("run"), having said so in DIR/ready-<worker>.
+# Usage: worker.py DIR MODE. Leaves a daemon behind (DIR/daemon-<worker>), says so in
+# DIR/ready-<worker>, then exits 0 ("exit"), runs until stopped ("run"), or SIGKILLs the wrapper
+# it runs under and runs on ("kill-wrapper").
 WORKER = r"""
 import os, subprocess, sys, time, pathlib
 directory, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
 me = os.environ["SWARM_WORKER_ID"]
 subprocess.run([sys.executable, str(directory / "daemonize.py"), str(directory / f"daemon-{me}")], check=True)
 (directory / f"ready-{me}").write_text(str(time.time()))
-if mode == "run":
+if mode == "kill-wrapper":
+    (directory / f"worker-{me}").write_text(str(os.getpid()))
+    os.kill(os.getppid(), 9)
+if mode in ("run", "kill-wrapper"):
     while True:
         time.sleep(1)
 """
@@ -169,3 +173,21 @@ async def test_a_daemon_left_by_a_validation_command_is_gone(tmp_path: Path) -> 
         if start_time is not None:
             await gone_within(ProcessIdentity(pid, start_time), GONE_WITHIN)
         await gone_within(worker_daemon, GONE_WITHIN)
+
+
+async def test_a_worker_that_kills_its_wrapper_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The wrapper is SIGKILLed before it can stop anything: the server finds what is left (the
+    worker and its daemon, which left its session) by the worker's id in their environment."""
+    project(tmp_path, "kill-wrapper")
+    async with project_session(tmp_path) as client:
+        await call(client, "TaskCreate", subject="kills its wrapper", description="")
+        [worker] = (await call(client, "spawn"))["workers"]
+        daemon = await daemon_of(tmp_path, worker["workerId"])
+        result = await call(client, "wait", timeoutSeconds=30)
+        [done] = result["done"]
+        assert (done["state"], done["taskStatus"]) == ("failed", "failed"), done
+        await gone_within(daemon, GONE_WITHIN)
+        pid = int((tmp_path / f"worker-{worker['workerId']}").read_text())
+        start_time = read_start_time(pid)
+        if start_time is not None:
+            await gone_within(ProcessIdentity(pid, start_time), GONE_WITHIN)
