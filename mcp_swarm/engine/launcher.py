@@ -51,9 +51,9 @@ class Launcher:
         return self.state_dir / "logs" / f"{worker_name(number)}.log"
 
     def files(self, number: int) -> Path:
-        """The directory of the files only some workers have: a prompt file (for a runtime that
-        reads one), the exit statuses of a tmux worker, the logs of its task's checks. It is made
-        when one of them is written: a directory per worker would cost every worker an inode."""
+        """The directory of a worker's own files: the exit status of each attempt (written by its
+        wrapper, see placement/wrapped.py), a prompt file (for a runtime that reads one), the logs
+        of its task's checks. It is made when the first of them is to be written."""
         return self.state_dir / "workers" / worker_name(number)
 
     def result_file(self, number: int) -> Path:

@@ -23,7 +23,8 @@ from typing import Any
 
 import anyio
 
-from mcp_swarm.placement.processes import ProcessStartError, start_process
+from mcp_swarm.placement.processes import ProcessStartError
+from mcp_swarm.placement.wrapped import start_wrapped_process
 from mcp_swarm.runtimes.base import as_array, as_object
 from mcp_swarm.workspace.paths import inside, without_links
 
@@ -111,7 +112,13 @@ async def _run_command(
         log.parent.mkdir(parents=True, exist_ok=True)
         # A fresh file: a hard link planted at its name would be a file anywhere, appended to.
         await anyio.Path(log).unlink(missing_ok=True)
-        process = await start_process([str(arg) for arg in argv], cwd=cwd, env=env, output=log)
+        # Under the worker wrapper, which stops whatever the command leaves running when it exits
+        # (a server it started for its tests, say), even a process that left its session.
+        status = log.with_suffix(".status")
+        await anyio.Path(status).unlink(missing_ok=True)
+        process = await start_wrapped_process(
+            [str(arg) for arg in argv], cwd=cwd, env=env, output=log, status=status
+        )
     except (ProcessStartError, OSError) as exc:
         return label, False, str(exc)
     except ValueError as exc:  # a NUL byte in an argument

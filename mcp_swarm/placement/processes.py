@@ -501,3 +501,81 @@ class AdoptedProcess:
     async def stop(self, grace: float = 5.0) -> int | None:
         await stop_group(self.identity, self.identity.pid, grace)
         return self._exit_status()
+
+
+def check_program(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+    """Raise ProcessStartError, as `start_child` would, if argv's program cannot be run.
+
+    For a program started under the worker wrapper, which looks it up itself: without this, a
+    missing program would be a worker that exits 127 rather than a spawn that says why it failed.
+    """
+    program = argv[0]
+    if not os.path.isdir(cwd):
+        raise ProcessStartError(f"cannot start {program!r}: its working directory {cwd} does not exist")
+    if "/" in program:
+        candidates = [os.path.join(cwd, program)]
+    else:
+        candidates = [os.path.join(directory, program) for directory in os.get_exec_path(dict(env))]
+    found = [path for path in candidates if os.path.isfile(path)]
+    if not found:
+        missing = (
+            "there is no such file" if "/" in program else "no program of that name on the PATH it was given"
+        )
+        raise ProcessStartError(f"cannot start {program!r}: {missing}")
+    if not any(os.access(path, os.X_OK) for path in found):
+        raise ProcessStartError(f"cannot start {program!r}: it is not executable (permission denied)")
+
+
+def _carries(pid: int, wanted: bytes) -> bool:
+    try:
+        return wanted in (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def strays(variable: str, value: str, since: int) -> list[int]:
+    """Live processes started at or after `since` whose environment has `variable=value`.
+
+    What a worker left behind when its wrapper was killed before it could stop them (see
+    placement/wrapped.py): they were re-parented away from the wrapper, and may have left its
+    process group and session too, but they carry the worker's id in the environment they started
+    with. Processes of other users cannot be read and are left out, and so is this one.
+    """
+    wanted = f"{variable}={value}".encode()
+    me = os.getpid()
+    return sorted(
+        pid
+        for pid, stat in _processes()
+        if pid != me and stat.start_time >= since and stat.state not in _EXITED and _carries(pid, wanted)
+    )
+
+
+async def kill_strays(variable: str, value: str, since: int) -> None:
+    """SIGKILL the `strays` until none is left (or KILL_TIMEOUT passes): they are owed no grace,
+    as the wrapper that would have given it is gone."""
+    with anyio.move_on_after(KILL_TIMEOUT):
+        delay = _FIRST_LOOK
+        while found := await anyio.to_thread.run_sync(strays, variable, value, since):
+            for pid in found:
+                _kill_if_still(pid, variable, value, since)
+            await anyio.sleep(delay)
+            delay = min(2 * delay, _LAST_LOOK)
+
+
+def _kill_if_still(pid: int, variable: str, value: str, since: int) -> None:
+    """SIGKILL `pid` if it is still that stray: through a pidfd opened before looking again, so
+    that a pid reused meanwhile is never hit."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already (or no pidfds here: it is left rather than risk another process)
+    try:
+        stat = _read_stat(pid)
+        if stat is not None and stat.start_time >= since and _carries(pid, f"{variable}={value}".encode()):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        logger.warning("no permission to send SIGKILL to %d", pid)
+    finally:
+        os.close(pidfd)

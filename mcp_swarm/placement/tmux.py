@@ -1,7 +1,7 @@
 """Workers in tmux sessions (distributed mode): each outlives the server that started it.
 
-Each worker runs in a detached tmux session of its own, under `mcp_swarm.placement.worker_wrapper`, which
-copies the worker's output to the pane and to its log and writes a status file when it ends. A
+Each worker runs in a detached tmux session of its own, under the worker wrapper, which copies
+the worker's output to the pane and to its log and writes a status file when it ends. A
 user can attach to the session and watch the worker live; the server can die and a later one
 adopt the worker through its wrapper's `ProcessIdentity`.
 
@@ -46,6 +46,7 @@ from mcp_swarm.placement.processes import (
     read_start_time,
     ticks_since_boot,
 )
+from mcp_swarm.placement.wrapped import read_status, wrapper_argv
 
 SESSION_PREFIX = "swarm-"
 # Sessions are started detached, so they have no client to take a size from. Wide enough that
@@ -144,22 +145,8 @@ def _new_session_command(
     """The tmux command that starts the wrapper running argv in a new detached session."""
     if not sys.executable:
         raise TmuxError("cannot find the Python interpreter to run the worker wrapper with")
-    wrapper = [
-        sys.executable,
-        "-P",  # -m puts the current directory, the worker's, first on sys.path; -P does not
-        "-m",
-        "mcp_swarm.placement.worker_wrapper",
-        "--log",
-        str(log.absolute()),
-        "--status",
-        str(status.absolute()),
-        "--env-file",
-        str(env_file.absolute()),
-        "--cwd",
-        str(cwd.absolute()),
-        "--",
-        *argv,
-    ]
+    # The wrapper run as a script, isolated and without site: see wrapped.py.
+    wrapper = wrapper_argv(argv, status=status, log=log, env_file=env_file, cwd=cwd)
     return [
         "new-session", "-d", "-s", session, "-c", _literal_argument(_literal_format(str(cwd.absolute()))),
         "-x", str(WIDTH), "-y", str(HEIGHT), "-P", "-F", "#{pane_pid}",
@@ -330,20 +317,6 @@ class Tmux:
 
     @staticmethod
     def read_status(status: Path) -> dict[str, object] | None:
-        """What the wrapper wrote when the worker ended: {"exit_code": n} and, if it could not be
-        started, "error". None while there is none (the wrapper writes it whole, or not at all).
-
-        A negative exit code is the signal that killed the worker, as subprocess reports it.
-        """
-        try:
-            loaded: dict[str, object] | list[object] | str | float | bool | None = json.loads(
-                status.read_bytes()
-            )
-        except (OSError, ValueError):
-            return None
-        if not isinstance(loaded, dict):
-            return None
-        code = loaded.get("exit_code")
-        if not isinstance(code, int) or isinstance(code, bool):
-            return None
-        return loaded
+        """What the wrapper wrote when the worker ended (see `wrapped.read_status`); None while there
+        is none."""
+        return read_status(status)

@@ -34,22 +34,7 @@ from mcp_swarm.placement.processes import (
 )
 from mcp_swarm.placement.tmux import Tmux, TmuxError, session_name
 from mcp_swarm.placement.worker_wrapper import MAX_LOG_BYTES_VARIABLE
-
-
-def status_file(files: Path, attempt: int) -> Path:
-    """Where the wrapper of this attempt writes the exit status."""
-    return files / f"exit-{attempt}.json"
-
-
-def exit_status_of(status: Path) -> Callable[[], int | None]:
-    """The exit status the wrapper recorded; None if there is none (the wrapper was SIGKILLed)."""
-
-    def read() -> int | None:
-        recorded = Tmux.read_status(status)
-        code = None if recorded is None else recorded.get("exit_code")
-        return code if isinstance(code, int) else None
-
-    return read
+from mcp_swarm.placement.wrapped import exit_status_of, status_file
 
 
 def _process(identity: ProcessIdentity, status: Path) -> AdoptedProcess:

@@ -1,7 +1,17 @@
-"""The process in a worker's tmux pane: it runs the worker and records how the worker ended.
+"""The process a worker runs under: it runs the worker, records how it ended, and leaves nothing behind.
 
-    python -P -m mcp_swarm.placement.worker_wrapper \
-        --log LOG --status STATUS --env-file ENV [--cwd DIR] -- ARGV...
+    worker_wrapper --log LOG --status STATUS --env-file ENV [--cwd DIR] -- ARGV...
+    worker_wrapper --direct --status STATUS [--cwd DIR] -- ARGV...
+
+The first form runs in a worker's tmux pane; the second (`--direct`) runs a local worker, a child
+of the server: its stdout and stderr are already the worker's log, which the worker inherits, and
+its environment is the worker's, exactly as the server gave it (read back from
+/proc/self/environ, as Python itself adds LC_CTYPE to os.environ in a C locale).
+
+Either way the wrapper makes itself a child subreaper: whatever the worker starts and leaves
+behind, even in a session of its own (a double fork, a daemon), becomes the wrapper's child when
+its parent exits. When the worker has exited, every process still descended from the wrapper gets
+SIGTERM, then SIGKILL after a short grace, and is reaped; only then is STATUS written.
 
 tmux makes this process the leader of the pane's session and process group, and the worker is
 its child in that same group, so signalling the group of this pid stops everything. The worker's
@@ -19,16 +29,25 @@ to the whole group reaches the worker twice, directly and passed on. SIGKILL lea
 wrapper gone without one was killed.
 
 It starts once per worker, so it uses little of the standard library and nothing else: importing
-the rest of mcp_swarm (or mcp, pydantic, anyio) here would cost every worker that time.
+the rest of mcp_swarm (or mcp, pydantic, anyio) here would cost every worker that time. It is
+imported by itself with -I -S (no site, no user paths; see wrapped.py for the command line), and
+even json, select and signal's enums are left out where they can be.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import signal
 import sys
+import time
+
+# Not `from typing import TYPE_CHECKING`: typing costs 8 ms of the wrapper's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module under `signal`: the same functions, and the signal numbers as plain ints;
+    # `signal` itself imports enum for its Signals, 3 ms of every wrapper's start.
+    import _signal as signal
 
 # What a shell reports for a command it cannot run; the status file then also holds "error".
 START_FAILED = 127
@@ -48,6 +67,13 @@ _RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 _EXIT_LOOK_MS = 50
 _SKIPPED = b"\r\n[mcp-swarm: output skipped here, the pane could not keep up; the log has all of it]\r\n"
 _FLAGS = ("--log", "--status", "--env-file", "--cwd")
+_DIRECT = "--direct"
+# prctl(2): descendants orphaned below us are re-parented to us, not to init.
+_PR_SET_CHILD_SUBREAPER = 36
+# How long what the worker left running has between SIGTERM and SIGKILL, once the worker has
+# exited; and how often, meanwhile, we look whether it is gone.
+LEFTOVER_GRACE = 1.0
+_LEFTOVER_LOOK = 0.01
 MAX_LOG_BYTES_VARIABLE = "MCP_SWARM_MAX_LOG_BYTES"
 
 
@@ -60,7 +86,10 @@ class CannotStart(Exception):
 
 
 class Options:
-    def __init__(self, log: str, status: str, env_file: str, cwd: str | None, argv: list[str]) -> None:
+    def __init__(
+        self, log: str | None, status: str, env_file: str | None, cwd: str | None, argv: list[str]
+    ) -> None:
+        # Both None in direct mode: the output is ours, the environment the one we were given.
         self.log = log
         self.status = status
         self.env_file = env_file
@@ -75,6 +104,9 @@ def parse(args: list[str]) -> Options:
     flags, argv = args[:split], args[split + 1 :]
     if not argv:
         raise UsageError("no worker command after '--'")
+    direct = bool(flags) and flags[0] == _DIRECT
+    if direct:
+        flags = flags[1:]
     values: dict[str, str] = {}
     if len(flags) % 2:
         raise UsageError(f"every flag takes a value: {flags}")
@@ -82,14 +114,18 @@ def parse(args: list[str]) -> Options:
         if name not in _FLAGS or name in values:
             raise UsageError(f"unknown or repeated flag {name!r}")
         values[name] = value
-    missing = [name for name in _FLAGS[:3] if name not in values]
+    needed = ("--status",) if direct else _FLAGS[:3]
+    missing = [name for name in needed if name not in values]
     if missing:
         raise UsageError(f"missing {', '.join(missing)}")
+    if direct and ("--log" in values or "--env-file" in values):
+        raise UsageError(f"{_DIRECT} takes neither --log nor --env-file: the output and environment are ours")
     # Absolute now: the worker's directory is entered before the status is written.
+    log = values.get("--log")
     return Options(
-        log=os.path.abspath(values["--log"]),
+        log=None if log is None else os.path.abspath(log),
         status=os.path.abspath(values["--status"]),
-        env_file=values["--env-file"],
+        env_file=values.get("--env-file"),
         cwd=values.get("--cwd"),
         argv=argv,
     )
@@ -233,6 +269,10 @@ def read_environment(path: str) -> dict[str, str]:
             os.unlink(path)
         except OSError:
             pass
+    # Imported here and for an error's status only: json (and re, which it imports) is 8 ms of
+    # the wrapper's start, and a local worker needs neither.
+    import json
+
     try:
         loaded: dict[str, object] | list[object] | str | float | bool | None = json.loads(raw)
     except ValueError as exc:
@@ -313,6 +353,8 @@ def _copy_available(source: int, sinks: tuple[Log, Pane]) -> bool:
 
 def pump(pid: int, source: int, sinks: tuple[Log, Pane], forwarder: Forwarder) -> int:
     """Copy the worker's output until it exits; return its exit code as subprocess reports it."""
+    import select  # only a tmux worker's output passes through us
+
     os.set_blocking(source, False)
     poller = select.poll()
     poller.register(source, select.POLLIN)
@@ -344,15 +386,141 @@ def write_status(path: str, record: dict[str, object]) -> None:
     """Write the status file whole or not at all: a reader never sees half of it."""
     directory, name = os.path.split(path)
     temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    code = record.get("exit_code")
+    if len(record) == 1 and isinstance(code, int):
+        # As json.dumps writes it, without importing json (see read_environment).
+        text = f'{{"exit_code": {code}}}'
+    else:
+        import json
+
+        text = json.dumps(record)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, json.dumps(record).encode() + b"\n")
+        _write_all(fd, text.encode() + b"\n")
     finally:
         os.close(fd)
     os.replace(temporary, path)
 
 
+def become_subreaper() -> bool:
+    """Make orphaned descendants our children (Linux 3.4+); False where the kernel refuses."""
+    # ctypes is imported here, not at the top: 3 ms of the wrapper's start, and tests import us.
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap() -> bool:
+    """Reap every child that has exited; whether any child is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def descendants(ancestor: int) -> list[int]:
+    """The live processes below `ancestor` in the process tree, from /proc (zombies left out)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                raw = file.read()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = raw[raw.rfind(b")") + 1 :].split()
+        if len(fields) > 1 and fields[0] not in (b"Z", b"X", b"x"):
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    frontier = [ancestor]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
+
+
+def stop_leftovers(grace: float = LEFTOVER_GRACE) -> None:
+    """Stop and reap whatever the worker left running: SIGTERM, `grace` seconds, then SIGKILL.
+
+    Called once the worker is reaped. As a subreaper we are the parent of every orphan below us, so
+    with no child left nothing of the worker's is left either: the common case costs one waitpid.
+    Signals go again at every look, to catch a process forked meanwhile.
+    """
+    if not _reap():
+        return
+    me = os.getpid()
+    signum = signal.SIGTERM
+    deadline = time.monotonic() + grace
+    while True:
+        for pid in descendants(me):
+            _kill(pid, signum)
+        time.sleep(_LEFTOVER_LOOK)
+        if not _reap():
+            return
+        if time.monotonic() >= deadline:
+            signum = signal.SIGKILL
+
+
+def environment_given() -> dict[str, str]:
+    """Our environment as the server gave it, which is the worker's: os.environ may have gained
+    LC_CTYPE from Python's locale coercion, /proc/self/environ has not."""
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return dict(os.environ)
+    env: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        name, equals, value = entry.partition(b"=")
+        if equals and name:
+            env[os.fsdecode(name)] = os.fsdecode(value)
+    return env
+
+
+def _enter(cwd: str | None) -> None:
+    if cwd is None:
+        return
+    # Checked here, not left to tmux: tmux starts a pane whose directory is missing in the home
+    # directory instead, and a worker must never run somewhere it was not sent.
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise CannotStart(f"cannot enter its working directory {cwd}: {exc.strerror}") from exc
+
+
+def run_direct(options: Options, forwarder: Forwarder) -> int:
+    """Run a local worker: its output is our stdout and stderr (the log), its environment ours."""
+    pane = Pane(1)
+    try:
+        _enter(options.cwd)
+        pid = spawn(options.argv, environment_given(), 1)
+    except CannotStart as exc:
+        pane.write(f"mcp-swarm: {exc}\n".encode())
+        _record(options.status, {"exit_code": START_FAILED, "error": str(exc)}, pane)
+        return START_FAILED
+    forwarder.started(pid)
+    # WNOWAIT: the worker stays a zombie, its pid ours, until the forwarder is told it has exited.
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    forwarder.exited()
+    _, wait_status = os.waitpid(pid, 0)
+    exit_code = os.waitstatus_to_exitcode(wait_status)
+    stop_leftovers()
+    _record(options.status, {"exit_code": exit_code}, pane)
+    return exit_code if exit_code >= 0 else 128 - exit_code
+
+
 def run(options: Options, forwarder: Forwarder) -> int:
+    if options.log is None or options.env_file is None:
+        return run_direct(options, forwarder)
     pane = Pane(1)
     log: Log | None = None
     try:
@@ -364,15 +532,7 @@ def run(options: Options, forwarder: Forwarder) -> int:
         except OSError as exc:
             raise CannotStart(f"cannot open its log {options.log}: {exc.strerror}") from exc
         log = Log(options.log, log_fd, pane, max_log_bytes)
-        if options.cwd is not None:
-            # Checked here, not left to tmux: tmux starts a pane whose directory is missing in the
-            # home directory instead, and a worker must never run somewhere it was not sent.
-            try:
-                os.chdir(options.cwd)
-            except OSError as exc:
-                raise CannotStart(
-                    f"cannot enter its working directory {options.cwd}: {exc.strerror}"
-                ) from exc
+        _enter(options.cwd)
         read_end, write_end = os.pipe()
         try:
             pid = spawn(options.argv, env, write_end)
@@ -387,6 +547,7 @@ def run(options: Options, forwarder: Forwarder) -> int:
         return START_FAILED
     forwarder.started(pid)
     exit_code = pump(pid, read_end, (log, pane), forwarder)
+    stop_leftovers()
     _record(options.status, {"exit_code": exit_code}, pane)
     # As a shell reports a command killed by a signal.
     return exit_code if exit_code >= 0 else 128 - exit_code
@@ -406,9 +567,11 @@ def main(args: list[str]) -> int:
         options = parse(args)
     except UsageError as exc:
         flags = " ".join(f"{flag} ..." for flag in _FLAGS)
-        print(f"mcp_swarm.placement.worker_wrapper: {exc}", file=sys.stderr)
-        print(f"usage: python -m mcp_swarm.placement.worker_wrapper {flags} -- ARGV...", file=sys.stderr)
+        print(f"worker_wrapper: {exc}", file=sys.stderr)
+        print(f"usage: worker_wrapper.py [{_DIRECT}] {flags} -- ARGV...", file=sys.stderr)
         return USAGE
+    # Before the worker starts, so that nothing it forks can slip past.
+    become_subreaper()
     return run(options, forwarder)
 
 

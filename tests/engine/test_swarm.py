@@ -20,6 +20,7 @@ from mcp_swarm.placement.builtin import placements
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
+from tests.support.helpers import names_in
 
 pytestmark = pytest.mark.anyio
 
@@ -372,7 +373,8 @@ async def test_a_prompt_file_is_written_only_for_a_command_line_that_names_it(tm
             [reader] = (await engine.spawn(["2"], runtime="reader")).workers
             done = (await engine.wait(mode="all", timeout=30)).done
             assert [w.task_status for w in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
-            assert not await anyio.Path(state / "workers" / plain.worker_id).exists()
+            # Its own directory holds only the exit status its wrapper wrote: no prompt file.
+            assert names_in(state / "workers" / plain.worker_id) == ["exit-1.json"]
             prompt = anyio.Path(state / "workers" / reader.worker_id / "prompt.md")
             assert "the words" in await prompt.read_text()
             assert "the words" in await anyio.Path(reader.log).read_text()

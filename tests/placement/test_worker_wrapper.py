@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from mcp_swarm.placement.tmux import Tmux
+from mcp_swarm.placement.wrapped import wrapper_argv
 from tests.support.helpers import DEADLINE, names_in
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +65,49 @@ async def test_the_wrapper_imports_only_the_standard_library() -> None:
         "mcp_swarm.errors",
     }
     assert modules.isdisjoint(heavy), modules & heavy
+
+
+async def test_direct_mode_gives_the_worker_its_environment_exactly_and_records_its_end(
+    tmp_path: Path,
+) -> None:
+    """A local worker's wrapper: output straight to its own stdout, the environment it was given
+    (in a C locale Python adds LC_CTYPE to its own os.environ; the worker must not see it)."""
+    status = tmp_path / "status"
+    # `env` rather than Python, which would add LC_CTYPE to its own environment before printing it.
+    argv = wrapper_argv(["sh", "-c", "env; exit 4"], status=status)
+    env = {"PATH": os.defpath, "LANG": "C", "SWARM_WORKER_ID": "worker-1"}
+    with anyio.fail_after(DEADLINE):
+        done = await anyio.run_process(argv, check=False, env=env)
+    assert done.returncode == 4
+    given = dict(line.split("=", 1) for line in done.stdout.decode().splitlines())
+    for variable in ("PWD", "SHLVL", "_"):  # what sh itself may set
+        given.pop(variable, None)
+    assert given == env
+    assert Tmux.read_status(status) == {"exit_code": 4}
+
+
+async def test_the_wrapper_stops_what_its_worker_left_even_outside_its_session(tmp_path: Path) -> None:
+    pidfile = tmp_path / "daemon"
+    # A double fork into a new session, SIGTERM ignored: only a subreaper's SIGKILL ends it.
+    script = f"""
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open({str(pidfile)!r} + ".tmp", "w").write(str(os.getpid()))
+        os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
+        time.sleep(600)
+    os._exit(0)
+os.wait()
+while not os.path.exists({str(pidfile)!r}):
+    time.sleep(0.005)
+"""
+    status = tmp_path / "status"
+    argv = wrapper_argv([sys.executable, "-c", script], status=status)
+    with anyio.fail_after(DEADLINE):
+        done = await anyio.run_process(argv, check=False, env={"PATH": os.defpath})
+    assert done.returncode == 0
+    assert Tmux.read_status(status) == {"exit_code": 0}
+    # The wrapper exits only once it has killed and reaped the daemon.
+    assert not await anyio.Path(f"/proc/{int(pidfile.read_text())}").exists()

@@ -310,7 +310,6 @@ async def test_each_of_a_dead_peers_workers_is_adopted_by_exactly_one_live_serve
     assert rows(tmp_path, "SELECT count(*) FROM workers") == [(count,)]
 
 
-@pytest.mark.xfail(reason="needs local workers' status file (wrapper)", strict=True)
 async def test_a_peers_local_worker_that_ended_while_no_server_watched_is_judged_not_run_again(
     tmp_path: Path,
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from mcp_swarm.placement.processes import group_members
+from mcp_swarm.placement.wrapped import WRAPPER_COMMAND
 from tests.support import helpers
 from tests.support.agent_clis import WORKER_TIMEOUT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, wait_for
 from tests.support.helpers import git
@@ -89,7 +90,7 @@ async def test_callers_text_reaches_worker_and_checks_as_single_arguments(
     if mode == "distributed":
         # Through tmux, the wrapper got the worker's argv as separate arguments after its "--".
         wrapper = worker.parent_cmdline
-        assert wrapper[1:4] == ["-P", "-m", "mcp_swarm.placement.worker_wrapper"], wrapper
+        assert wrapper[1:5] == list(WRAPPER_COMMAND), wrapper
         after = wrapper[wrapper.index("--") + 1 :]
         assert after == [sys.executable, str(RECORD_RUN), str(records / "worker-1.json"), *worker.argv]
     assert read_record(records / "check.json").argv == texts

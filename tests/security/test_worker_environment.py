@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_swarm.placement.wrapped import WRAPPER_COMMAND
 from tests.support import helpers
 from tests.support.helpers import git
 from tests.support.recorded_runs import Record, configure, read_record, record_argv, run_one, serve
@@ -62,7 +63,7 @@ async def test_secrets_of_the_server_reach_no_worker_and_no_check(
     if mode == "distributed":
         # The wrapper in the pane, whose environment is the tmux server's global one (which every
         # later session inherits) and tmux's own: no secret on its command line or in its environment.
-        assert "mcp_swarm.placement.worker_wrapper" in worker.parent_cmdline
+        assert worker.parent_cmdline[1:5] == list(WRAPPER_COMMAND)
         assert "TMUX" in worker.parent_env
         assert leaked(worker.parent_env) == []
         assert not any(value in " ".join(worker.parent_cmdline) for value in SECRETS.values())
