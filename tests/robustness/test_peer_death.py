@@ -206,7 +206,7 @@ async def test_a_live_server_adopts_a_sigkilled_peers_running_local_worker(tmp_p
             await until(lambda: live.adopted() == ["worker-1"], PEER_DEADLINE)
             took = time.monotonic() - killed
             assert supervisors(tmp_path) == {"worker-1": live.pid}
-            assert group_members(pid), "the adopted worker must go on running"
+            assert alive(pid), "the adopted worker must go on running"
             # The live Mayor's worker now: its plain wait sees it running, then hands it over.
             assert (await call(live.client, "wait", timeoutSeconds=0))["running"] == [worker["workerId"]]
             go(gates, "worker-1")
@@ -249,11 +249,14 @@ async def test_a_dead_peers_slots_are_free_again_while_the_live_server_runs(tmp_
         async with mayor(tmp_path, "peer") as peer:
             spawned = (await call(peer.client, "spawn"))["workers"]
             assert [w["taskId"] for w in spawned] == ["1", "2"]
-            pids = [await started(gates, w["workerId"]) for w in spawned]
+            for w in spawned:
+                await started(gates, w["workerId"])
+            # Each worker's wrapper leads its process group: killing the group kills it all.
+            pids = [w["pid"] for w in spawned]
             # The ceiling is reached: the live Mayor cannot spawn while the peer's workers run.
             refused = await call(live.client, "spawn")
             assert refused["workers"] == []
-            assert "maxWorkers (2) reached" in refused["skipped"][0]["reason"]
+            assert "max_workers = 2 is reached" in refused["skipped"][0]["reason"]
             os.kill(peer.pid, signal.SIGKILL)
         for pid in pids:  # the peer's workers die with it (its machine's OOM killer, say)
             os.killpg(pid, signal.SIGKILL)
@@ -324,7 +327,9 @@ async def test_a_peers_local_worker_that_ended_while_no_server_watched_is_judged
             try:
                 os.kill(peer.pid, signal.SIGKILL)
                 go(gates, "worker-1")
-                await until(lambda: not group_members(pid))
+                # Its wrapper writes the exit status once the worker and all it left are gone.
+                status = tmp_path / ".mcp-swarm" / "workers" / "worker-1" / "exit-1.json"
+                await until(lambda: status.exists() and not alive(pid))
             finally:
                 os.kill(live.pid, signal.SIGCONT)
         await until(lambda: supervisors(tmp_path) == {"worker-1": live.pid}, PEER_DEADLINE)
