@@ -328,14 +328,26 @@ def serve(
             raise _fail(str(exc)) from exc
         gc.collect()
         gc.freeze()
-        worker_server.run("stdio")
+        _serving(lambda: worker_server.run("stdio"))
         return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
     # collector from walking it again on every full collection, which was the tail of TaskList.
     gc.collect()
     gc.freeze()
-    server.run("stdio")
+    _serving(lambda: server.run("stdio"))
+
+
+def _serving(run: Callable[[], None]) -> None:
+    """`run()`, with a domain error that ends the server (its state file failing under it) as one
+    line on stderr and exit status 2 rather than a traceback; anything else is left as it was."""
+    try:
+        run()
+    except Exception as exc:
+        error = _domain_error(exc)
+        if error is None:
+            raise
+        raise _fail(str(error)) from exc
 
 
 @app.command()

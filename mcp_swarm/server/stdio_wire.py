@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError, RequestId
 
+from mcp_swarm.errors import SwarmError
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES, BoundedLines
 
 _READ_BYTES = 1 << 16
@@ -39,9 +41,27 @@ LifespanT = TypeVar("LifespanT")
 
 class BoundedStdioServer(MCPServer[LifespanT]):
     """An MCPServer on stdio that reads and writes on the event loop and takes no message over
-    MAX_MESSAGE_BYTES (server/stdio_limit.py)."""
+    MAX_MESSAGE_BYTES (server/stdio_limit.py).
+
+    `preflight`, if given, runs before the transport opens: a domain error from it (a state file
+    that is not a database, a worker that does not exist) ends the process at once with one line
+    on stderr and exit status 2, as the command line's other refusals do. Were it left to the
+    lifespan, the transport, already reading stdin, would answer nothing and wait for the client.
+    """
+
+    def __init__(
+        self, *args: Any, preflight: Callable[[], Awaitable[object]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._preflight = preflight
 
     async def run_stdio_async(self) -> None:
+        if self._preflight is not None:
+            try:
+                await self._preflight()
+            except SwarmError as exc:
+                print(f"mcp-swarm: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
         async with bounded_stdio_server() as (read_stream, write_stream):
             server = self._lowlevel_server
             await server.run(read_stream, write_stream, server.create_initialization_options())
