@@ -131,7 +131,12 @@ class Swarm:
                     record=self._finish,
                 )
                 task_status.started()
-                await anyio.sleep_forever()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    # A verdict waiting for the database gets one last try instead of holding up
+                    # the group's end (its supervisor is shielded).
+                    self._verdicts.stop()
         finally:
             self._group = None
             with anyio.CancelScope(shield=True):

@@ -59,7 +59,12 @@ def _from_sqlite(exc: sqlite3.Error, path: Path) -> StoreUnavailable | None:
     text = str(exc)
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
         return StoreUnavailable(path, f"{LOCKED} ({path} is busy)", transient=True)
-    if primary == sqlite3.SQLITE_FULL or "disk is full" in text:
+    if (
+        primary == sqlite3.SQLITE_FULL
+        or "disk is full" in text
+        or (primary == sqlite3.SQLITE_IOERR and _no_space(path))
+    ):
+        # A full disk may also show as an I/O error: the -shm file that cannot grow, say.
         return StoreUnavailable(
             path, f"{DISK_FULL}: {path} cannot grow; free space on its disk and try again", transient=True
         )
@@ -94,6 +99,14 @@ def _from_sqlite(exc: sqlite3.Error, path: Path) -> StoreUnavailable | None:
         # Anything else the file itself caused: still said plainly, with SQLite's own words.
         return StoreUnavailable(path, f"{path} cannot be used ({text})")
     return None
+
+
+def _no_space(path: Path) -> bool:
+    """Whether the file system holding `path` has no block left for this user."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _from_os(exc: OSError, path: Path) -> StoreUnavailable:
