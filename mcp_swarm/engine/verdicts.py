@@ -71,13 +71,14 @@ class VerdictRecorder:
         """The server is stopping: a verdict the database refuses gets one more try, not more."""
         self._stopping.set()
 
-    async def record(self, verdict: Verdict) -> bool:
+    async def record(self, verdict: Verdict, *, patient: bool = True) -> bool:
         """Write the verdict; False if that attempt already had one (the first verdict stands), or
         if the server stops before the database takes it (recovery judges that worker later).
 
         Cancelled while its turn has not come, the verdict is withdrawn and nothing is written;
         once its transaction has begun, it completes. A database that refuses it for now
-        (StoreUnavailable) is tried again until it takes it.
+        (StoreUnavailable) is tried again until it takes it; unless not `patient` (a tool call
+        whose caller is waiting), which gets the StoreUnavailable and its reason at once.
         """
         pause = FIRST_RETRY_SECONDS
         last_try = False
@@ -85,6 +86,8 @@ class VerdictRecorder:
             try:
                 written = await self._record(verdict)
             except StoreUnavailable as exc:
+                if not patient:
+                    raise
                 if last_try or not exc.transient:
                     logger.error(
                         "the end of %s is not recorded: %s; the next server judges it from its log",

@@ -259,6 +259,9 @@ async def test_a_verdict_waits_out_a_lock_held_past_the_busy_timeout_and_lands(t
         holder = sqlite3.connect(db, isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held
+            # Closing the worker now cannot be recorded: refused with the reason, the worker untouched.
+            message = await refuse(client, "close_agent", workerId=worker["workerId"])
+            assert LOCKED in message
             await started_and_let_go(gates, worker["workerId"])
             # Any write now fails after the busy timeout, and says why.
             message = await refuse(client, "TaskCreate", subject="two", description="refused")
