@@ -16,9 +16,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Generator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,7 +29,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.store.failures import DISK_FULL, LOCKED
 from mcp_swarm.store.schema import SCHEMA_VERSION
-from tests.support.mcp_client import call, installed_command, refuse
+from tests.support.mcp_client import INITIALIZE, INITIALIZED, call, installed_command, refuse
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -311,26 +312,64 @@ async def test_a_full_disk_when_a_worker_ends_keeps_the_server_and_the_verdict(t
         assert worker_row(db, 1) == ("succeeded", "completed")
 
 
-async def test_a_server_stopping_while_a_verdict_waits_tries_once_more_and_exits(tmp_path: Path) -> None:
+def test_a_server_stopping_while_a_verdict_waits_tries_once_more_and_exits(tmp_path: Path) -> None:
+    """The client closes stdin (as a Mayor's session ends) while a verdict waits for a lock: the
+    server does not wait for the lock, and the worker is left for the next server's recovery.
+    Spoken on the wire by hand: the SDK's client would end the server with a signal instead."""
     project, gates = gated_project(tmp_path)
     db = tmp_path / "state" / "swarm.db"
-    db.parent.mkdir()
-    holder = sqlite3.connect(db, isolation_level=None)
+    server = subprocess.Popen(
+        [installed_command(), "serve", "--db", str(db)],
+        cwd=project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "MCP_SWARM_BUSY_TIMEOUT_MS": "200"},
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    holder: sqlite3.Connection | None = None
     try:
-        async with mayor(project, db, MCP_SWARM_BUSY_TIMEOUT_MS="200") as (client, pid):
-            await call(client, "TaskCreate", subject="one", description="ends while the file is locked")
-            [worker] = (await call(client, "spawn"))["workers"]
-            holder.execute("BEGIN IMMEDIATE")
-            await started_and_let_go(gates, worker["workerId"])
-            # The client goes away while the verdict waits for the lock.
+
+        def ask(*messages: Mapping[str, object]) -> dict[str, Any]:
+            assert server.stdin is not None
+            assert server.stdout is not None
+            for message in messages:
+                server.stdin.write(json.dumps(message).encode() + b"\n")
+            server.stdin.flush()
+            answer: dict[str, Any] = json.loads(server.stdout.readline())
+            assert "error" not in answer, answer
+            assert not answer["result"].get("isError"), answer
+            return answer
+
+        def tool(number: int, name: str, **arguments: object) -> dict[str, Any]:
+            params = {"name": name, "arguments": arguments}
+            return ask({"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": params})
+
+        ask(INITIALIZE, INITIALIZED)
+        tool(1, "TaskCreate", subject="one", description="ends while the file is locked")
+        tool(2, "spawn")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        anyio.run(started_and_let_go, gates, "worker-1")
         stopped = time.monotonic()
-        with anyio.fail_after(DEADLINE):
-            while alive(pid):  # noqa: ASYNC110 - not our child: no exit event
-                await anyio.sleep(0.01)
-        # A waiting verdict does not hold the server's exit: one more try, then it goes.
-        assert time.monotonic() - stopped < 5.0
+        server.stdin.close()  # the session ends while the verdict waits for the lock
+        server.wait(timeout=DEADLINE)
+        seconds = time.monotonic() - stopped
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if holder is not None:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert server.stderr is not None
+    stderr = server.stderr.read().decode()
+    server.stdout.close()
+    server.stderr.close()
+    # A waiting verdict does not hold the server's exit: one more try, then it goes, cleanly.
+    assert seconds < 5.0, stderr
+    assert server.returncode == 0, stderr
+    assert "Traceback" not in stderr
     # Not written and not made up: the worker is left to the next server's recovery.
     assert worker_row(db, 1) == ("running", "in_progress")
