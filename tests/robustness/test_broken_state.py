@@ -274,7 +274,10 @@ async def test_a_verdict_waits_out_a_lock_held_past_the_busy_timeout_and_lands(t
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+        released = time.monotonic()
         result = await call(client, "wait", timeoutSeconds=DEADLINE)
+        # Tried again at most every MAX_RETRY_SECONDS: it lands soon after the lock goes.
+        assert time.monotonic() - released < 5.0
         [done] = result["done"]
         assert (done["workerId"], done["state"], done["taskStatus"]) == ("worker-1", "succeeded", "completed")
         assert worker_row(db, 1) == ("succeeded", "completed")
