@@ -51,3 +51,17 @@ class BlockedTask(SwarmError):
 
 class RuntimeNotCapable(SwarmError):
     """A runtime cannot do what was asked, such as continue a session it has no notion of."""
+
+
+class StoreUnavailable(SwarmError):
+    """The state file cannot be used as asked: it is locked, full, read-only, damaged or foreign.
+
+    The message names the file, says what is wrong and what to do. `transient`: the same write may
+    succeed later without anyone touching the file (a lock released, space freed, a mode changed
+    back), so a result waiting to be written is kept and tried again rather than dropped.
+    """
+
+    def __init__(self, path: object, message: str, *, transient: bool = False) -> None:
+        self.path = path
+        self.transient = transient
+        super().__init__(message)

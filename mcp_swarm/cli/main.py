@@ -337,7 +337,7 @@ def serve(
             raise _fail(str(exc)) from exc
         gc.collect()
         gc.freeze()
-        worker_server.run("stdio")
+        _serving(lambda: worker_server.run("stdio"))
         _exit_after_signal(worker_server.stopped_by)
         return
     server = build_server(settings)
@@ -345,7 +345,7 @@ def serve(
     # collector from walking it again on every full collection, which was the tail of TaskList.
     gc.collect()
     gc.freeze()
-    server.run("stdio")
+    _serving(lambda: server.run("stdio"))
     _exit_after_signal(server.stopped_by)
 
 
@@ -354,6 +354,18 @@ def _exit_after_signal(signum: int | None) -> None:
     conventional status, 128 + the signal's number (143 SIGTERM, 129 SIGHUP, 130 SIGINT)."""
     if signum is not None:
         raise typer.Exit(128 + signum)
+
+
+def _serving(run: Callable[[], None]) -> None:
+    """`run()`, with a domain error that ends the server (its state file failing under it) as one
+    line on stderr and exit status 2 rather than a traceback; anything else is left as it was."""
+    try:
+        run()
+    except Exception as exc:
+        error = _domain_error(exc)
+        if error is None:
+            raise
+        raise _fail(str(error)) from exc
 
 
 @app.command()

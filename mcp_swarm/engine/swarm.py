@@ -126,7 +126,12 @@ class Swarm:
                 # file) has its workers taken over within seconds: they hold slots meanwhile.
                 group.start_soon(watch_peers, self.store, partial(self._recover, at_start=False))
                 task_status.started()
-                await anyio.sleep_forever()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    # A verdict waiting for the database gets one last try instead of holding up
+                    # the group's end (its supervisor is shielded).
+                    self._verdicts.stop()
         finally:
             self._group = None
             with anyio.CancelScope(shield=True):
@@ -479,7 +484,8 @@ class Swarm:
             worker = await tx.workers.get(number)
         if worker is None:
             raise InvalidInput(f"no worker {worker_id!r}; spawn returns the worker ids")
-        await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor")
+        # Impatient: a database that cannot take the close now says why, and the worker runs on.
+        await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor", patient=False)
         with anyio.CancelScope(shield=True):
             # Supervised by another server (another Mayor's session), it is stopped all the same.
             await self._placement(worker.mode).stop(worker, self.limits.stop_grace_seconds)
@@ -491,11 +497,14 @@ class Swarm:
         assert closed is not None  # noqa: S101 - a worker's row is never deleted
         return closed
 
-    async def _close(self, number: int, task_status: TaskStatus, state: WorkerState, error: str) -> None:
+    async def _close(
+        self, number: int, task_status: TaskStatus, state: WorkerState, error: str, *, patient: bool = True
+    ) -> None:
         # Shielded: a close that was begun is finished, so no recorded end is left with a live process.
         with anyio.CancelScope(shield=True):
             # Record first, so the supervisor's own verdict, arriving after the kill, is refused.
-            await self._finish(Verdict(number, None, state, task_status, error=error))
+            verdict = Verdict(number, None, state, task_status, error=error)
+            await self._verdicts.record(verdict, patient=patient)
             process = self._processes.pop(number, None)
             if process is not None:
                 await process.stop(self.limits.stop_grace_seconds)

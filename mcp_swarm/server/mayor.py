@@ -475,8 +475,15 @@ def build_server(settings: Settings) -> BoundedStdioServer[_Ledger]:
                     state.ledger = None
                     group.cancel_scope.cancel()
 
+    async def check() -> None:
+        # The state file is opened (and brought up to date) before the transport starts, so
+        # that a file that cannot serve ends `serve` with its reason instead of a silent server.
+        async with await Store.open(settings.db_path):
+            pass
+
     return BoundedStdioServer(
         "mcp-swarm",
+        preflight=check,
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=build_tools(state),

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError, RequestId
 
+from mcp_swarm.errors import SwarmError
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES, BoundedLines
 
 _READ_BYTES = 1 << 16
@@ -47,7 +49,19 @@ LifespanT = TypeVar("LifespanT")
 
 class BoundedStdioServer(MCPServer[LifespanT]):
     """An MCPServer on stdio that reads and writes on the event loop and takes no message over
-    MAX_MESSAGE_BYTES (server/stdio_limit.py)."""
+    MAX_MESSAGE_BYTES (server/stdio_limit.py).
+
+    `preflight`, if given, runs before the transport opens: a domain error from it (a state file
+    that is not a database, a worker that does not exist) ends the process at once with one line
+    on stderr and exit status 2, as the command line's other refusals do. Were it left to the
+    lifespan, the transport, already reading stdin, would answer nothing and wait for the client.
+    """
+
+    def __init__(
+        self, *args: Any, preflight: Callable[[], Awaitable[object]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._preflight = preflight
 
     # The signal that ended the server, if one did: `serve` exits with 128 + its number.
     stopped_by: signal.Signals | None = None
@@ -58,6 +72,12 @@ class BoundedStdioServer(MCPServer[LifespanT]):
         The signals stay caught until the server is out, so a second one (a terminal sends SIGHUP,
         then its shell SIGTERM) cannot cut the way out short.
         """
+        if self._preflight is not None:
+            try:
+                await self._preflight()
+            except SwarmError as exc:
+                print(f"mcp-swarm: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stop_on_signal, signals, group.cancel_scope)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -291,24 +290,6 @@ def _tool(fn: Callable[..., Any], annotations: ToolAnnotations) -> Tool:
     return tool
 
 
-class WorkerServer(BoundedStdioServer[WorkerState]):
-    def __init__(self, check: Callable[[], Awaitable[object]], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._check = check
-
-    async def run_stdio_async(self) -> None:
-        """Serve on stdin/stdout, once the worker is known to exist. An unknown worker ends the
-        process at once with one line on stderr and exit status 2, as the command line's other
-        refusals do: were it left to the lifespan, the stdio transport, already reading stdin,
-        would keep the process waiting until the client closed it."""
-        try:
-            await self._check()
-        except WorkerNotFound as exc:
-            print(f"mcp-swarm: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        await super().run_stdio_async()
-
-
 def _worker_number(worker_id: str) -> int:
     try:
         number = party_number(worker_id, "--worker")
@@ -360,9 +341,9 @@ def build_worker_server(settings: Settings, worker_id: str) -> BoundedStdioServe
                 state.task_id = None
                 state.ledger = state.mailbox = state.reservations = None
 
-    return WorkerServer(
-        check,
+    return BoundedStdioServer(
         "mcp-swarm-worker",
+        preflight=check,
         version=__version__,
         instructions=instructions(worker_id),
         tools=build_worker_tools(state),

@@ -8,6 +8,8 @@ so two processes (two Mayor sessions on one file) can never both decide on the s
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -17,6 +19,8 @@ from typing import Self
 import aiosqlite
 import anyio
 
+from mcp_swarm.errors import StoreUnavailable
+from mcp_swarm.store.failures import explain, unwritable
 from mcp_swarm.store.messages import MessageQueries
 from mcp_swarm.store.reservations import ReservationQueries
 from mcp_swarm.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -24,10 +28,31 @@ from mcp_swarm.store.tasks import TaskQueries
 from mcp_swarm.store.workers import WorkerQueries
 
 BUSY_TIMEOUT_MS = 15_000
+# How long a write waits for another process's write lock before it fails with "locked", in
+# milliseconds; for a test (or a host that wants a shorter wait), not a user's everyday knob.
+BUSY_TIMEOUT_ENV = "MCP_SWARM_BUSY_TIMEOUT_MS"
+
+logger = logging.getLogger(__name__)
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(StoreUnavailable):
     """The database was written by a newer mcp-swarm; this one must not touch it."""
+
+
+def busy_timeout_ms(environ: dict[str, str] | None = None) -> int:
+    """The busy timeout: BUSY_TIMEOUT_MS, unless MCP_SWARM_BUSY_TIMEOUT_MS says otherwise."""
+    text = (os.environ if environ is None else environ).get(BUSY_TIMEOUT_ENV, "")
+    if not text:
+        return BUSY_TIMEOUT_MS
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        logger.warning("%s=%r is not a whole number of milliseconds; using %d", BUSY_TIMEOUT_ENV, text,
+                       BUSY_TIMEOUT_MS)  # fmt: skip
+        return BUSY_TIMEOUT_MS
+    return value
 
 
 class Transaction:
@@ -40,20 +65,32 @@ class Transaction:
         self.reservations = ReservationQueries(conn)
 
 
-async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:
+async def _connect(path: Path, *, query_only: bool, busy_ms: int) -> aiosqlite.Connection:
     # isolation_level=None: the sqlite3 module must not open transactions behind our back;
     # every BEGIN and COMMIT here is explicit.
     conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
-    # In WAL mode NORMAL cannot corrupt the file; it may lose the last commits on a power cut,
-    # never on a process crash.
-    await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.execute("PRAGMA foreign_keys = ON")
-    if query_only:
-        await conn.execute("PRAGMA query_only = ON")
+    try:
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL cannot corrupt the file; it may lose the last commits on a power cut,
+        # never on a process crash.
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        if query_only:
+            await conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        # A connection left open keeps its thread, and that thread keeps the process from exiting:
+        # a file that is not a database would leave `serve` hanging after its error.
+        with anyio.CancelScope(shield=True):
+            await conn.close()
+        raise
     return conn
+
+
+def _translated(exc: BaseException, path: Path) -> BaseException:
+    """`exc` in plain words if it is about the file (see failures.py), else `exc` itself."""
+    return explain(exc, path) or exc
 
 
 def _statements(script: str) -> list[str]:
@@ -84,15 +121,30 @@ class Store:
         self._read_lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> Self:
+    async def open(cls, path: Path | str, *, busy_ms: int | None = None) -> Self:
+        """Open (creating, or bringing up to date) the database at `path`.
+
+        A file that cannot serve (not a database, damaged, newer, read-only, on a full disk) is a
+        StoreUnavailable naming it; `busy_ms` (the busy timeout) defaults to `busy_timeout_ms()`.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, query_only=False)
+        busy = busy_timeout_ms() if busy_ms is None else busy_ms
         try:
-            await _migrate(writer)
-            reader = await _connect(path, query_only=True)
-        except BaseException:
-            await writer.close()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            refused = unwritable(path)
+            if refused is not None:
+                raise refused
+            writer = await _connect(path, query_only=False, busy_ms=busy)
+        except (sqlite3.Error, OSError) as exc:
+            raise _translated(exc, path) from exc
+        try:
+            await _migrate(writer, path)
+            reader = await _connect(path, query_only=True, busy_ms=busy)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await writer.close()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise _translated(exc, path) from exc
             raise
         return cls(path, writer, reader)
 
@@ -120,16 +172,29 @@ class Store:
         """
         async with self._write_lock:
             with anyio.CancelScope(shield=True):
-                if one_statement:
-                    yield Transaction(self._writer)
-                    return
-                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    yield Transaction(self._writer)
-                except BaseException:
-                    await self._writer.execute("ROLLBACK")
-                    raise
-                await self._writer.execute("COMMIT")
+                    if one_statement:
+                        yield Transaction(self._writer)
+                        return
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield Transaction(self._writer)
+                        await self._writer.execute("COMMIT")
+                    except BaseException:
+                        await self._roll_back()
+                        raise
+                except sqlite3.Error as exc:
+                    # A lock held too long, a full disk, a file made read-only: said plainly.
+                    raise _translated(exc, self.path) from exc
+
+    async def _roll_back(self) -> None:
+        """End a failed transaction, if SQLite has not already ended it itself (it rolls back on its
+        own after some errors: a full disk, an I/O error)."""
+        if self._writer.in_transaction:
+            try:
+                await self._writer.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                logger.warning("rolling back a failed write on %s: %s", self.path, exc)
 
     @asynccontextmanager
     async def read(self, *, snapshot: bool = True) -> AsyncGenerator[Transaction]:
@@ -139,15 +204,19 @@ class Store:
         the BEGIN and COMMIT round trips.
         """
         async with self._read_lock:
-            if not snapshot:
-                yield Transaction(self._reader)
-                return
-            await self._reader.execute("BEGIN")
             try:
-                yield Transaction(self._reader)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._reader.execute("COMMIT")
+                if not snapshot:
+                    yield Transaction(self._reader)
+                    return
+                await self._reader.execute("BEGIN")
+                try:
+                    yield Transaction(self._reader)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        if self._reader.in_transaction:
+                            await self._reader.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _translated(exc, self.path) from exc
 
     async def data_version(self) -> int:
         """A number that changes whenever another connection (another process, or our writer)
@@ -166,7 +235,7 @@ class Store:
             return problems
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     with anyio.CancelScope(shield=True):
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -174,8 +243,9 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             current = int(rows[0][0])
             if current > SCHEMA_VERSION:
                 raise SchemaTooNew(
-                    f"the database has schema version {current}, newer than this mcp-swarm knows "
-                    f"({SCHEMA_VERSION}); upgrade mcp-swarm"
+                    path,
+                    f"{path} has schema version {current}, newer than this mcp-swarm knows "
+                    f"({SCHEMA_VERSION}): upgrade mcp-swarm, or point --db elsewhere",
                 )
             for script in MIGRATIONS[current:]:
                 for statement in _statements(script):
@@ -183,6 +253,7 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             if current != SCHEMA_VERSION:
                 await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")

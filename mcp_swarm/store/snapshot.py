@@ -21,7 +21,8 @@ import anyio
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.models import Task, Worker
 from mcp_swarm.store import Transaction
-from mcp_swarm.store.database import BUSY_TIMEOUT_MS
+from mcp_swarm.store.database import SchemaTooNew, busy_timeout_ms
+from mcp_swarm.store.failures import explain, unwritable
 from mcp_swarm.store.schema import SCHEMA_VERSION
 
 
@@ -76,20 +77,32 @@ async def open_read_only(path: Path) -> AsyncGenerator[ReadOnlyDatabase]:
         uri = f"{(await anyio.Path(path).resolve()).as_uri()}?mode=rw"
         conn = await aiosqlite.connect(uri, uri=True)
     except sqlite3.Error as exc:
-        raise InvalidInput(f"cannot open {path}: {exc}") from exc
+        raise explain(exc, path) or InvalidInput(f"cannot open {path}: {exc}") from exc
+    try:
+        await conn.execute("PRAGMA schema_version")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise unwritable(path) or explain(exc, path) or exc from exc
     try:
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA query_only = ON")
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
         version = await _user_version(conn, path)
         if version > SCHEMA_VERSION:
-            raise InvalidInput(f"{path} was written by a newer mcp-swarm (schema {version}); upgrade")
+            raise SchemaTooNew(
+                path,
+                f"{path} was written by a newer mcp-swarm (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}): upgrade mcp-swarm, or point --db elsewhere",
+            )
         if version < SCHEMA_VERSION:
             raise InvalidInput(
                 f"{path} has an older schema ({version} < {SCHEMA_VERSION}); a `mcp-swarm serve` or "
                 "`mcp-swarm run` on it brings it up to date"
             )
-        yield ReadOnlyDatabase(path, conn)
+        try:
+            yield ReadOnlyDatabase(path, conn)
+        except sqlite3.Error as exc:
+            raise explain(exc, path) or exc from exc
     finally:
         await conn.close()
 
@@ -98,5 +111,5 @@ async def _user_version(conn: aiosqlite.Connection, path: Path) -> int:
     try:
         rows = await conn.execute_fetchall("PRAGMA user_version")
     except sqlite3.DatabaseError as exc:
-        raise InvalidInput(f"{path} is not a swarm database: {exc}") from exc
+        raise explain(exc, path) or InvalidInput(f"{path} is not a swarm database: {exc}") from exc
     return int(next(iter(rows))[0])
