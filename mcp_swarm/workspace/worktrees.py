@@ -403,7 +403,10 @@ async def staged_copy(worktree: Worktree) -> AsyncGenerator[Path]:
     with tempfile.TemporaryDirectory(prefix="mcp-swarm-index-") as directory:
         index = Path(directory) / "index"
         if await anyio.Path(own.text).is_file():
-            await anyio.to_thread.run_sync(shutil.copyfile, own.text, index)
+            # copy2 keeps the index's mtime: git trusts an entry whose file has the same size and
+            # mtime only if the index is newer than the file, so a copy dated now would hide a
+            # same-size change made within the clock tick of the checkout.
+            await anyio.to_thread.run_sync(shutil.copy2, own.text, index)
         spec = everything_but_state(worktree.subdirectory)
         await run_git(["add", "--all", "--", *spec], worktree.path, index=index)
         yield index
