@@ -21,14 +21,13 @@ import anyio
 from mcp_swarm.errors import SwarmError
 from mcp_swarm.models import LIVE_WORKER_STATES, Worker
 from mcp_swarm.placement.base import Placed, Placement, Start, recorded_identity, stop_recorded
+from mcp_swarm.placement.by_environment import kill_strays, session_leaders_with
 from mcp_swarm.placement.processes import (
     AdoptedProcess,
     ProcessIdentity,
     ProcessStartError,
     StartedChild,
     is_running,
-    kill_strays,
-    session_leaders_with,
     watch,
 )
 from mcp_swarm.placement.wrapped import (

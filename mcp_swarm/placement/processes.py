@@ -1,7 +1,7 @@
 """Starting and stopping OS processes: the worker agents of the swarm (`claude -p ...` and the like).
 
-This is the one module that creates or signals processes, and it knows nothing of MCP, SQL or
-tasks: it takes an argv, a directory, an environment and a file for the output, and hands back
+This module (with by_environment.py, which finds processes by the worker id they carry) is the
+one that creates or signals processes, and it knows nothing of MCP, SQL or tasks: it takes an argv, a directory, an environment and a file for the output, and hands back
 a handle. Linux only: identities and process groups are read from /proc.
 
 Three rules keep it safe:
@@ -34,17 +34,17 @@ from mcp_swarm.errors import SwarmError
 
 logger = logging.getLogger(__name__)
 
-_PROC = Path("/proc")
+PROC = Path("/proc")
 # States of a process that has exited: a zombie waits for its parent to reap it, a dead one is
 # being removed. Neither runs, and signalling them does nothing.
-_EXITED = frozenset({"Z", "X", "x"})
+EXITED = frozenset({"Z", "X", "x"})
 # After SIGKILL a process dies as soon as the kernel schedules it; only one stuck inside the kernel
 # (a hung network filesystem, say) takes longer, and waiting longer for it would only stall us.
 KILL_TIMEOUT = 5.0
 # Processes that are not our children give no event when they exit, so /proc is looked at again
 # after these delays (doubling from the first to the last).
-_FIRST_LOOK = 0.005
-_LAST_LOOK = 0.05
+FIRST_LOOK = 0.005
+LAST_LOOK = 0.05
 
 
 class ProcessStartError(SwarmError):
@@ -63,17 +63,17 @@ class ProcessIdentity:
     start_time: int
 
 
-class _Stat(NamedTuple):
+class Stat(NamedTuple):
     state: str
     pgid: int
     sid: int
     start_time: int
 
 
-def _read_stat(pid: int) -> _Stat | None:
+def read_stat(pid: int) -> Stat | None:
     """The fields of /proc/<pid>/stat used here, or None if there is no process `pid`."""
     try:
-        raw = (_PROC / str(pid) / "stat").read_bytes()
+        raw = (PROC / str(pid) / "stat").read_bytes()
     except OSError:  # ENOENT: no such process; ESRCH: it exited while we read
         return None
     # Field 2 is the command name in parentheses, and it may hold anything, spaces and ')'
@@ -84,33 +84,33 @@ def _read_stat(pid: int) -> _Stat | None:
         return None
     fields = raw[close + 1 :].split()
     try:
-        return _Stat(fields[0].decode("ascii"), int(fields[2]), int(fields[3]), int(fields[19]))
+        return Stat(fields[0].decode("ascii"), int(fields[2]), int(fields[3]), int(fields[19]))
     except (IndexError, ValueError):
         return None
 
 
-def _processes() -> Iterator[tuple[int, _Stat]]:
+def all_processes() -> Iterator[tuple[int, Stat]]:
     """Every process /proc shows, with its stat; those that exit meanwhile are left out."""
-    for name in os.listdir(_PROC):
-        if name.isdigit() and (stat := _read_stat(int(name))) is not None:
+    for name in os.listdir(PROC):
+        if name.isdigit() and (stat := read_stat(int(name))) is not None:
             yield int(name), stat
 
 
 def read_start_time(pid: int) -> int | None:
     """When process `pid` started, in clock ticks after boot; None if there is no such process."""
-    stat = _read_stat(pid)
+    stat = read_stat(pid)
     return None if stat is None else stat.start_time
 
 
 def is_running(identity: ProcessIdentity) -> bool:
     """Whether that very process still runs: its pid exists, was not reused, and is no zombie."""
-    stat = _read_stat(identity.pid)
-    return stat is not None and stat.start_time == identity.start_time and stat.state not in _EXITED
+    stat = read_stat(identity.pid)
+    return stat is not None and stat.start_time == identity.start_time and stat.state not in EXITED
 
 
 def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes in process group `pgid`, in pid order."""
-    return sorted(pid for pid, stat in _processes() if stat.pgid == pgid and stat.state not in _EXITED)
+    return sorted(pid for pid, stat in all_processes() if stat.pgid == pgid and stat.state not in EXITED)
 
 
 def ticks_since_boot() -> int:
@@ -336,18 +336,18 @@ def _members(identity: ProcessIdentity) -> tuple[bool, list[int]]:
     The rules are `stop_group`'s; the group's id is the leader's pid.
     """
     pgid = identity.pid
-    leader = _read_stat(pgid)
+    leader = read_stat(pgid)
     if leader is not None:
         if leader.start_time != identity.start_time:
             return False, []
         return True, group_members(pgid)
     return False, sorted(
         pid
-        for pid, stat in _processes()
+        for pid, stat in all_processes()
         if stat.pgid == pgid
         and stat.sid == pgid
         and stat.start_time >= identity.start_time
-        and stat.state not in _EXITED
+        and stat.state not in EXITED
     )
 
 
@@ -397,10 +397,10 @@ async def _gone(identity: ProcessIdentity, leader: _Child | None, *, resend: sig
         _signal_group(identity, resend)
     if leader is not None:
         await leader.wait()  # an event: asyncio wakes us when it reaps the leader
-    delay = _FIRST_LOOK
+    delay = FIRST_LOOK
     while _members(identity)[1]:
         await anyio.sleep(delay)
-        delay = min(2 * delay, _LAST_LOOK)
+        delay = min(2 * delay, LAST_LOOK)
         if resend is not None:
             _signal_group(identity, resend)
 
@@ -423,27 +423,6 @@ def supervisor_alive(supervisor: str | None) -> bool:
     return is_running(ProcessIdentity(int(pid), int(start_time)))
 
 
-def session_leaders_with(variable: str, value: str) -> list[ProcessIdentity]:
-    """Live session leaders whose environment has `variable=value`, as started (/proc/<pid>/environ).
-
-    This finds a worker whose pid was never recorded (its server died between starting it and
-    writing the pid down): every worker leads its own session and carries its id in its
-    environment. Processes of other users cannot be read and are left out.
-    """
-    wanted = f"{variable}={value}".encode()
-    found: list[ProcessIdentity] = []
-    for pid, stat in _processes():
-        if stat.sid != pid or stat.state in _EXITED:
-            continue
-        try:
-            environment = (_PROC / str(pid) / "environ").read_bytes()
-        except OSError:
-            continue
-        if wanted in environment.split(b"\0"):
-            found.append(ProcessIdentity(pid, stat.start_time))
-    return found
-
-
 async def wait_until_gone(identity: ProcessIdentity) -> None:
     """Return once that process has exited; it need not be our child.
 
@@ -464,7 +443,7 @@ async def wait_until_gone(identity: ProcessIdentity) -> None:
         finally:
             os.close(pidfd)
         return
-    delay = _FIRST_LOOK
+    delay = FIRST_LOOK
     while is_running(identity):
         await anyio.sleep(delay)
         delay = min(2 * delay, 1.0)
@@ -524,58 +503,3 @@ def check_program(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> 
         raise ProcessStartError(f"cannot start {program!r}: {missing}")
     if not any(os.access(path, os.X_OK) for path in found):
         raise ProcessStartError(f"cannot start {program!r}: it is not executable (permission denied)")
-
-
-def _carries(pid: int, wanted: bytes) -> bool:
-    try:
-        return wanted in (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def strays(variable: str, value: str, since: int) -> list[int]:
-    """Live processes started at or after `since` whose environment has `variable=value`.
-
-    What a worker left behind when its wrapper was killed before it could stop them (see
-    placement/wrapped.py): they were re-parented away from the wrapper, and may have left its
-    process group and session too, but they carry the worker's id in the environment they started
-    with. Processes of other users cannot be read and are left out, and so is this one.
-    """
-    wanted = f"{variable}={value}".encode()
-    me = os.getpid()
-    return sorted(
-        pid
-        for pid, stat in _processes()
-        if pid != me and stat.start_time >= since and stat.state not in _EXITED and _carries(pid, wanted)
-    )
-
-
-async def kill_strays(variable: str, value: str, since: int) -> None:
-    """SIGKILL the `strays` until none is left (or KILL_TIMEOUT passes): they are owed no grace,
-    as the wrapper that would have given it is gone."""
-    with anyio.move_on_after(KILL_TIMEOUT):
-        delay = _FIRST_LOOK
-        while found := await anyio.to_thread.run_sync(strays, variable, value, since):
-            for pid in found:
-                _kill_if_still(pid, variable, value, since)
-            await anyio.sleep(delay)
-            delay = min(2 * delay, _LAST_LOOK)
-
-
-def _kill_if_still(pid: int, variable: str, value: str, since: int) -> None:
-    """SIGKILL `pid` if it is still that stray: through a pidfd opened before looking again, so
-    that a pid reused meanwhile is never hit."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return  # gone already (or no pidfds here: it is left rather than risk another process)
-    try:
-        stat = _read_stat(pid)
-        if stat is not None and stat.start_time >= since and _carries(pid, f"{variable}={value}".encode()):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        logger.warning("no permission to send SIGKILL to %d", pid)
-    finally:
-        os.close(pidfd)

@@ -9,7 +9,7 @@ ran is judged from it as if it had been watched.
 
 A wrapper gone without a status was killed (SIGKILL, by the server after its grace or by the
 worker itself): what the worker left behind was then re-parented away from it, and is found in
-/proc by the worker's id in its environment and killed (`processes.kill_strays`).
+/proc by the worker's id in its environment and killed (`by_environment.kill_strays`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mcp_swarm.placement import worker_wrapper
+from mcp_swarm.placement.by_environment import kill_strays
 from mcp_swarm.placement.processes import (
     ProcessIdentity,
     ProcessStartError,
@@ -27,7 +28,6 @@ from mcp_swarm.placement.processes import (
     StartedChild,
     WorkerProcess,
     check_program,
-    kill_strays,
     start_child,
     watch,
 )
