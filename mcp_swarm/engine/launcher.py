@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,24 @@ class Launcher:
         wrapper, see placement/wrapped.py), a prompt file (for a runtime that reads one), the logs
         of its task's checks. It is made when the first of them is to be written."""
         return self.state_dir / "workers" / worker_name(number)
+
+    def start_file(self, number: int, attempt: int) -> Path:
+        """Where a continued attempt's output begins in the log (see `attempt_start`)."""
+        return self.files(number) / f"start-{attempt}.json"
+
+    def attempt_start(self, number: int, attempt: int) -> tuple[int, FileId | None]:
+        """Where the output of that attempt begins in the worker's log, and in which file: for a
+        server that adopts it, so that its reader does not take an earlier attempt's final event
+        for this one's. The first attempt begins the log."""
+        if attempt == 1:
+            return 0, None
+        try:
+            recorded = json.loads(self.start_file(number, attempt).read_text())
+            offset, device, inode = recorded["offset"], *recorded["file"]
+            return int(offset), (int(device), int(inode))
+        except (OSError, ValueError, KeyError, TypeError):
+            # Not written (a server older than this one started it): from the start, as before.
+            return 0, None
 
     def result_file(self, number: int) -> Path:
         """Where a worker may write its result (`$SWARM_RESULT_FILE`), in a directory made once."""
@@ -124,7 +143,9 @@ class Launcher:
         # The agent CLIs take the prompt as an argument: a prompt file is made only for a command
         # line that names it, as a new inode costs every worker a tenth of a millisecond or more.
         writes_prompt = any(str(request.prompt_file) in arg for arg in attempt.argv)
-        ours = [log, request.result_file, *([request.prompt_file] if writes_prompt else []), *theirs]
+        # A continued attempt appends to the log: where it begins is kept for a server that adopts it.
+        start = [self.start_file(number, attempt.attempt)] if attempt.attempt > 1 else []
+        ours = [log, request.result_file, *([request.prompt_file] if writes_prompt else []), *start, *theirs]
         try:
             self._make_ours(ours)
             if writes_prompt:
@@ -132,6 +153,8 @@ class Launcher:
             request.result_file.unlink(missing_ok=True)
             # A later attempt appends to the same log; its reader must start after the earlier output.
             attempt.offset, attempt.log_id = log_position(log)
+            if start:
+                _write_new(start[0], json.dumps({"offset": attempt.offset, "file": list(attempt.log_id)}))
         except OSError as exc:
             raise ProcessStartError(f"cannot start a worker: cannot write its files: {exc}") from exc
         return runtime.environment(

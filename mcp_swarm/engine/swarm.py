@@ -411,7 +411,8 @@ class Swarm:
     async def _adopt(self, worker: Worker, placed: Placed) -> None:
         """Supervise a live worker that another server (now gone) started, as if we had started it.
 
-        Its output is read from the start of its log; its time limit counts from its start.
+        Its output is read from where its attempt began in the log; its time limit counts from its
+        start.
         """
         number, process = worker.number, placed.process
         runtime = self.runtimes[worker.runtime]
@@ -422,9 +423,11 @@ class Swarm:
         elapsed = time.time() - datetime.fromisoformat(worker.started_at).timestamp()
         reader = runtime.reader(request)
         placement = self._placement(worker.mode)
+        offset, log_id = self._launcher.attempt_start(number, worker.attempt)
         launch = Launch(
-            number, worker.attempt, process, reader, request, 0, placement, session=placed.session
-        )
+            number, worker.attempt, process, reader, request, offset, placement,
+            session=placed.session, log_id=log_id,
+        )  # fmt: skip
         self._watch(launch, max(0.0, self.limits.timeout_seconds - elapsed))
 
     # -- supervision ------------------------------------------------------------------------

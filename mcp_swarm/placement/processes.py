@@ -1,8 +1,9 @@
 """Starting and stopping OS processes: the worker agents of the swarm (`claude -p ...` and the like).
 
 This module (with by_environment.py, which finds processes by the worker id they carry) is the
-one that creates or signals processes, and it knows nothing of MCP, SQL or tasks: it takes an argv, a directory, an environment and a file for the output, and hands back
-a handle. Linux only: identities and process groups are read from /proc.
+one that creates or signals processes, and it knows nothing of MCP, SQL or tasks: it takes an
+argv, a directory, an environment and a file for the output, and hands back a handle. Linux only:
+identities and process groups are read from /proc.
 
 Three rules keep it safe:
 
