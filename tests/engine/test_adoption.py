@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class _Resumable(Runtime):
 @asynccontextmanager
 async def engine(
     store: Store, tmp_path: Path, socket: str, *, supervisor: str | None = None
-) -> AsyncIterator[Swarm]:
+) -> AsyncGenerator[Swarm]:
     runtime = _Resumable(tmp_path / "worker.py", tmp_path / "gate")
     swarm = Swarm(
         store, {runtime.name: runtime}, default_runtime=runtime.name, state_dir=tmp_path / "state",
