@@ -15,8 +15,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
-import sys
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +29,7 @@ from mcp.client.stdio import stdio_client
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.placement.tmux import Tmux
 from tests.support import helpers
+from tests.support.gated_workers import gated_project, go, rows, started_pid
 from tests.support.mcp_client import call, stdio_parameters
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -41,18 +40,6 @@ socket = helpers.tmux_socket
 # What the issue promises: a peer's death is acted on within this many seconds.
 PEER_DEADLINE = 10.0
 DEADLINE = 60.0
-
-# Says it started (its pid in a file), runs until the test lets it go, and reports through its
-# result file: an adopted local process is not the adopting server's child, so its exit status is
-# not to be had; its result file is the evidence.
-WORKER = """
-import json, os, sys, time, pathlib
-gates, me = pathlib.Path(sys.argv[1]), os.environ["SWARM_WORKER_ID"]
-(gates / f"started-{me}").write_text(str(os.getpid()))
-while not (gates / f"go-{me}").exists():
-    time.sleep(0.01)
-json.dump({"status": "done", "summary": f"{me} finished"}, open(os.environ["SWARM_RESULT_FILE"], "w"))
-"""
 
 # The same for a tmux worker, whose exit status its session keeps: no result file needed.
 TMUX_WORKER = """
@@ -66,24 +53,11 @@ print(me, "finished", flush=True)
 
 
 def project(tmp_path: Path, *, max_workers: int = 6, tmux_socket: str | None = None) -> Path:
-    """A project whose `gated` runtime runs WORKER (or TMUX_WORKER in tmux); its gates directory."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER if tmux_socket is None else TMUX_WORKER)
-    argv = [sys.executable, str(script), str(gates)]
-    mode = "" if tmux_socket is None else f'mode = "distributed"\ntmux_socket = {json.dumps(tmux_socket)}\n'
-    (tmp_path / "mcp-swarm.toml").write_text(
-        f'default_runtime = "gated"\nmax_workers = {max_workers}\n{mode}\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
-    return gates
-
-
-def rows(tmp_path: Path, sql: str) -> list[Any]:
-    db = tmp_path / ".mcp-swarm" / "swarm.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return conn.execute(sql).fetchall()
+    """A project whose `gated` runtime runs the gated worker (TMUX_WORKER in tmux); its gates."""
+    if tmux_socket is None:
+        return gated_project(tmp_path, max_workers=max_workers)
+    mode = f'mode = "distributed"\ntmux_socket = {json.dumps(tmux_socket)}\n'
+    return gated_project(tmp_path, max_workers=max_workers, config=mode, script=TMUX_WORKER)
 
 
 def supervisors(tmp_path: Path) -> dict[str, int]:
@@ -164,10 +138,10 @@ async def until(check: Callable[[], bool], deadline: float = DEADLINE) -> float:
 
 
 async def started(gates: Path, worker_id: str) -> int:
-    marker = gates / f"started-{worker_id}"
-    # The worker creates the file before it writes its pid into it: an empty file is not a start.
-    await until(lambda: marker.exists() and bool(marker.read_text()))
-    return int(marker.read_text())
+    await until(lambda: started_pid(gates, worker_id) is not None)
+    pid = started_pid(gates, worker_id)
+    assert pid is not None
+    return pid
 
 
 def alive(pid: int) -> bool:
@@ -177,11 +151,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def go(gates: Path, *worker_ids: str) -> None:
-    for worker_id in worker_ids:
-        (gates / f"go-{worker_id}").write_text("")
 
 
 async def test_a_live_server_adopts_a_sigkilled_peers_running_local_worker(tmp_path: Path) -> None:

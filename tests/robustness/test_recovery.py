@@ -7,63 +7,28 @@ is completed exactly once, by workers whose runs of one task never overlapped.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import os
 import random
 import signal
-import sqlite3
-import sys
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
 from mcp_swarm.placement.processes import group_members
+from tests.support.gated_workers import gated_project, rows, started_pid
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DEADLINE = 60.0
 
-# Says it started (with its pid), then runs until the test lets it go, or for a set time, and
-# reports through its result file: the evidence that survives its server (an adopted process is
-# not the new server's child, so its exit status is not to be had).
-WORKER = """
-import json, os, sys, time, pathlib
-gates, me = pathlib.Path(sys.argv[1]), os.environ["SWARM_WORKER_ID"]
-(gates / f"started-{me}").write_text(str(os.getpid()))
-if len(sys.argv) > 2:
-    time.sleep(float(sys.argv[2]))
-else:
-    while not (gates / f"go-{me}").exists():
-        time.sleep(0.01)
-json.dump({"status": "done", "summary": f"{me} finished"}, open(os.environ["SWARM_RESULT_FILE"], "w"))
-"""
-
 
 def project(tmp_path: Path, *extra: str) -> Path:
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (tmp_path / "worker.py").write_text(WORKER)
-    argv = [sys.executable, str(tmp_path / "worker.py"), str(gates), *extra]
-    (tmp_path / "mcp-swarm.toml").write_text(
-        'default_runtime = "gated"\nmax_workers = 6\n\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
+    gated_project(tmp_path, *extra, max_workers=6)
     return tmp_path
-
-
-def database(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{tmp_path / '.mcp-swarm' / 'swarm.db'}?mode=ro", uri=True)
-
-
-def rows(tmp_path: Path, sql: str) -> list[Any]:
-    with contextlib.closing(database(tmp_path)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def server_pids(tmp_path: Path) -> set[int]:
@@ -86,13 +51,11 @@ def check_invariants(tmp_path: Path) -> None:
 
 
 async def started(gates: Path, worker_id: str) -> int:
-    marker = anyio.Path(gates / f"started-{worker_id}")
     with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so. The worker
-        # creates the file before it writes its pid into it, so an empty file is not yet a start.
-        while not (await marker.exists() and await marker.read_text()):  # noqa: ASYNC110
+        # Another process's doing, with no event to wait on: looked at until it is so.
+        while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
             await anyio.sleep(0.01)
-    return int(await marker.read_text())
+    return pid
 
 
 async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_lost(tmp_path: Path) -> None:

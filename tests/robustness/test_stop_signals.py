@@ -8,13 +8,10 @@ exits within 5 seconds with the conventional status, 128 + the signal's number.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import pytest
 
 from mcp_swarm.placement.processes import group_members
 from tests.support import helpers
+from tests.support.gated_workers import gated_project, rows, started_pid
 from tests.support.mcp_client import INITIALIZE, INITIALIZED, call, installed_command, project_session
 from tests.support.proc import stat_fields
 
@@ -32,46 +30,20 @@ DEADLINE = 30.0
 # The promise: the server is gone this soon after the signal.
 EXIT_WITHIN = 5.0
 
-# Says it started, with its pid, then runs until the test lets it go; it writes its result file.
-WORKER = """
-import json, os, sys, time, pathlib
-gates, me = pathlib.Path(sys.argv[1]), os.environ["SWARM_WORKER_ID"]
-(gates / f"started-{me}").write_text(str(os.getpid()))
-while not (gates / f"go-{me}").exists():
-    time.sleep(0.01)
-json.dump({"status": "done", "summary": f"{me} finished"}, open(os.environ["SWARM_RESULT_FILE"], "w"))
-"""
-
 socket = helpers.tmux_socket
 
 
 def project(tmp_path: Path, extra_config: str = "") -> Path:
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (tmp_path / "worker.py").write_text(WORKER)
-    argv = [sys.executable, str(tmp_path / "worker.py"), str(gates)]
-    (tmp_path / "mcp-swarm.toml").write_text(
-        f'default_runtime = "gated"\nmax_workers = 4\n{extra_config}\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
-    return gates
-
-
-def rows(tmp_path: Path, sql: str) -> list[Any]:
-    uri = f"file:{tmp_path / '.mcp-swarm' / 'swarm.db'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-        return conn.execute(sql).fetchall()
+    return gated_project(tmp_path, max_workers=4, config=extra_config)
 
 
 def started(gates: Path, worker_id: str) -> tuple[int, str]:
     """The worker's pid once it has started, with its start time (field 22 of /proc/PID/stat)."""
-    marker = gates / f"started-{worker_id}"
     deadline = time.monotonic() + DEADLINE
     # Another process's doing, with no event to wait on: looked at until it is so.
-    while not (marker.exists() and marker.read_text()):
+    while (pid := started_pid(gates, worker_id)) is None:
         assert time.monotonic() < deadline, f"{worker_id} did not start"
         time.sleep(0.01)
-    pid = int(marker.read_text())
     fields = stat_fields(pid)
     assert fields is not None
     return pid, fields[19]

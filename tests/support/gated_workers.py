@@ -1,0 +1,65 @@
+"""A worker held at a gate: it says it started (its pid in a file), runs until the test lets it
+go (or for a set time), and reports through its result file. The result file is the evidence that
+survives its server; the tests that kill, signal or replace servers under such workers share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+GATED_WORKER = """
+import json, os, sys, time, pathlib
+gates, me = pathlib.Path(sys.argv[1]), os.environ["SWARM_WORKER_ID"]
+(gates / f"started-{me}").write_text(str(os.getpid()))
+if len(sys.argv) > 2:
+    time.sleep(float(sys.argv[2]))
+else:
+    while not (gates / f"go-{me}").exists():
+        time.sleep(0.01)
+json.dump({"status": "done", "summary": f"{me} finished"}, open(os.environ["SWARM_RESULT_FILE"], "w"))
+"""
+
+
+def gated_project(
+    directory: Path, *extra_args: str, max_workers: int, config: str = "", script: str = GATED_WORKER
+) -> Path:
+    """A project in `directory` whose default runtime, `gated`, runs `script` with the gates
+    directory (and `extra_args`); `config` is added to its mcp-swarm.toml. Returns the gates."""
+    gates = directory / "gates"
+    gates.mkdir()
+    (directory / "worker.py").write_text(script)
+    argv = [sys.executable, str(directory / "worker.py"), str(gates), *extra_args]
+    (directory / "mcp-swarm.toml").write_text(
+        f'default_runtime = "gated"\nmax_workers = {max_workers}\n{config}\n'
+        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
+    )
+    return gates
+
+
+def started_pid(gates: Path, worker_id: str) -> int | None:
+    """The worker's pid once it has started; None before. It creates the file before it writes
+    its pid into it, so an empty file is not yet a start."""
+    marker = gates / f"started-{worker_id}"
+    try:
+        text = marker.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
+
+
+def go(gates: Path, *worker_ids: str) -> None:
+    """Let the workers finish."""
+    for worker_id in worker_ids:
+        (gates / f"go-{worker_id}").write_text("")
+
+
+def rows(project: Path, sql: str) -> list[Any]:
+    """What `sql` reads from the project's database, opened read-only."""
+    uri = f"file:{project / '.mcp-swarm' / 'swarm.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return conn.execute(sql).fetchall()
