@@ -11,8 +11,6 @@ database while they run, must never exceed the ceiling.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 from mcp import Client
 
 from benchmarks.bench_load import LoadConfig, LoadRun, run_load
+from tests.support.gated_workers import gated_project, go
 from tests.support.mcp_client import call, stdio_parameters
 
 pytestmark = pytest.mark.slow
@@ -33,12 +32,6 @@ CONFIG = LoadConfig(tasks=60, workers=4, work_ms=300, waves=1, blockers=1, run_t
 
 
 # Runs until its go file appears.
-GATED = """
-import os, pathlib, sys, time
-go = pathlib.Path(sys.argv[1]) / ("go-" + os.environ["SWARM_WORKER_ID"])
-while not go.exists():
-    time.sleep(0.01)
-"""
 
 
 @asynccontextmanager
@@ -56,12 +49,7 @@ def started(answer: dict[str, Any]) -> list[str]:
 async def test_the_mayor_holding_every_slot_gives_the_other_its_share(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (tmp_path / "gated.py").write_text(GATED)
-    argv = [sys.executable, str(tmp_path / "gated.py"), str(tmp_path)]
-    (project / "mcp-swarm.toml").write_text(
-        'default_runtime = "gated"\nmax_workers = 4\n\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
+    gates = gated_project(project, max_workers=4)
     with anyio.fail_after(120):
         async with mayor(project) as first, mayor(project) as second:
             await call(first, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 13)])
@@ -74,7 +62,7 @@ async def test_the_mayor_holding_every_slot_gives_the_other_its_share(tmp_path: 
             # Each time one of the first Mayor's workers ends, it asks first; then the second asks.
             for _ in range(3):
                 ending = held["first"].pop(0)
-                (tmp_path / f"go-{ending}").touch()
+                go(gates, ending)
                 [done] = (await call(first, "wait", workerIds=[ending], timeoutSeconds=30))["done"]
                 assert done["taskStatus"] == "completed"
                 for name, client in (("first", first), ("second", second)):
@@ -86,7 +74,7 @@ async def test_the_mayor_holding_every_slot_gives_the_other_its_share(tmp_path: 
             assert (len(held["first"]), len(held["second"])) == (2, 2), held
             # And the first gets its slots back as its own workers end, not the second's.
             ending = held["first"].pop(0)
-            (tmp_path / f"go-{ending}").touch()
+            go(gates, ending)
             await call(first, "wait", workerIds=[ending], timeoutSeconds=30)
             assert len(started(await call(first, "spawn"))) == 1
 

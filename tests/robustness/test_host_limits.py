@@ -36,6 +36,7 @@ from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
 from tests.support import helpers
+from tests.support.gated_workers import gated_project, go
 from tests.support.helpers import assigned_workers
 from tests.support.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
 from tests.support.proc import memory_kib, server_pid
@@ -265,23 +266,12 @@ async def test_messages_over_max_body_chars_are_refused_from_either_side(tmp_pat
 # -- live workers ---------------------------------------------------------------------------------
 
 # Runs until its go file appears.
-GATED = """
-import os, pathlib, sys, time
-go = pathlib.Path(sys.argv[1]) / ("go-" + os.environ["SWARM_WORKER_ID"])
-while not go.exists():
-    time.sleep(0.01)
-"""
 
 
 async def test_live_workers_stay_within_max_workers_across_spawns_and_servers(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (tmp_path / "gated.py").write_text(GATED)
-    argv = [sys.executable, str(tmp_path / "gated.py"), str(tmp_path)]
-    (project / "mcp-swarm.toml").write_text(
-        'default_runtime = "gated"\nmax_workers = 2\n\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
+    gates = gated_project(project, max_workers=2)
     full = {
         "reason": "the configured ceiling max_workers = 2 is reached (2 running on this database); "
         "spawn again after wait",
@@ -305,7 +295,7 @@ async def test_live_workers_stay_within_max_workers_across_spawns_and_servers(tm
         # The refusals changed nothing: tasks 3 and 4 are as they were, with no worker.
         assert [await call(second, "TaskGet", taskId=task) for task in ("3", "4")] == before
         for worker in ("worker-1", "worker-2"):
-            (tmp_path / f"go-{worker}").touch()
+            go(gates, worker)
         finished: list[str] = []
         for client in (first, second):
             while (result := await call(client, "wait", timeoutSeconds=20))["running"]:
@@ -317,12 +307,7 @@ async def test_live_workers_stay_within_max_workers_across_spawns_and_servers(tm
 async def test_a_spawn_may_lower_the_configured_ceiling_but_never_raise_it(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (tmp_path / "gated.py").write_text(GATED)
-    argv = [sys.executable, str(tmp_path / "gated.py"), str(tmp_path)]
-    (project / "mcp-swarm.toml").write_text(
-        'default_runtime = "gated"\nmax_workers = 2\n\n'
-        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
+    gates = gated_project(project, max_workers=2)
     ceiling = "the configured ceiling max_workers = 2 is reached (2 running on this database)"
     async with mayor(project) as first, mayor(project) as second:
         await call(first, "TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 6)])
@@ -339,7 +324,7 @@ async def test_a_spawn_may_lower_the_configured_ceiling_but_never_raise_it(tmp_p
         live = [await call(first, "TaskGet", taskId=str(n)) for n in range(1, 6)]
         assert [task["status"] for task in live] == ["in_progress"] * 2 + ["pending"] * 3
         for worker in ("worker-1", "worker-2"):
-            (tmp_path / f"go-{worker}").touch()
+            go(gates, worker)
         while (await call(first, "wait", timeoutSeconds=20))["running"]:
             pass
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 
 from mcp_swarm.placement.processes import ProcessIdentity, is_running, read_start_time
 from tests.support.mcp_client import call, project_session
@@ -100,12 +101,17 @@ async def gone_within(daemon: ProcessIdentity, seconds: float) -> float:
     return time.monotonic() - began
 
 
+async def spawn_one(client: Client, tmp_path: Path, **spawn: Any) -> tuple[dict[str, Any], ProcessIdentity]:
+    """A task whose worker leaves a daemon: the worker as spawn answers it, and the daemon."""
+    await call(client, "TaskCreate", subject="leaves a daemon", description="")
+    [worker] = (await call(client, "spawn", **spawn))["workers"]
+    return worker, await daemon_of(tmp_path, worker["workerId"])
+
+
 async def test_a_daemon_left_by_a_worker_that_exits_0_is_gone_within_2_s(tmp_path: Path) -> None:
     project(tmp_path, "exit")
     async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="leaves a daemon", description="")
-        [worker] = (await call(client, "spawn"))["workers"]
-        daemon = await daemon_of(tmp_path, worker["workerId"])
+        worker, daemon = await spawn_one(client, tmp_path)
         ended = float((tmp_path / f"ready-{worker['workerId']}").read_text())
         result = await call(client, "wait", timeoutSeconds=30)
         [done] = result["done"]
@@ -118,9 +124,7 @@ async def test_a_daemon_left_by_a_worker_that_exits_0_is_gone_within_2_s(tmp_pat
 async def test_a_daemon_left_by_a_worker_is_gone_after_close_agent(tmp_path: Path) -> None:
     project(tmp_path, "run")
     async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="leaves a daemon", description="")
-        [worker] = (await call(client, "spawn"))["workers"]
-        daemon = await daemon_of(tmp_path, worker["workerId"])
+        worker, daemon = await spawn_one(client, tmp_path)
         assert is_running(daemon)
         closed = await call(client, "close_agent", workerId=worker["workerId"])
         assert closed["state"] == "cancelled", closed
@@ -130,9 +134,7 @@ async def test_a_daemon_left_by_a_worker_is_gone_after_close_agent(tmp_path: Pat
 async def test_a_daemon_left_by_a_worker_is_gone_after_its_time_limit(tmp_path: Path) -> None:
     project(tmp_path, "run")
     async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="leaves a daemon", description="")
-        [worker] = (await call(client, "spawn", timeoutSeconds=1))["workers"]
-        daemon = await daemon_of(tmp_path, worker["workerId"])
+        _, daemon = await spawn_one(client, tmp_path, timeoutSeconds=1)
         result = await call(client, "wait", timeoutSeconds=30)
         [done] = result["done"]
         assert done["state"] == "timed_out", done
@@ -142,9 +144,7 @@ async def test_a_daemon_left_by_a_worker_is_gone_after_its_time_limit(tmp_path: 
 async def test_a_daemon_left_by_a_worker_is_gone_after_the_server_stops(tmp_path: Path) -> None:
     project(tmp_path, "run")
     async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="leaves a daemon", description="")
-        [worker] = (await call(client, "spawn"))["workers"]
-        daemon = await daemon_of(tmp_path, worker["workerId"])
+        _, daemon = await spawn_one(client, tmp_path)
         assert is_running(daemon)
     # The session is closed: the server saw the end of its stdin and stopped its local workers.
     await gone_within(daemon, GONE_WITHIN)
