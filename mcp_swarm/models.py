@@ -164,6 +164,17 @@ class CreatedPlan(_Output):
     keys: dict[str, str] = Field(default_factory=dict[str, str])
 
 
+class SyncedPlan(_Output):
+    """A plan run brought in line with its file: each key's id, and what happened to each key."""
+
+    keys: dict[str, str]
+    created: list[str] = Field(default_factory=list[str])
+    updated: list[str] = Field(default_factory=list[str])  # its definition changed in the file
+    retried: list[str] = Field(default_factory=list[str])  # failed before, pending again
+    kept: list[str] = Field(default_factory=list[str])  # completed before: not run again
+    removed: list[str] = Field(default_factory=list[str])  # no longer in the file: deleted
+
+
 class WorkerState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"

@@ -157,18 +157,32 @@ def run(
         float | None,
         typer.Option("--timeout", min=0.001, help="Each worker's wall-clock limit in seconds (default 1800)"),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start the plan's run over: its earlier tasks are deleted (status deleted, history "
+            "kept) and every task is created and run again",
+        ),
+    ] = False,
 ) -> None:
     """Run a plan file to its end, headless: the engine is the Mayor.
 
-    Every ready task gets a worker, wave after wave. Exit status 0 if every task completed, 1 if
-    not, 2 for a bad plan (nothing is created), 130 after Ctrl-C (which stops the workers; their
-    tasks return to pending)."""
+    Every ready task gets a worker, wave after wave. Running the same plan again on the same
+    database continues its run (the plan's `name`, else its path, names the run; each task is
+    known by its key): completed tasks are kept and not run again, failed and pending ones run
+    again, a task changed in the file is updated, one dropped from it is deleted. A second run of
+    a plan whose run is live is refused. Exit status 0 if every task completed, 1 if not, 2 for
+    a bad plan or a runtime that cannot start (nothing is created), 130 after Ctrl-C (which stops
+    the workers; their tasks return to pending, and running the plan again continues)."""
     import anyio
 
     from mcp_swarm.app import DEMO_RUNTIME, demo_runtime, engine_runtimes
+    from mcp_swarm.cli.run_checks import plan_runtimes
+    from mcp_swarm.cli.run_lock import holding_run
     from mcp_swarm.cli.run_state import RunState
     from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
-    from mcp_swarm.cli.runner import RunOptions, choose_runtimes, run_plan
+    from mcp_swarm.cli.runner import RunOptions, run_plan
     from mcp_swarm.ledger.plan_file import load_plan
     from mcp_swarm.store import SchemaTooNew
 
@@ -179,14 +193,18 @@ def run(
         if max_workers is not None:
             # A flag of the user's, as --db is: it sets the ceiling, which spawns only lower.
             settings = settings.model_copy(update={"max_workers": max_workers})
-        plan_file = load_plan(plan)
         runtimes = engine_runtimes(settings, {DEMO_RUNTIME: demo_runtime()})
-        options = RunOptions(runtime=runtime, max_workers=max_workers, timeout_seconds=timeout)
-        choose_runtimes(plan_file, options, settings, runtimes)  # refused here, before anything exists
-        view = make_view(console)
-        return settings, anyio.run(
-            lambda: run_plan(plan_file, settings, runtimes, options, view, title=plan.name)
-        )
+        options = RunOptions(runtime=runtime, max_workers=max_workers, timeout_seconds=timeout, fresh=fresh)
+        # Every problem of the plan and of its runtimes at once, before anything exists.
+        plan_file = load_plan(plan, check=lambda p: plan_runtimes(p, runtime, settings, runtimes).problems)
+        identity = plan_file.identity(plan)
+        with holding_run(settings.state_dir, identity):
+            view = make_view(console)
+            return settings, anyio.run(
+                lambda: run_plan(
+                    plan_file, settings, runtimes, options, view, title=plan.name, identity=identity
+                )
+            )
 
     try:
         settings, state = _reporting_errors(start)

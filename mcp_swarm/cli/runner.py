@@ -1,6 +1,8 @@
 """The engine as its own Mayor: a whole plan run wave after wave, with nobody at the wheel.
 
-`mcp-swarm run` and `mcp-swarm demo` create the plan in one call, then loop: spawn every ready
+`mcp-swarm run` and `mcp-swarm demo` bring the plan's run in line with the file in one call
+(created the first time; continued after that: completed tasks kept, failed ones pending again),
+then loop: spawn every ready
 task of the plan, wait for the first worker to end, and again, until no task of the plan is
 pending or in progress, or nothing can move any more (a failed task keeps its dependents
 blocked). Only this plan's tasks and workers are touched, so a run may share the database with a
@@ -20,47 +22,26 @@ from pathlib import Path
 import anyio
 from anyio import CancelScope
 
-from mcp_swarm.app import DEMO_RUNTIME, build_engine
+from mcp_swarm.app import build_engine
+from mcp_swarm.cli.run_checks import plan_runtimes
 from mcp_swarm.cli.run_state import RunObserver, RunState, TaskRow
 from mcp_swarm.config import Settings
 from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.errors import InvalidInput
-from mcp_swarm.ledger.plan_file import PlanFile
+from mcp_swarm.ledger.plan_file import PlanFile, problems_message
 from mcp_swarm.ledger.tasks import Ledger
-from mcp_swarm.models import TaskChanges, TaskStatus, TaskSummary, Worker, now, worker_number
+from mcp_swarm.models import SyncedPlan, TaskChanges, TaskStatus, TaskSummary, Worker, now, worker_number
 from mcp_swarm.runtimes.base import Runtime, as_array, as_object
-from mcp_swarm.runtimes.registry import default_runtime
 from mcp_swarm.store import Store
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    runtime: str | None = None  # every task's runtime, whatever the plan says
+    runtime: str | None = None  # every task's runtime, whatever the plan says (a command stays)
     max_workers: int | None = None
     timeout_seconds: float | None = None  # each worker's wall-clock limit
     wait_seconds: float = 1.0
-
-
-def choose_runtimes(
-    plan: PlanFile, options: RunOptions, settings: Settings, runtimes: Mapping[str, Runtime]
-) -> dict[str, str]:
-    """Each task's runtime: --runtime, else the task's, else the plan's, else the configured
-    default, else codex or claude if installed. InvalidInput names the first task left without."""
-    fallback = plan.runtime or settings.default_runtime or default_runtime(runtimes, None, None)
-    chosen: dict[str, str] = {}
-    for task in plan.tasks:
-        name = options.runtime or task.runtime or fallback
-        if name is None:
-            raise InvalidInput(
-                f"no runtime for task {task.key!r}: pass --runtime NAME (--runtime {DEMO_RUNTIME} runs "
-                "scripted workers with no LLM), or set runtime in the plan or default_runtime in "
-                "mcp-swarm.toml"
-            )
-        if name not in runtimes:
-            known = ", ".join(sorted(runtimes))
-            raise InvalidInput(f"task {task.key!r}: unknown runtime {name!r}; the runtimes here are {known}")
-        chosen[task.key] = name
-    return chosen
+    fresh: bool = False  # start the run over: its earlier tasks are deleted, all are created anew
 
 
 async def run_plan(
@@ -71,33 +52,60 @@ async def run_plan(
     observer: RunObserver,
     *,
     title: str,
+    identity: str | None = None,
 ) -> RunState:
-    """Run the plan to its end; the state says how it went. A bad plan is refused (InvalidInput,
+    """Run the plan to its end; the state says how it went. The run is `identity` (default: the
+    title): a run of that name in the database is continued. A bad plan is refused (InvalidInput,
     DependencyCycle) before anything is created."""
-    task_runtimes = choose_runtimes(plan, options, settings, runtimes)
+    checked = plan_runtimes(plan, options.runtime, settings, runtimes)
+    if checked.problems:
+        raise InvalidInput(problems_message(title, checked.problems))
     waves = plan.waves()
     state = RunState(title=title, db_path=settings.db_path)
     async with await Store.open(settings.db_path) as store:
         ledger = Ledger(store)
-        created = await ledger.create_plan(plan.plan_tasks())
+        synced = await ledger.sync_plan(
+            identity or title, plan.plan_tasks(checked.chosen), fresh=options.fresh
+        )
         state.rows = [
-            TaskRow(created.keys[task.key], task.key, task.subject, waves[task.key], task_runtimes[task.key])
+            TaskRow(synced.keys[task.key], task.key, task.subject, waves[task.key], checked.chosen[task.key])
             for task in plan.tasks
         ]
+        for row in state.rows:
+            if row.key in synced.kept:
+                row.state, row.note = "completed", "in an earlier run"
         state.started = time.monotonic()
         observer.begin(state)
+        if not synced.created or synced.removed:
+            observer.message(_continued(synced))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(_stop_on_signal, signals, outer.cancel_scope, state)
                 outer.start_soon(observer.tick, state)
                 try:
-                    swarm = build_engine(settings, store, runtimes=runtimes)
+                    swarm = build_engine(settings, store, runtimes=checked.runtimes)
                     await _drive(swarm, ledger, state, plan, options, observer)
                 finally:
                     state.ended = time.monotonic()
                     outer.cancel_scope.cancel()
     observer.end(state)
     return state
+
+
+def _continued(synced: SyncedPlan) -> str:
+    """One line on what a continued run found: kept, run again, changed, new, dropped."""
+    parts = [
+        f"{len(keys)} {what}"
+        for keys, what in [
+            (synced.kept, "completed before, kept"),
+            (synced.retried, "failed before, to run again"),
+            (synced.updated, "changed in the file, updated"),
+            (synced.created, "new"),
+            (synced.removed, "no longer in the file, deleted"),
+        ]
+        if keys
+    ]
+    return "continuing the earlier run: " + ("; ".join(parts) or "nothing done yet")
 
 
 async def _stop_on_signal(

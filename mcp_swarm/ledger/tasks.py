@@ -6,7 +6,7 @@ state read inside that transaction, and a broken rule rolls all of it back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from mcp_swarm.errors import BlockedTask, DependencyCycle, InvalidInput, TaskNotFound
 from mcp_swarm.models import (
@@ -15,6 +15,7 @@ from mcp_swarm.models import (
     CreatedPlan,
     NewTask,
     PlanTask,
+    SyncedPlan,
     Task,
     TaskChanges,
     TaskEvent,
@@ -123,6 +124,87 @@ class Ledger:
             await tx.tasks.record_events(events)
         ids = [str(number) for number in numbers]
         return CreatedPlan(ids=ids, keys={key: ids[index] for key, index in keys.items()})
+
+    async def sync_plan(self, name: str, plan: list[PlanTask], *, fresh: bool = False) -> SyncedPlan:
+        """Bring the tasks of the plan run `name` in line with `plan`, matched by key, in one
+        transaction: a new key is created, a changed definition updated, a failed task made pending
+        again (its owner cleared; its attempts stay in the history), a completed one kept, a key
+        gone from the plan deleted. `fresh` deletes the run's tasks and creates them all anew.
+
+        Each task's `metadata.plan` records the run's name and the task's key; every blocker is a
+        key of the same plan."""
+        if not plan:
+            raise InvalidInput("a plan needs at least one task")
+        keys = _plan_keys(plan)
+        if len(keys) != len(plan):
+            raise InvalidInput("every task of a plan run needs a key")
+        at = now()
+        synced = SyncedPlan(keys={})
+        async with self.store.write() as tx:
+            existing: dict[str, Task] = {}
+            events: list[EventRow] = []
+            for task in await tx.tasks.in_plan(name):
+                key = _plan_key_of(task)
+                if fresh or key not in keys or key in existing:
+                    # Set aside: started over, dropped from the file, or a stray copy of a key.
+                    await tx.tasks.update(int(task.id), {"status": TaskStatus.DELETED.value}, at)
+                    events.append((int(task.id), at, self.actor, "status", task.status.value, "deleted"))
+                    if not fresh and key is not None and key not in keys:
+                        synced.removed.append(key)
+                else:
+                    existing[key] = task
+            metadata = {
+                task.key: _without_nulls(_plan_metadata(task.metadata, name, task.key))
+                for task in plan
+                if task.key is not None
+            }
+            new = [task for task in plan if task.key not in existing]
+            numbers = await tx.tasks.insert_many(
+                [
+                    (task.subject, task.description, task.active_form or None, metadata[task.key or ""])
+                    for task in new
+                ],
+                at,
+            )
+            ids = {key: int(task.id) for key, task in existing.items()}
+            for task, number in zip(new, numbers, strict=True):
+                ids[task.key or ""] = number
+                synced.created.append(task.key or "")
+            for task in plan:
+                key = task.key or ""
+                old = existing.get(key)
+                if old is None:
+                    continue
+                columns = _plan_task_changes(old, task, metadata[key])
+                changed = bool(columns)
+                if old.status is TaskStatus.FAILED:
+                    columns.update(status=TaskStatus.PENDING.value, owner=None)
+                    synced.retried.append(key)
+                elif old.status is TaskStatus.COMPLETED:
+                    synced.kept.append(key)
+                if changed:
+                    synced.updated.append(key)
+                if columns:
+                    await tx.tasks.update(ids[key], columns, at)
+                    for column, value in columns.items():
+                        field = "activeForm" if column == "active_form" else column
+                        events.append((ids[key], at, self.actor, field, getattr(old, column), value))
+            # Dependencies: exactly those of the file, among the run's tasks.
+            wanted = {(ids[task.key or ""], ids[b]) for task in plan for b in task.blocked_by}
+            present = set(await tx.tasks.dependencies_among(ids.values()))
+            await tx.tasks.remove_dependencies(sorted(present - wanted))
+            events.extend((w, at, self.actor, "blockedBy", str(b), None) for w, b in sorted(present - wanted))
+            for waiter, blocker in sorted(wanted - present):
+                await _refuse_cycle(tx, waiter, blocker)
+                await tx.tasks.add_dependency(waiter, blocker)
+                if waiter not in numbers:
+                    events.append((waiter, at, self.actor, "blockedBy", None, str(blocker)))
+            for task, number in zip(new, numbers, strict=True):
+                blockers = [ids[b] for b in task.blocked_by]
+                events.append(_created_event(number, at, self.actor, task.subject, blockers))
+            await tx.tasks.record_events(events)
+        synced.keys.update({task.key or "": str(ids[task.key or ""]) for task in plan})
+        return synced
 
     async def update(self, task_id: str, changes: TaskChanges) -> Task:
         number = parse_task_id(task_id)
@@ -295,6 +377,30 @@ def _plan_keys(plan: list[PlanTask]) -> dict[str, int]:
             raise InvalidInput(f"plan task {index + 1}: key {task.key!r} is used twice in this plan")
         keys[task.key] = index
     return keys
+
+
+def _plan_key_of(task: Task) -> str | None:
+    plan = task.metadata.get("plan")
+    key = cast(dict[str, Any], plan).get("key") if isinstance(plan, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _plan_metadata(metadata: dict[str, Any], name: str, key: str) -> dict[str, Any]:
+    """The task's metadata with the run's name and the task's key in `metadata.plan`."""
+    given = metadata.get("plan")
+    plan = cast(dict[str, Any], given) if isinstance(given, dict) else {}
+    return {**metadata, "plan": {**plan, "name": name, "key": key}}
+
+
+def _plan_task_changes(old: Task, task: PlanTask, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The columns of `old` that the plan's definition of it changes."""
+    wanted = {
+        "subject": task.subject,
+        "description": task.description,
+        "active_form": task.active_form or None,
+        "metadata": metadata,
+    }
+    return {column: new for column, new in wanted.items() if getattr(old, column) != new}
 
 
 def _plan_references(plan: list[PlanTask], keys: dict[str, int]) -> tuple[dict[int, list[int]], list[str]]:

@@ -124,6 +124,15 @@ class TaskQueries:
         )
         return {int(row[0]): cast(dict[str, Any], json.loads(row[1])) for row in rows}
 
+    async def in_plan(self, plan: str) -> list[Task]:
+        """The tasks, not deleted, that a plan run of this name created (`metadata.plan.name`)."""
+        rows = await self._rows(
+            "SELECT id FROM tasks WHERE status <> 'deleted' AND json_extract(metadata, '$.plan.name') = ? "
+            "ORDER BY id",
+            (plan,),
+        )
+        return await self.many([int(row[0]) for row in rows])
+
     async def statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
         """The status of each of these ids that exists (deleted ones included)."""
         ids = sorted(set(task_ids))
@@ -260,6 +269,12 @@ class TaskQueries:
         """Record that each task_id waits for its blocker_id, (task_id, blocker_id) pairs."""
         await self._conn.executemany(
             "INSERT OR IGNORE INTO task_dependencies (task_id, blocker_id) VALUES (?, ?)", list(pairs)
+        )
+
+    async def remove_dependencies(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Forget that each task_id waits for its blocker_id, (task_id, blocker_id) pairs."""
+        await self._conn.executemany(
+            "DELETE FROM task_dependencies WHERE task_id = ? AND blocker_id = ?", list(pairs)
         )
 
     async def add_dependency(self, task_id: int, blocker_id: int) -> bool:
