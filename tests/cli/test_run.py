@@ -122,6 +122,12 @@ def test_a_failed_task_fails_the_run_and_keeps_its_dependents_blocked(project: P
          "also the key of task 1"),
         ("tasks = [\n", [], "not valid TOML"),
         ('[[tasks]]\nkey = "a"\nsubject = "A"\n', ["--runtime", "nonesuch"], "unknown runtime 'nonesuch'"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\nruntime = "quick"\ncommand = ["true"]\n', [],
+         "task 1 ('a'): give either runtime or command, not both"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\ncommand = []\n', [],
+         "command: List should have at least 1 item"),
+        ('[[tasks]]\nkey = "a"\nsubject = "A"\ncommand = ["echo", 3]\n', [],
+         "command.1: Input should be a valid string"),
     ],
 )  # fmt: skip
 def test_a_bad_plan_is_refused_and_creates_nothing(
