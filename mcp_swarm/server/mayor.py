@@ -157,7 +157,10 @@ def build_tools(state: _Ledger) -> list[Tool]:
         taskId: Annotated[TaskId, Field(description="The id of the task to update")],
         status: Annotated[
             TaskStatus | None,
-            Field(description="pending, in_progress, completed, failed, or deleted (removes it from lists)"),
+            Field(
+                description="pending (clears the owner: retry a failed task), in_progress, completed, "
+                "failed, or deleted (removes it from lists)"
+            ),
         ] = None,
         subject: Annotated[Subject | None, Field(description="New subject")] = None,
         description: Annotated[Description | None, Field(description="New description")] = None,
