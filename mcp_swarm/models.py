@@ -77,17 +77,29 @@ class _Input(BaseModel):
 class NewTask(_Input):
     """What a caller gives to create one task."""
 
-    subject: Subject
-    description: Description = ""
-    active_form: ActiveForm | None = None
-    metadata: Metadata = Field(default_factory=dict[str, Any])
-    blocked_by: TaskIds = Field(default_factory=list[str])
+    # The descriptions reach a caller in TaskCreatePlan's schema, where each task is one of these.
+    subject: Annotated[Subject, Field(description="A brief title, in the imperative: 'Add login endpoint'")]
+    description: Annotated[Description, Field(description="What needs to be done, in full")] = ""
+    active_form: Annotated[
+        ActiveForm | None, Field(description="Present continuous form for spinners: 'Adding login endpoint'")
+    ] = None
+    metadata: Metadata = Field(
+        default_factory=dict[str, Any], description="Arbitrary JSON object kept with the task"
+    )
+    blocked_by: TaskIds = Field(
+        default_factory=list[str], description="Ids of tasks (or keys of this plan's tasks) to wait for"
+    )
 
 
 class PlanTask(NewTask):
     """One task of a plan; `blocked_by` may name plan keys as well as existing task ids."""
 
-    key: Annotated[str, Field(min_length=1, max_length=MAX_PLAN_KEY_CHARS)] | None = None
+    key: Annotated[
+        str | None,
+        Field(
+            min_length=1, max_length=MAX_PLAN_KEY_CHARS, description="A name other tasks' blockedBy may use"
+        ),
+    ] = None
 
 
 class TaskChanges(_Input):

@@ -252,6 +252,11 @@ class Ledger:
                         raise BlockedTask(task_id, changes.status.value, open_blockers)
                 columns["status"] = changes.status.value
                 changed("status", task.status.value, changes.status.value)
+                if changes.status is TaskStatus.PENDING and changes.owner is None and task.owner:
+                    # Back to pending, a task is nobody's: an old owner would look like a worker
+                    # still on it, and TaskList(owner=...) would list it as theirs.
+                    columns["owner"] = None
+                    changed("owner", task.owner, None)
 
             if columns:
                 await tx.tasks.update(number, columns, at)

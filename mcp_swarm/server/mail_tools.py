@@ -36,8 +36,10 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
     @guarded
     async def send_message(
         to: Annotated[str, Field(max_length=40, description="The worker, e.g. worker-3")],
-        subject: Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)],
-        body: Annotated[str, Field(max_length=MAX_BODY_CHARS)] = "",
+        subject: Annotated[
+            str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS, description="One line: what it is about")
+        ],
+        body: Annotated[str, Field(max_length=MAX_BODY_CHARS, description="The message itself")] = "",
         taskId: Annotated[str | None, Field(max_length=20, description="The task it is about")] = None,
         type: Annotated[
             Literal["instruction", "info", "progress", "help_request", "done", "failed", "blocked"],
@@ -54,7 +56,7 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
         sinceId: Annotated[
             int, Field(ge=0, le=MAX_MESSAGE_ID, description="Only messages after this id")
         ] = 0,
-        limit: Annotated[int, Field(ge=1, le=MAX_FETCH)] = 50,
+        limit: Annotated[int, Field(ge=1, le=MAX_FETCH, description="At most this many (default 50)")] = 50,
         unreadOnly: Annotated[bool, Field(description="Only messages not yet read")] = False,
     ) -> CallToolResult:
         """The Mayor's inbox: workers' progress reports, help requests and results, oldest first.
@@ -74,8 +76,11 @@ def build_mail_tools(mailbox: Callable[[], Mailbox], reserved: Callable[[], Rese
     async def reserve_files(
         patterns: Patterns,
         exclusive: Annotated[bool, Field(description="Exclusive (default) or shared")] = True,
-        ttlSeconds: Annotated[float, Field(ge=1, le=MAX_TTL_SECONDS)] = 3600,
-        reason: Annotated[str | None, Field(max_length=500)] = None,
+        ttlSeconds: Annotated[
+            float,
+            Field(ge=1, le=MAX_TTL_SECONDS, description="How long the reservation lasts (default 3600)"),
+        ] = 3600,
+        reason: Annotated[str | None, Field(max_length=500, description="Why: what will change")] = None,
     ) -> CallToolResult:
         """Reserve paths for the Mayor (e.g. while integrating); refused, naming the holder, if a
         worker holds a conflicting reservation."""

@@ -157,7 +157,10 @@ def build_tools(state: _Ledger) -> list[Tool]:
         taskId: Annotated[TaskId, Field(description="The id of the task to update")],
         status: Annotated[
             TaskStatus | None,
-            Field(description="pending, in_progress, completed, failed, or deleted (removes it from lists)"),
+            Field(
+                description="pending (clears the owner: retry a failed task), in_progress, completed, "
+                "failed, or deleted (removes it from lists)"
+            ),
         ] = None,
         subject: Annotated[Subject | None, Field(description="New subject")] = None,
         description: Annotated[Description | None, Field(description="New description")] = None,
@@ -268,7 +271,8 @@ def build_tools(state: _Ledger) -> list[Tool]:
         """Start a fresh worker agent for each task of the wave, in parallel, and return at once.
         Each task is assigned (owner worker-N, in_progress) before its worker starts; a task that
         cannot start is listed in skipped with the reason, and retry=true when the reason passes on
-        its own (no free slot, a blocker or an overlapping task still running). Then call wait."""
+        its own (no free slot, a blocker or an overlapping task still running). When nothing
+        starts, note says why (which tasks block the rest) and what to do. Then call wait."""
         client = ctx.session.client_params
         swarm = state.workers()
         name = runtime or swarm.default_runtime_for(client.client_info.name if client is not None else None)
@@ -282,12 +286,13 @@ def build_tools(state: _Ledger) -> list[Tool]:
             mode=mode,
             isolation=isolation,
         )
-        return answer(
-            {
-                "workers": [_spawned(w) for w in result.workers],
-                "skipped": [_skipped(s) for s in result.skipped],
-            }
-        )
+        payload: dict[str, Any] = {
+            "workers": [_spawned(w) for w in result.workers],
+            "skipped": [_skipped(s) for s in result.skipped],
+        }
+        if not result.workers and not result.skipped:
+            payload["note"] = await _why_nothing_started(state)
+        return answer(payload)
 
     @guarded
     async def wait(
@@ -384,6 +389,25 @@ def build_tools(state: _Ledger) -> list[Tool]:
         strict_tool(integrate, WRITES),
         *build_import_tools(state.get, lambda: state.settings.project_dir if state.settings else Path.cwd()),
     ]
+
+
+# A failure's reason, as a spawn note quotes it: a pointer, the worker's log has the rest.
+MAX_REASON_CHARS = 120
+
+
+async def _why_nothing_started(state: _Ledger) -> str:
+    """Which tasks hold the rest up, which failed and why, and what to do."""
+    listing = await state.get().list()
+    failures: dict[str, str] = {}
+    for task_id in answers.failed_holders(listing):
+        workers = await state.workers().workers_of(task_id)
+        if workers:
+            last = workers[-1]
+            reason = last.error or last.summary or last.state.value
+            if len(reason) > MAX_REASON_CHARS:
+                reason = reason[: MAX_REASON_CHARS - 1] + "…"
+            failures[task_id] = f"{last.id}: {reason}"
+    return answers.spawn_note(listing, failures)
 
 
 def _spawned(worker: SpawnedWorker) -> dict[str, Any]:

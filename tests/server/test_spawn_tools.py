@@ -25,6 +25,9 @@ prompt = open(sys.argv[1]).read()
 if "@hang" in prompt:
     print("hanging", flush=True)
     time.sleep(600)
+if "@fail" in prompt:
+    print("config.toml: no such file", flush=True)
+    sys.exit(3)
 json.dump({"status": "done", "summary": "finished " + os.environ["SWARM_TASK_ID"]},
           open(os.environ["SWARM_RESULT_FILE"], "w"))
 """
@@ -70,6 +73,7 @@ async def test_the_seed_plan_runs_wave_by_wave_through_spawn_and_wait(tmp_path: 
                 assert done["summary"] == f"finished {done['taskId']}"
                 assert await anyio.Path(done["log"]).is_file()
         assert waves == [["1"], ["2", "3"], ["4"], ["5"]]
+        assert spawned["note"] == "no pending tasks: all 5 are completed"
         assert (await call(client, "TaskList"))["counts"] == {"completed": 5, "ready": 0}
         task = await call(client, "TaskGet", taskId="3")
         assert task["owner"] == "worker-3"
@@ -169,3 +173,47 @@ async def test_wait_reports_progress_and_a_cancelled_wait_leaves_the_worker_runn
         closed = await call(client, "close_agent", workerId=worker["workerId"])
         assert closed == {"workerId": worker["workerId"], "state": "cancelled", "taskStatus": "pending"}
         assert group_members(worker["pid"]) == []
+
+
+async def test_a_spawn_that_starts_nothing_says_why_and_what_to_do(tmp_path: Path) -> None:
+    async with client_for(tmp_path) as client:
+        nothing = await call(client, "spawn")
+        assert nothing == {
+            "workers": [],
+            "skipped": [],
+            "note": "no tasks yet: create them with TaskCreate or TaskCreatePlan",
+        }
+        await call(
+            client,
+            "TaskCreatePlan",
+            tasks=[
+                {"key": "parse", "subject": "Parse the config @fail"},
+                {"key": "check", "subject": "Check it", "blockedBy": ["parse"]},
+                {"key": "use", "subject": "Use it", "blockedBy": ["check"]},
+                {"key": "serve", "subject": "Serve @hang"},
+                {"key": "docs", "subject": "Document it", "blockedBy": ["serve"]},
+                {"key": "ship", "subject": "Ship it", "blockedBy": ["docs", "serve"]},
+            ],
+        )
+        started = {w["taskId"]: w["workerId"] for w in (await call(client, "spawn"))["workers"]}
+        assert started == {"1": "worker-1", "4": "worker-2"}
+        [failed] = (await call(client, "wait", workerIds=["worker-1"], timeoutSeconds=60))["done"]
+        assert failed["taskStatus"] == "failed"
+
+        blocked = await call(client, "spawn")
+        assert blocked == {
+            "workers": [],
+            "skipped": [],
+            "note": "nothing is ready: task 1 failed (worker-1: the command exited with status 3) and "
+            "blocks 2, 3; retry it with TaskUpdate status=pending, or delete it. "
+            "tasks 5, 6 wait for 4 (in progress); call wait",
+        }
+
+        await call(client, "close_agent", workerId="worker-2", taskStatus="failed")
+        for task_id in ("2", "3", "5", "6"):
+            await call(client, "TaskUpdate", taskId=task_id, status="deleted")
+        stopped = await call(client, "spawn")
+        assert stopped["note"] == (
+            "no pending tasks: 2 failed. task 1 failed (worker-1: the command exited with status 3). "
+            "task 4 failed (worker-2: closed by the Mayor); retry with TaskUpdate status=pending"
+        )

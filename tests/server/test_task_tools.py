@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import MAX_METADATA_BYTES, MAX_SUBJECT_CHARS
+from mcp_swarm.store import Store
 from tests.support.mcp_client import TRANSPORTS, Transport, call, connect, refuse
 
 pytestmark = pytest.mark.anyio
@@ -338,3 +340,23 @@ async def test_answers_are_one_line_of_json(client: Client) -> None:
     assert "\n" not in text
     assert ": " not in text
     assert json.loads(text) == result.structured_content
+
+
+async def test_a_task_set_back_to_pending_loses_its_owner(client: Client, tmp_path: Path) -> None:
+    await call(client, "TaskCreate", subject="Parse the config", description="")
+    await call(client, "TaskUpdate", taskId="1", status="in_progress", owner="worker-3")
+    await call(client, "TaskUpdate", taskId="1", status="failed")
+    assert (await call(client, "TaskGet", taskId="1"))["owner"] == "worker-3"  # failed keeps who failed it
+
+    retried = await call(client, "TaskUpdate", taskId="1", status="pending")
+    assert "owner" not in retried
+    assert "owner" not in await call(client, "TaskGet", taskId="1")
+    assert (await call(client, "TaskList", owner="worker-3"))["tasks"] == []
+    async with await Store.open(tmp_path / "swarm.db") as store:
+        history = await Ledger(store).history("1")
+    assert [(e.field, e.old, e.new) for e in history if e.field == "owner"][-1] == ("owner", "worker-3", None)
+
+    # An owner named in the same call is the caller's choice, and kept.
+    await call(client, "TaskUpdate", taskId="1", status="in_progress", owner="mayor")
+    kept = await call(client, "TaskUpdate", taskId="1", status="pending", owner="mayor")
+    assert kept["owner"] == "mayor"

@@ -56,3 +56,42 @@ async def test_the_worker_servers_tools_are_the_snapshot(tmp_path: Path) -> None
     server = build_worker_server(load_settings(cwd=tmp_path, db=db), worker_name(number))
     async with Client(server) as client:
         _check("worker", await _listed(client))
+
+
+def _undescribed(schema: dict[str, Any], node: dict[str, Any], where: str) -> list[str]:
+    """The properties under `node`, nested ones too (list items, referenced models, unions), that
+    carry no description: a parameter an agent must guess at."""
+    if "$ref" in node:
+        node = schema["$defs"][str(node["$ref"]).rsplit("/", 1)[-1]]
+    found: list[str] = []
+    for name, prop in node.get("properties", {}).items():
+        if not prop.get("description"):
+            found.append(f"{where}{name}")
+        found += _undescribed(schema, prop, f"{where}{name}.")
+    if "items" in node:
+        found += _undescribed(schema, node["items"], where.removesuffix(".") + "[].")
+    for branch in node.get("anyOf", []):
+        found += _undescribed(schema, branch, where)
+    return found
+
+
+async def _undescribed_parameters(client: Client) -> list[str]:
+    tools = (await client.list_tools()).tools
+    assert tools
+    return [
+        f"{tool.name}: {name}"
+        for tool in tools
+        for name in _undescribed(tool.input_schema, tool.input_schema, "")
+    ]
+
+
+async def test_every_parameter_of_every_tool_has_a_description(tmp_path: Path) -> None:
+    db = tmp_path / "swarm.db"
+    async with await Store.open(db) as store:
+        [number] = await assigned_workers(store, 1)
+    settings = load_settings(cwd=tmp_path, db=db)
+    async with Client(build_server(settings)) as mayor:
+        missing = await _undescribed_parameters(mayor)
+    async with Client(build_worker_server(settings, worker_name(number))) as worker:
+        missing += [f"worker {name}" for name in await _undescribed_parameters(worker)]
+    assert missing == []
