@@ -19,7 +19,8 @@ import pytest
 from mcp_swarm.cli.install import packaged_skill
 from tests.support import REPOSITORY
 from tests.support.mcp_client import installed_command
-from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn
+from tests.support.scripted_llm import MessageTurn, ScriptedAnthropicServer, ScriptedOpenAIServer, TextTurn
+from tests.support.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
 
 TOOLS_BIN = REPOSITORY / ".tools" / "npm" / "node_modules" / ".bin"
 
@@ -391,3 +392,36 @@ def test_codex_lists_the_server_it_was_given(place: Place) -> None:
     assert re.search(
         rf"^swarm\s+{re.escape(installed_command())}\s+serve\s.*enabled", listed.stdout, re.MULTILINE
     )
+
+
+@pytest.mark.agent_cli
+def test_codex_offers_the_installed_skill_to_the_model(place: Place) -> None:
+    codex = _agent_cli("codex")
+    codex_home = place.home / ".codex"
+    codex_home.mkdir()
+    with ScriptedOpenAIServer([MessageTurn("Ready to run a swarm.")]) as llm:
+        write_codex_config(codex_home, llm.base_url)
+        assert place.install("codex").returncode == 0
+        assert (place.home / ".agents" / "skills" / "swarm" / "SKILL.md").is_file()
+        env = place.env()
+        env.update(
+            CODEX_HOME=str(codex_home), TMPDIR=str(place.home), NO_PROXY="127.0.0.1,localhost",
+            **{CODEX_KEY_VARIABLE: "sk-scripted-test-key"},
+        )  # fmt: skip
+        done = subprocess.run(
+            [codex, "exec", "--json", "--skip-git-repo-check", "What can you do here?"],
+            cwd=place.project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        requests = llm.main_requests
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert requests, done.stdout + done.stderr
+    # Codex lists the skills it found, by name and description, in what it sends the model.
+    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
+    assert description is not None
+    assert f"- swarm: {description.group(1)}" in json.dumps(requests[0].body)
