@@ -104,6 +104,23 @@ def _read_config_file(path: Path) -> FileSettings:
         raise InvalidInput(f"{path}: {problems}") from exc
 
 
+STATE_DIR_GITIGNORE = "# Made by mcp-swarm: nothing in here belongs in the repository.\n*\n"
+
+
+def ignore_state_dir(state_dir: Path) -> None:
+    """Give the state directory a `.gitignore` of its own (`*`), so `git status` stays clean.
+
+    A file inside the directory, rather than a line in the project's .gitignore or in
+    .git/info/exclude, leaves every file of the user's as it was and goes with the directory
+    wherever it is. An existing one is left as it is: it may have been edited on purpose.
+    """
+    try:
+        with (state_dir / ".gitignore").open("x", encoding="utf-8") as out:
+            out.write(STATE_DIR_GITIGNORE)
+    except FileExistsError:
+        pass
+
+
 def _default_db(project_dir: Path) -> Path:
     """`.mcp-swarm/swarm.db` of the project; refused if a symbolic link takes it out of the project.
 

@@ -114,7 +114,7 @@ def _git(project: Path, *args: str) -> str:
 def _new_repository(project: Path) -> bool:
     """A git repository with one commit, as a project would be; False if git is not installed."""
     (project / "README.md").write_text("# auth\n\nA user auth system, built by an mcp-swarm demo.\n")
-    (project / ".gitignore").write_text(".mcp-swarm/\n__pycache__/\n")
+    (project / ".gitignore").write_text("__pycache__/\n")
     if shutil.which("git") is None:
         return False
     _git(project, "init", "-q")

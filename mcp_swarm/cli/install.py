@@ -1,9 +1,15 @@
-"""`mcp-swarm install CLIENT`: register `mcp-swarm serve` in an agent client's own configuration.
+"""`mcp-swarm install CLIENT`: register `mcp-swarm serve` in an agent client's own configuration,
+and put the Mayor skill where that client loads skills.
 
 Each client keeps its MCP servers in a file of its own; this edits only the `swarm` entry of that
 file and keeps everything else as it was (other servers, other keys, the indentation of a JSON
 file, the comments and layout of a TOML one). Running it again changes nothing and says so. An
-existing `swarm` entry that runs something else is never overwritten without `--force`.
+existing `swarm` entry that runs something else is never overwritten without `--force`, nor is a
+skill file that differs from the one shipped in this package (someone edited it).
+
+A project's files are shared with the team, so a project-scope entry runs `mcp-swarm` from PATH,
+which works on every machine where it is installed; a user-scope entry names this installation's
+absolute path, which works whatever the client's PATH.
 
 | client | project scope | user scope |
 | --- | --- | --- |
@@ -11,6 +17,9 @@ existing `swarm` entry that runs something else is never overwritten without `--
 | codex | (not supported by codex) | `~/.codex/config.toml` (`$CODEX_HOME`) |
 | cursor | `.cursor/mcp.json` | `~/.cursor/mcp.json` |
 | gemini | `.gemini/settings.json` | `~/.gemini/settings.json` |
+
+The skill goes to `<dir>/skills/swarm/SKILL.md`, `<dir>` being the project's or the user's
+`.claude` (`$CLAUDE_CONFIG_DIR`), `.cursor` or `.gemini`; Codex reads the user's `~/.agents`.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import tempfile
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,9 +41,14 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import InlineTable, Table
 
+from mcp_swarm import DISTRIBUTION
 from mcp_swarm.errors import InvalidInput, SwarmError
 
 SERVER_NAME = "swarm"
+# The skill's folder name is the name it is invoked by (`/swarm` in Claude Code).
+SKILL_NAME = "swarm"
+# What a project-scope entry runs: found on PATH, so the shared file works on a teammate's machine.
+PORTABLE_COMMAND = ["mcp-swarm", "serve"]
 
 
 class Client(StrEnum):
@@ -67,8 +82,31 @@ class Change:
     private: bool = False
 
 
-def server_command() -> list[str]:
-    """How a client should start this mcp-swarm: the installed script's absolute path, if there is one."""
+def packaged_skill() -> str:
+    """The Mayor skill shipped inside the package."""
+    return resources.files("mcp_swarm").joinpath("skill", "SKILL.md").read_text(encoding="utf-8")
+
+
+def server_command(scope: Scope) -> list[str]:
+    """How a client should start mcp-swarm: from PATH for a project, whose files are shared;
+    for the user's own files, this installation's absolute path, so the client's PATH does not
+    matter."""
+    if scope is Scope.PROJECT:
+        return list(PORTABLE_COMMAND)
+    return this_installation()
+
+
+def on_path() -> bool:
+    """Whether a client started from here finds `mcp-swarm` on PATH, as a project entry needs."""
+    return shutil.which(PORTABLE_COMMAND[0]) is not None
+
+
+def install_hint() -> str:
+    return f"pipx install {DISTRIBUTION}"
+
+
+def this_installation() -> list[str]:
+    """This mcp-swarm's command: the installed script's absolute path, if there is one."""
     argv0 = Path(sys.argv[0])
     if argv0.name == "mcp-swarm" and argv0.is_file():
         return [str(argv0.absolute()), "serve"]
@@ -82,13 +120,23 @@ def server_command() -> list[str]:
 
 
 def install(
-    client: Client, scope: Scope, command: list[str], *, home: Path, project: Path, force: bool = False
+    client: Client,
+    scope: Scope,
+    command: list[str],
+    *,
+    home: Path,
+    project: Path,
+    force: bool = False,
+    skill: bool = True,
 ) -> list[Change]:
-    """Register `command` as the `swarm` server of `client`; what was changed, file by file.
+    """Register `command` as the `swarm` server of `client`, and (unless `skill` is False) install
+    the Mayor skill where the client loads skills; what was changed, file by file.
 
     Every file is read and checked before any is written, so a refusal changes nothing at all.
     """
     changes = _changes(client, scope, command, home=home, project=project, force=force)
+    if skill:
+        changes.append(_skill_change(skill_path(client, scope, home=home, project=project), force))
     for change in changes:
         if change.text is not None and change.target is not None:
             _write(change.target, change.text, private=change.private)
@@ -121,11 +169,60 @@ def _changes(
     return [_edit_json(base / folder / name, _put_server(entry, force), private=scope is Scope.USER)]
 
 
+def skill_path(client: Client, scope: Scope, *, home: Path, project: Path) -> Path:
+    """Where `client` loads a skill named `swarm` from, in this scope (each reads `<dir>/SKILL.md`)."""
+    env = os.environ
+    if client is Client.CLAUDE:
+        if scope is Scope.PROJECT:
+            base = project / ".claude"
+        else:
+            base = Path(env["CLAUDE_CONFIG_DIR"]) if env.get("CLAUDE_CONFIG_DIR") else home / ".claude"
+    elif client is Client.CODEX:
+        # Codex reads the user's skills from ~/.agents/skills (the Agent Skills standard's folder).
+        base = (project if scope is Scope.PROJECT else home) / ".agents"
+    else:
+        folder = ".cursor" if client is Client.CURSOR else ".gemini"
+        base = (project if scope is Scope.PROJECT else home) / folder
+    return base / "skills" / SKILL_NAME / "SKILL.md"
+
+
+def _skill_change(path: Path, force: bool) -> Change:
+    target = path.resolve() if path.is_symlink() else path
+    shipped = packaged_skill()
+    if not target.exists():
+        return Change(path, True, "wrote the Mayor skill", shipped, target)
+    if _read(target) == shipped:
+        return Change(path, False, "the Mayor skill is there as shipped; nothing changed")
+    if not force:
+        return Change(
+            path,
+            False,
+            "kept as it is: it differs from the Mayor skill of this mcp-swarm (edited, or from "
+            "another version); --force replaces it",
+        )
+    return Change(path, True, "replaced the Mayor skill with the one of this mcp-swarm", shipped, target)
+
+
 def _same(existing: object, entry: Mapping[str, Any]) -> bool:
     if not isinstance(existing, Mapping):
         return False
     found = cast(Mapping[str, Any], existing)
     return found.get("command") == entry["command"] and list(found.get("args") or []) == entry["args"]
+
+
+def _ours(existing: object) -> bool:
+    """An entry this command wrote before: `mcp-swarm serve`, by name or by an absolute path (as a
+    project entry once was). Moving it to the form of today needs no --force."""
+    if not isinstance(existing, Mapping):
+        return False
+    found = cast(Mapping[str, Any], existing)
+    command = found.get("command")
+    return (
+        isinstance(command, str)
+        and Path(command).name == PORTABLE_COMMAND[0]
+        and list(found.get("args") or []) == PORTABLE_COMMAND[1:]
+        and set(found) <= {"command", "args", "type"}
+    )
 
 
 def _refuse(path: Path, existing: object) -> InstallRefused:
@@ -145,7 +242,7 @@ def _put_server(entry: dict[str, Any], force: bool) -> Callable[[dict[str, Any],
         existing = servers.get(SERVER_NAME)
         if existing is not None and _same(existing, entry):
             return None
-        if existing is not None and not force:
+        if existing is not None and not force and not _ours(existing):
             raise _refuse(path, existing)
         servers[SERVER_NAME] = entry
         return f"{'replaced the' if existing is not None else 'added the'} {SERVER_NAME} server"
@@ -206,7 +303,7 @@ def _edit_toml(path: Path, entry: dict[str, Any], force: bool) -> Change:
     plain = existing.unwrap() if isinstance(existing, Table | InlineTable) else existing
     if existing is not None and _same(plain, entry):
         return Change(path, False, "already there; nothing changed")
-    if existing is not None and not force:
+    if existing is not None and not force and not _ours(plain):
         raise _refuse(path, plain)
     if isinstance(servers, InlineTable):
         servers[SERVER_NAME] = entry

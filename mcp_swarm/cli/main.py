@@ -16,6 +16,7 @@ from typing import Annotated, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mcp_swarm import __version__
 from mcp_swarm.config import Settings, load_settings
@@ -278,14 +279,27 @@ def install(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing, different 'swarm' server entry")
+        bool,
+        typer.Option("--force", help="Replace an existing, different 'swarm' server entry or skill file"),
+    ] = False,
+    no_skill: Annotated[
+        bool, typer.Option("--no-skill", help="Register the server only; leave the Mayor skill out")
     ] = False,
 ) -> None:
-    """Register `mcp-swarm serve` in Claude Code, Codex, Cursor or Gemini CLI.
+    """Register `mcp-swarm serve` in Claude Code, Codex, Cursor or Gemini CLI, with the Mayor skill.
 
     Adds the MCP server 'swarm' to the client's configuration file and keeps the rest of the file
-    as it was. Running it again changes nothing; a different existing 'swarm' needs --force."""
-    from mcp_swarm.cli.install import CLIENT_NAMES, Client, InstallRefused, Scope, server_command
+    as it was, and writes the Mayor skill (swarm/SKILL.md) where the client loads skills. Running it
+    again changes nothing; a different existing 'swarm' or an edited skill needs --force."""
+    from mcp_swarm.cli.install import (
+        CLIENT_NAMES,
+        Client,
+        InstallRefused,
+        Scope,
+        install_hint,
+        on_path,
+        server_command,
+    )
     from mcp_swarm.cli.install import install as register
 
     try:
@@ -298,10 +312,12 @@ def install(
         where = Scope(scope.lower())
     else:
         raise _fail(f"unknown scope {scope!r}; use project or user")
-    command = server_command()
+    command = server_command(where)
     console = _console()
     try:
-        changes = register(chosen, where, command, home=Path.home(), project=Path.cwd(), force=force)
+        changes = register(
+            chosen, where, command, home=Path.home(), project=Path.cwd(), force=force, skill=not no_skill
+        )
     except InstallRefused as exc:
         typer.echo(f"mcp-swarm: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -312,9 +328,22 @@ def install(
     )
     for change in changes:
         mark = "[green]✓[/]" if change.changed else "[dim]·[/]"
-        console.print(f"  {mark} {change.path}: {change.what}")
+        console.print(f"  {mark} {escape(str(change.path))}: {escape(change.what)}")
     if not any(change.changed for change in changes):
         console.print("Nothing to change: it was already registered.")
+    if where is Scope.PROJECT:
+        # The entry is shared with the project; each person needs the command on PATH.
+        console.print(
+            "The entry runs `mcp-swarm` from PATH, so it works for everyone who installs mcp-swarm "
+            f"({install_hint()}).",
+            markup=False,
+        )
+        if not on_path():
+            console.print(
+                f"Note: `mcp-swarm` is not on PATH here, so the client will not find it; {install_hint()} "
+                "(or add this environment's bin directory to PATH), or use --scope user.",
+                markup=False,
+            )
     check = {
         Client.CLAUDE: "claude mcp list",
         Client.CODEX: "codex mcp list",
@@ -324,6 +353,11 @@ def install(
         console.print(f"Check it: {check[chosen]}", markup=False)
     else:
         console.print("Cursor lists it under Settings → MCP; enable it there if asked.", markup=False)
+    if not no_skill:
+        console.print(
+            'Then ask the agent to use the swarm skill, e.g. "use the swarm skill to plan and build ...".',
+            markup=False,
+        )
 
 
 @app.command()

@@ -19,6 +19,7 @@ from typing import Self
 import aiosqlite
 import anyio
 
+from mcp_swarm.config import STATE_DIR_NAME, ignore_state_dir
 from mcp_swarm.errors import StoreUnavailable
 from mcp_swarm.store.failures import explain, unwritable
 from mcp_swarm.store.messages import MessageQueries
@@ -130,10 +131,15 @@ class Store:
         path = Path(path)
         busy = busy_timeout_ms() if busy_ms is None else busy_ms
         try:
+            made = not path.parent.exists()
             path.parent.mkdir(parents=True, exist_ok=True)
             refused = unwritable(path)
             if refused is not None:
                 raise refused
+            # The project's state directory, or one made here for the database alone: nothing in
+            # it is the user's, so git is told to ignore all of it.
+            if made or path.parent.name == STATE_DIR_NAME:
+                ignore_state_dir(path.parent)
             writer = await _connect(path, query_only=False, busy_ms=busy)
         except (sqlite3.Error, OSError) as exc:
             raise _translated(exc, path) from exc

@@ -45,7 +45,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
-from mcp_swarm.config import allowed_environment
+from mcp_swarm.config import allowed_environment, ignore_state_dir
 from mcp_swarm.errors import InvalidInput, SwarmError
 from mcp_swarm.workspace.paths import without_links
 
@@ -298,20 +298,6 @@ def everything_but_state(prefix: str) -> list[str]:
     return [":(top)", f":(top,exclude,literal){state}"]
 
 
-def _ignore_state_dir(project: Path) -> None:
-    """Make git ignore .mcp-swarm/ (database, logs, worktrees) in the main tree.
-
-    A .gitignore inside the directory itself, rather than a line in the project's .gitignore
-    or in .git/info/exclude, leaves every file of the user's as it was and goes with the
-    directory wherever it is.
-    """
-    state = project / STATE_DIR
-    state.mkdir(exist_ok=True)
-    ignore = state / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Made by mcp-swarm: nothing in here belongs in the repository.\n*\n")
-
-
 # --- making and removing worktrees -----------------------------------------------------------
 
 
@@ -329,7 +315,8 @@ async def create(project: Path, worker_id: str) -> Worktree:
     branch = BRANCH_PREFIX + worker_id
     if path.exists():
         raise WorktreeError(f"a worktree for worker {worker_id} already exists at {path}; remove it first")
-    _ignore_state_dir(project)
+    (project / STATE_DIR).mkdir(exist_ok=True)
+    ignore_state_dir(project / STATE_DIR)
     path.parent.mkdir(parents=True, exist_ok=True)
     made = await run_git(
         ["worktree", "add", "--quiet", "-b", branch, str(path), repo.head], repo.top, check=False

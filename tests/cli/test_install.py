@@ -1,5 +1,6 @@
-"""`mcp-swarm install`: each client's file, idempotence, the rest of the file kept, refusals; and the
-real Claude Code and Codex CLIs reading what it wrote."""
+"""`mcp-swarm install`: each client's file, idempotence, the rest of the file kept, refusals, the
+portable project entry, the Mayor skill; and the real Claude Code and Codex CLIs reading what it
+wrote."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mcp_swarm.cli.install import packaged_skill
 from tests.support import REPOSITORY
 from tests.support.mcp_client import installed_command
+from tests.support.scripted_llm import MessageTurn, ScriptedAnthropicServer, ScriptedOpenAIServer, TextTurn
+from tests.support.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
 
 TOOLS_BIN = REPOSITORY / ".tools" / "npm" / "node_modules" / ".bin"
 
@@ -24,6 +29,8 @@ TOOLS_BIN = REPOSITORY / ".tools" / "npm" / "node_modules" / ".bin"
 class Place:
     home: Path
     project: Path
+    # The PATH of the person's shell; None keeps the one the tests run with.
+    path: str | None = None
 
     def env(self) -> dict[str, str]:
         env = {
@@ -39,13 +46,18 @@ class Place:
             DISABLE_AUTOUPDATER="1",
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         )
+        if self.path is not None:
+            env["PATH"] = self.path
         return env
 
-    def install(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def install(self, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = self.env()
+        if path is not None:
+            env["PATH"] = path
         return subprocess.run(
             [installed_command(), "install", *args],
             cwd=self.project,
-            env=self.env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -61,38 +73,120 @@ def place(tmp_path: Path) -> Place:
     return Place(tmp_path / "home", tmp_path / "project")
 
 
+# A user's own file names this installation; a project's file, shared with the team, runs
+# `mcp-swarm` from PATH, as every teammate who installed it has it.
 ENTRY = {"command": installed_command(), "args": ["serve"]}
+PORTABLE = {"command": "mcp-swarm", "args": ["serve"]}
 
 
 @pytest.mark.parametrize(
-    ("args", "where", "path"),
+    ("args", "where", "path", "skill"),
     [
-        (["claude"], "project", ".mcp.json"),
-        (["claude", "--scope", "user"], "home", ".claude.json"),
-        (["cursor"], "project", ".cursor/mcp.json"),
-        (["cursor", "--scope", "user"], "home", ".cursor/mcp.json"),
-        (["gemini"], "project", ".gemini/settings.json"),
-        (["gemini", "--scope", "user"], "home", ".gemini/settings.json"),
+        (["claude"], "project", ".mcp.json", ".claude/skills/swarm/SKILL.md"),
+        (["claude", "--scope", "user"], "home", ".claude.json", ".claude/skills/swarm/SKILL.md"),
+        (["cursor"], "project", ".cursor/mcp.json", ".cursor/skills/swarm/SKILL.md"),
+        (["cursor", "--scope", "user"], "home", ".cursor/mcp.json", ".cursor/skills/swarm/SKILL.md"),
+        (["gemini"], "project", ".gemini/settings.json", ".gemini/skills/swarm/SKILL.md"),
+        (["gemini", "--scope", "user"], "home", ".gemini/settings.json", ".gemini/skills/swarm/SKILL.md"),
     ],
 )
-def test_json_clients_get_the_entry_once(place: Place, args: list[str], where: str, path: str) -> None:
-    config = (place.project if where == "project" else place.home) / path
+def test_json_clients_get_the_entry_and_the_skill_once(
+    place: Place, args: list[str], where: str, path: str, skill: str
+) -> None:
+    base = place.project if where == "project" else place.home
+    config, skill_file = base / path, base / skill
     first = place.install(*args)
     assert first.returncode == 0, first.stderr
-    assert json.loads(config.read_text()) == {"mcpServers": {"swarm": ENTRY}}
+    entry = PORTABLE if where == "project" else ENTRY
+    assert json.loads(config.read_text()) == {"mcpServers": {"swarm": entry}}
     assert f"{config}: added the swarm server" in first.stdout
+    assert skill_file.read_text() == packaged_skill()
+    assert f"{skill_file}: wrote the Mayor skill" in first.stdout
     written = config.read_bytes()
     again = place.install(*args)
     assert again.returncode == 0, again.stderr
     assert "nothing changed" in again.stdout
     assert "Nothing to change: it was already registered." in again.stdout
     assert config.read_bytes() == written
-    # Only that file (and, for a Claude project, its approval) was made.
+    # Only that file, the skill (and, for a Claude project, its approval) were made.
     made = {p.relative_to(place.home.parent) for p in place.home.parent.rglob("*") if p.is_file()}
-    expected = {config.relative_to(place.home.parent)}
+    expected = {config.relative_to(place.home.parent), skill_file.relative_to(place.home.parent)}
     if args == ["claude"]:
         expected.add(Path("project/.claude/settings.local.json"))
     assert made == expected
+
+
+def test_the_project_entry_names_no_path_of_this_machine(place: Place) -> None:
+    for client in ("claude", "cursor", "gemini"):
+        assert place.install(client).returncode == 0
+    for path in (".mcp.json", ".cursor/mcp.json", ".gemini/settings.json"):
+        text = (place.project / path).read_text()
+        assert json.loads(text)["mcpServers"]["swarm"] == PORTABLE
+        # Neither this virtual environment nor this interpreter: a teammate has neither.
+        assert str(Path(installed_command()).parent) not in text
+        assert sys.prefix not in text
+
+
+def test_a_project_entry_says_when_mcp_swarm_is_not_on_path(place: Place) -> None:
+    missing = place.install("cursor", path="/usr/bin:/bin")
+    assert missing.returncode == 0, missing.stderr
+    assert "`mcp-swarm` is not on PATH here" in missing.stdout
+    assert "pipx install mcp-swarm-mayor" in missing.stdout
+    found = place.install("gemini", path=f"{Path(installed_command()).parent}:/usr/bin:/bin")
+    assert "not on PATH" not in found.stdout
+
+
+def test_an_entry_of_an_earlier_install_moves_to_the_portable_form(place: Place) -> None:
+    # A project entry with this machine's absolute path, as `install` wrote one before: it is ours,
+    # so it is replaced without --force.
+    config = place.project / ".mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"swarm": {"command": "/home/someone/.venv/bin/mcp-swarm",
+                                                            "args": ["serve"]}}}))  # fmt: skip
+    done = place.install("claude")
+    assert done.returncode == 0, done.stderr
+    assert "replaced the swarm server" in done.stdout
+    assert json.loads(config.read_text()) == {"mcpServers": {"swarm": PORTABLE}}
+
+
+@pytest.mark.parametrize(
+    ("args", "where", "skill"),
+    [
+        (["claude"], "project", ".claude/skills/swarm/SKILL.md"),
+        (["codex"], "home", ".agents/skills/swarm/SKILL.md"),
+        (["gemini", "--scope", "user"], "home", ".gemini/skills/swarm/SKILL.md"),
+    ],
+)
+def test_an_edited_skill_is_kept_unless_forced(place: Place, args: list[str], where: str, skill: str) -> None:
+    skill_file = (place.project if where == "project" else place.home) / skill
+    assert place.install(*args).returncode == 0
+    edited = packaged_skill() + "\n## Our team's rules\n\nAlways run the linters.\n"
+    skill_file.write_text(edited)
+    kept = place.install(*args)
+    assert kept.returncode == 0, kept.stderr
+    assert f"{skill_file}: kept as it is: it differs" in kept.stdout
+    assert "--force replaces it" in kept.stdout
+    assert skill_file.read_text() == edited
+    forced = place.install(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert f"{skill_file}: replaced the Mayor skill" in forced.stdout
+    assert skill_file.read_text() == packaged_skill()
+
+
+def test_no_skill_registers_the_server_only(place: Place) -> None:
+    done = place.install("claude", "--no-skill")
+    assert done.returncode == 0, done.stderr
+    assert (place.project / ".mcp.json").is_file()
+    assert not (place.project / ".claude" / "skills").exists()
+    assert "SKILL.md" not in done.stdout
+
+
+def test_the_packaged_skill_is_the_one_in_the_repository_and_examples() -> None:
+    source = REPOSITORY / "mcp_swarm" / "skill" / "SKILL.md"
+    assert packaged_skill() == source.read_text()
+    # examples/ links to it, so that the two cannot drift apart.
+    example = REPOSITORY / "examples" / "SKILL.md"
+    assert example.is_symlink()
+    assert example.resolve() == source.resolve()
 
 
 def test_claude_project_scope_approves_the_server_for_this_person(place: Place) -> None:
@@ -116,7 +210,7 @@ def test_the_rest_of_a_json_file_is_kept_with_its_indentation(place: Place) -> N
     text = config.read_text()
     after = json.loads(text)
     assert after["unrelated"] == before["unrelated"]
-    assert after["mcpServers"] == {**before["mcpServers"], "swarm": ENTRY}
+    assert after["mcpServers"] == {**before["mcpServers"], "swarm": PORTABLE}
     assert list(after) == ["mcpServers", "unrelated"]
     assert '\n    "mcpServers": {\n        "other": {' in text
     local = json.loads(settings.read_text())
@@ -186,6 +280,13 @@ def test_codex_has_no_project_scope(place: Place) -> None:
     assert list(place.project.iterdir()) == []
 
 
+def test_a_refusal_writes_no_skill(place: Place) -> None:
+    (place.project / ".cursor").mkdir()
+    (place.project / ".cursor" / "mcp.json").write_text('{"mcpServers": {"swarm": {"command": "other"}}}')
+    assert place.install("cursor").returncode == 1
+    assert not (place.project / ".cursor" / "skills").exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [(["vscode"], "unknown client"), (["cursor", "--scope", "team"],
                                                 "unknown scope")])  # fmt: skip
 def test_unknown_clients_and_scopes_are_refused(place: Place, args: list[str], message: str) -> None:
@@ -222,17 +323,65 @@ def _listed_servers(cli: str, place: Place) -> subprocess.CompletedProcess[str]:
     return listed
 
 
-@pytest.mark.agent_cli
-def test_claude_code_connects_to_the_server_it_was_given(place: Place) -> None:
-    claude = _agent_cli("claude")
-    # A project is a git repository: Claude Code honours .claude/settings.local.json only where git
-    # shows it is not part of the project's shared files.
+def _teammate(place: Place) -> None:
+    """Make `place` a person who installed mcp-swarm: its command on PATH, in a git repository.
+
+    Claude Code honours .claude/settings.local.json only where git shows that it is not part of
+    the project's shared files, so the project is a git repository, as projects are.
+    """
+    place.path = f"{Path(installed_command()).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     subprocess.run(["git", "init", "-q"], cwd=place.project, check=True)
+
+
+@pytest.mark.agent_cli
+def test_claude_code_connects_to_the_portable_entry(place: Place) -> None:
+    claude = _agent_cli("claude")
+    _teammate(place)
     assert place.install("claude").returncode == 0
     listed = _listed_servers(claude, place)
     # Claude Code 2.1 prints "swarm: <command> serve - ✔ Connected" once it has talked to the server.
-    assert re.search(rf"^swarm: {re.escape(installed_command())} serve - [✓✔] Connected$", listed.stdout,
-                     re.MULTILINE), listed.stdout  # fmt: skip
+    assert re.search(r"^swarm: mcp-swarm serve - [✓✔] Connected$", listed.stdout, re.MULTILINE), listed.stdout
+
+
+@pytest.mark.agent_cli
+def test_claude_code_loads_the_installed_skill_and_offers_it_to_the_model(place: Place) -> None:
+    claude = _agent_cli("claude")
+    _teammate(place)
+    assert place.install("claude").returncode == 0
+    with ScriptedAnthropicServer([TextTurn("Ready to run a swarm.")]) as llm:
+        env = place.env()
+        env.update(
+            ANTHROPIC_BASE_URL=llm.base_url,
+            ANTHROPIC_API_KEY="sk-ant-scripted-test-key",
+            # Wait for the MCP server before the first request, so that it shows as connected.
+            MCP_CONNECTION_NONBLOCKING="0",
+            MCP_CONNECT_TIMEOUT_MS="60000",
+            NO_PROXY="127.0.0.1,localhost",
+        )
+        done = subprocess.run(
+            [claude, "-p", "What can you do here?", "--output-format", "stream-json", "--verbose"],
+            cwd=place.project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        requests = llm.main_requests
+    assert done.returncode == 0, done.stdout + done.stderr
+    init = next(
+        event
+        for event in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+        if event.get("type") == "system" and event.get("subtype") == "init"
+    )
+    assert "swarm" in init["skills"], init
+    assert {"name": "swarm", "status": "connected"} in init["mcp_servers"], init
+    # The model is told of the skill by its description, so it can choose it.
+    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
+    assert description is not None
+    assert requests, done.stdout
+    assert description.group(1) in json.dumps(requests[0].body), "the skill was not offered to the model"
 
 
 @pytest.mark.agent_cli
@@ -243,3 +392,36 @@ def test_codex_lists_the_server_it_was_given(place: Place) -> None:
     assert re.search(
         rf"^swarm\s+{re.escape(installed_command())}\s+serve\s.*enabled", listed.stdout, re.MULTILINE
     )
+
+
+@pytest.mark.agent_cli
+def test_codex_offers_the_installed_skill_to_the_model(place: Place) -> None:
+    codex = _agent_cli("codex")
+    codex_home = place.home / ".codex"
+    codex_home.mkdir()
+    with ScriptedOpenAIServer([MessageTurn("Ready to run a swarm.")]) as llm:
+        write_codex_config(codex_home, llm.base_url)
+        assert place.install("codex").returncode == 0
+        assert (place.home / ".agents" / "skills" / "swarm" / "SKILL.md").is_file()
+        env = place.env()
+        env.update(
+            CODEX_HOME=str(codex_home), TMPDIR=str(place.home), NO_PROXY="127.0.0.1,localhost",
+            **{CODEX_KEY_VARIABLE: "sk-scripted-test-key"},
+        )  # fmt: skip
+        done = subprocess.run(
+            [codex, "exec", "--json", "--skip-git-repo-check", "What can you do here?"],
+            cwd=place.project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        requests = llm.main_requests
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert requests, done.stdout + done.stderr
+    # Codex lists the skills it found, by name and description, in what it sends the model.
+    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
+    assert description is not None
+    assert f"- swarm: {description.group(1)}" in json.dumps(requests[0].body)
