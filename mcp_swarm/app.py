@@ -17,10 +17,8 @@ from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.runtimes.command import CommandProfile, CommandRuntime
-from mcp_swarm.runtimes.registry import build_runtimes
+from mcp_swarm.runtimes.registry import DEMO_RUNTIME, build_runtimes
 from mcp_swarm.store import Store
-
-DEMO_RUNTIME = "demo"
 
 
 def demo_runtime(pace: float | None = None) -> CommandRuntime:

@@ -18,12 +18,13 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from mcp_swarm.app import DEMO_RUNTIME, demo_runtime, engine_runtimes
+from mcp_swarm.app import demo_runtime, engine_runtimes
 from mcp_swarm.cli.run_state import RunState
 from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
 from mcp_swarm.cli.runner import RunOptions, run_plan
 from mcp_swarm.config import load_settings
 from mcp_swarm.ledger.plan_file import PlanFile
+from mcp_swarm.runtimes.registry import DEMO_RUNTIME
 
 TITLE = "A user auth system, by a swarm"
 _GIT_IDENTITY = [

@@ -178,13 +178,14 @@ def run(
     the workers; their tasks return to pending, and running the plan again continues)."""
     import anyio
 
-    from mcp_swarm.app import DEMO_RUNTIME, demo_runtime, engine_runtimes
+    from mcp_swarm.app import demo_runtime, engine_runtimes
     from mcp_swarm.cli.run_checks import plan_runtimes
     from mcp_swarm.cli.run_lock import holding_run
     from mcp_swarm.cli.run_state import RunState
     from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
     from mcp_swarm.cli.runner import RunOptions, run_plan
     from mcp_swarm.ledger.plan_file import load_plan
+    from mcp_swarm.runtimes.registry import DEMO_RUNTIME
     from mcp_swarm.store import SchemaTooNew
 
     console = _console()

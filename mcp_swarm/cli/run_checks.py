@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcp_swarm.app import DEMO_RUNTIME
 from mcp_swarm.config import Settings
 from mcp_swarm.ledger.plan_file import PlanFile, did_you_mean
 from mcp_swarm.runtimes.base import Runtime
 from mcp_swarm.runtimes.command import CommandProfile, CommandRuntime
-from mcp_swarm.runtimes.registry import default_runtime
+from mcp_swarm.runtimes.registry import DEMO_RUNTIME, default_runtime
 
 
 @dataclass

@@ -16,6 +16,10 @@ from mcp_swarm.runtimes.claude import ClaudeProfile, ClaudeRuntime
 from mcp_swarm.runtimes.codex import CodexProfile, CodexRuntime
 from mcp_swarm.runtimes.command import CommandProfile, CommandRuntime
 
+# The scripted workers of `mcp-swarm demo` (app.py builds them): a name `run` knows without a
+# configuration.
+DEMO_RUNTIME = "demo"
+
 
 def _build(name: str, spec: RuntimeSettings) -> Runtime:
     if spec.type == "command":
