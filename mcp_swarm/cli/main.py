@@ -187,6 +187,7 @@ def run(
     from mcp_swarm.ledger.plan_file import load_plan
     from mcp_swarm.runtimes.registry import DEMO_RUNTIME
     from mcp_swarm.store import SchemaTooNew
+    from mcp_swarm.store.failures import unwritable
 
     console = _console()
 
@@ -200,6 +201,9 @@ def run(
         # Every problem of the plan and of its runtimes at once, before anything exists.
         plan_file = load_plan(plan, check=lambda p: plan_runtimes(p, runtime, settings, runtimes).problems)
         identity = plan_file.identity(plan)
+        # A state that cannot be written is said as the store says it, before the run's lock is made.
+        if (refusal := unwritable(settings.db_path)) is not None:
+            raise refusal
         with holding_run(settings.state_dir, identity):
             view = make_view(console)
             return settings, anyio.run(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from mcp_swarm.errors import InvalidInput
+from mcp_swarm.store.failures import explain
 
 LOCK_DIR_NAME = "runs"
 # What is read back of a holder's note: a pid and a command line.
@@ -38,17 +39,24 @@ def lock_path(state_dir: Path, plan: str) -> Path:
 def holding_run(state_dir: Path, plan: str) -> Generator[None]:
     """Hold the plan's run for the duration; RunLive names the process that holds it already."""
     path = lock_path(state_dir, plan)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not truncated on open: the holder's note stays readable until this process holds the lock.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Not truncated on open: the holder's note stays readable until this process holds the lock.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        # A read-only or full state directory: said as the store says it, naming the file.
+        raise explain(exc, path) or exc from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunLive(_refusal(plan, _read_note(fd))) from None
-        os.ftruncate(fd, 0)
         note = {"pid": os.getpid(), "command": sys.argv, "plan": plan}
-        os.pwrite(fd, json.dumps(note).encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(note).encode("utf-8"), 0)
+        except OSError as exc:  # a full disk
+            raise explain(exc, path) or exc from None
         try:
             yield
         finally:
