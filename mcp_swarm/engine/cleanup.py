@@ -13,17 +13,27 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 
 from mcp_swarm.engine.integration import worktree_of
-from mcp_swarm.engine.launcher import Launcher
 from mcp_swarm.models import TaskStatus, Worker
 from mcp_swarm.placement.logtail import rotated_path
 from mcp_swarm.store import Store
 from mcp_swarm.workspace.paths import without_links
 from mcp_swarm.workspace.worktrees import Worktree
 from mcp_swarm.workspace.worktrees import remove as remove_worktree
+
+
+class WorkerFiles(Protocol):
+    """Where a worker's files lie (the engine's Launcher)."""
+
+    state_dir: Path
+
+    def log(self, number: int) -> Path: ...
+    def files(self, number: int) -> Path: ...
+    def result_file(self, number: int) -> Path: ...
 
 
 @dataclass
@@ -40,7 +50,7 @@ class EndedWork:
         return not self.files and not self.worktrees
 
 
-async def ended_work(store: Store, launcher: Launcher) -> EndedWork:
+async def ended_work(store: Store, launcher: WorkerFiles) -> EndedWork:
     async with store.read() as tx:
         live = await tx.workers.live()
         ended = await tx.workers.ended()
