@@ -347,6 +347,67 @@ def test_clean_removes_what_ended_workers_left_after_a_confirmation(project: Pat
     assert mcp_swarm(project, "clean", "--yes").stdout == "Nothing to clean.\n"
 
 
+# Writes a file in its worktree; fails if its prompt says "@fail".
+WRITER = (
+    "import os, pathlib, sys; task = os.environ['SWARM_TASK_ID']; "
+    "pathlib.Path(f'out-{task}.txt').write_text('written'); "
+    "sys.exit(3 if '@fail' in pathlib.Path(sys.argv[1]).read_text() else 0)"
+)
+
+
+def test_clean_removes_a_failed_worker_s_worktree_and_keeps_unintegrated_work(project: Path) -> None:
+    import anyio
+
+    from tests.support.mcp_client import call, project_session
+
+    argv = json.dumps([sys.executable, "-c", WRITER, "{prompt_file}"])
+    with (project / "mcp-swarm.toml").open("a") as config:
+        config.write(f'\n[runtimes.writer]\ntype = "command"\nargv = {argv}\n')
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "start")
+
+    async def session() -> None:
+        async with project_session(project) as client:
+            await call(client, "TaskCreate", subject="Fails", description="@fail")
+            await call(client, "TaskCreate", subject="Works", description="")
+            spawned = await call(client, "spawn", runtime="writer", isolation="worktree")
+            assert len(spawned["workers"]) == 2, spawned
+            done = (await call(client, "wait", timeoutSeconds=60))["done"]
+            assert sorted(entry["taskStatus"] for entry in done) == ["completed", "failed"]
+
+    anyio.run(session)
+    assert workers_by_id(project)["worker-1"]["taskStatus"] == "failed"
+    failed, completed = (_worktree_path(project, worker_id) for worker_id in ("worker-1", "worker-2"))
+    assert failed.is_dir()
+    assert completed.is_dir()
+
+    cleaned = mcp_swarm(project, "clean", "--yes")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert f"{failed} (worktree, branch" in cleaned.stdout
+    kept = f"kept the worktree of worker-2 ({completed}): its completed work is not integrated"
+    assert kept in cleaned.stdout
+    assert not failed.exists()
+    assert (completed / "out-2.txt").read_text() == "written"
+    branches = git(project, "branch", "--list", "--format=%(refname:short)").split()
+    assert len(branches) == 2, branches  # the project's own, and the unintegrated worker's
+
+
+def _worktree_path(project: Path, worker_id: str) -> Path:
+    import anyio
+
+    from mcp_swarm.models import worker_number
+    from mcp_swarm.store import Store
+
+    async def read() -> Path:
+        async with await Store.open(project / ".mcp-swarm" / "swarm.db") as store, store.read() as tx:
+            worker = await tx.workers.get(worker_number(worker_id))
+        assert worker is not None
+        assert worker.worktree is not None
+        return Path(worker.worktree["path"])
+
+    return anyio.run(read)
+
+
 def test_commands_refuse_a_project_with_no_swarm(project: Path) -> None:
     for args in (["retry", "1"], ["stop", "worker-1"], ["clean", "--yes"]):
         refused = mcp_swarm(project, *args)
