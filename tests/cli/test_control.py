@@ -335,7 +335,13 @@ def test_clean_removes_what_ended_workers_left_after_a_confirmation(project: Pat
     assert "pass --yes" in asked.stderr
     assert log.is_file()
 
-    done = mcp_swarm(project, "clean", "--yes")
+    declined = answering(project, "n", "clean")
+    assert declined.returncode == 0, declined.stderr
+    assert "Remove them? [y/N]" in declined.stdout
+    assert declined.stdout.endswith("Nothing was removed.\n")
+    assert log.is_file()
+
+    done = answering(project, "y", "clean")
     assert done.returncode == 0, done.stderr
     assert str(log) in done.stdout
     assert done.stdout.endswith("Removed.\n")
@@ -345,6 +351,20 @@ def test_clean_removes_what_ended_workers_left_after_a_confirmation(project: Pat
     assert workers_by_id(project)["worker-1"]["state"] == "failed"
     assert tasks_by_id(project)["1"]["status"] == "failed"
     assert mcp_swarm(project, "clean", "--yes").stdout == "Nothing to clean.\n"
+
+
+def answering(cwd: Path, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command with a terminal for its input, on which a person types `answer`."""
+    person, terminal = os.openpty()
+    try:
+        os.write(person, f"{answer}\n".encode())
+        return subprocess.run(
+            [installed_command(), *args], cwd=cwd, env=_env(), stdin=terminal,
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(person)
+        os.close(terminal)
 
 
 # Writes a file in its worktree; fails if its prompt says "@fail".
