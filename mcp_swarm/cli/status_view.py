@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from rich.console import Console, Group
@@ -147,8 +147,9 @@ def status_document(snapshot: Snapshot) -> dict[str, Any]:
 
 
 def plan_key(task: Task) -> str | None:
-    """The key a plan file gave the task, if it came from one."""
-    key = task.metadata.get("key")
+    """The key a plan file gave the task, if it came from one (`metadata.plan.key`)."""
+    plan = task.metadata.get("plan")
+    key = cast(dict[str, Any], plan).get("key") if isinstance(plan, dict) else None
     return key if isinstance(key, str) else None
 
 
