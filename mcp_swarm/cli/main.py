@@ -38,7 +38,10 @@ app = typer.Typer(
 DbOption = Annotated[
     Path | None,
     typer.Option(
-        "--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False
+        "--db",
+        help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db of the project, found from here "
+        "upwards)",
+        show_default=False,
     ),
 ]
 ConfigOption = Annotated[
@@ -290,7 +293,12 @@ def logs(
 
 @app.command()
 def retry(
-    tasks: Annotated[list[str], typer.Argument(help="Failed tasks' ids (`mcp-swarm status` lists them)")],
+    tasks: Annotated[
+        list[str],
+        typer.Argument(
+            help="Failed tasks' ids (`mcp-swarm status` lists them)", metavar="TASK", show_default=False
+        ),
+    ],
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -315,7 +323,9 @@ def stop(
     targets: Annotated[
         list[str],
         typer.Argument(
-            help="Running workers (worker-3) or tasks (3) whose worker to stop", show_default=False
+            help="Running workers (worker-3) or tasks (3) whose worker to stop",
+            metavar="WORKER|TASK",
+            show_default=False,
         ),
     ],
     fail: Annotated[
