@@ -307,6 +307,35 @@ def test_stop_stops_a_run_s_workers_by_worker_or_task(project: Path) -> None:
         assert not is_running(_identity(project, worker))
 
 
+def test_stop_stops_a_worker_a_mayor_s_server_supervises(project: Path) -> None:
+    import anyio
+
+    from tests.support.mcp_client import call, project_session
+
+    async def session() -> dict[str, Any]:
+        async with project_session(project) as client:
+            await call(client, "TaskCreate", subject="Sleep", description="")
+            [worker] = (await call(client, "spawn", runtime="sleeper"))["workers"]
+            log = anyio.Path(worker["log"])
+            with anyio.fail_after(DEADLINE):
+                # Written by the worker's process: no event to wait on.
+                while not await log.exists() or "sleeping" not in await log.read_text():  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            identity = await anyio.to_thread.run_sync(_identity, project, "worker-1")
+            stopped = await anyio.run_process(
+                [installed_command(), "stop", "--fail", "worker-1"], cwd=project, env=_env(), check=False
+            )
+            assert stopped.returncode == 0, stopped.stderr
+            assert not is_running(identity)
+            # The server hears of it as of any end: the worker is done, its task failed.
+            [done] = (await call(client, "wait", timeoutSeconds=30))["done"]
+            return done
+
+    done = anyio.run(session)
+    assert (done["workerId"], done["state"], done["taskStatus"]) == ("worker-1", "cancelled", "failed")
+    assert done["error"] == "stopped with `mcp-swarm stop`"
+
+
 def _identity(project: Path, worker_id: str) -> ProcessIdentity:
     import anyio
 
