@@ -139,6 +139,21 @@ def _default_db(project_dir: Path) -> Path:
     return default
 
 
+def find_project(start: Path) -> Path:
+    """The project a command started in `start` belongs to, found as git finds its repository: the
+    nearest directory, `start` or above, holding a swarm's state directory or `mcp-swarm.toml`.
+
+    The search stops at the root of a git repository (a project does not reach above its own
+    repository) and at the file system's root; with nothing found, `start` is the project.
+    """
+    for directory in (start, *start.parents):
+        if (directory / STATE_DIR_NAME).is_dir() or (directory / CONFIG_FILE_NAME).is_file():
+            return directory
+        if (directory / ".git").exists():
+            break
+    return start
+
+
 def load_settings(
     *,
     cwd: Path | None = None,
@@ -148,23 +163,34 @@ def load_settings(
     mode: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve the settings for a server or a CLI command started in `cwd`."""
+    """Resolve the settings for a server or a CLI command started in `cwd`.
+
+    The project is found from `cwd` upwards (`find_project`); paths given on the command line or
+    in the environment are relative to `cwd`, the database named in the file to the project.
+    """
     env = os.environ if environ is None else environ
-    project_dir = (cwd or Path.cwd()).resolve()
+    start = (cwd or Path.cwd()).resolve()
+    project_dir = find_project(start)
 
     config_path = config or (Path(env["MCP_SWARM_CONFIG"]) if env.get("MCP_SWARM_CONFIG") else None)
-    if config_path is None and (project_dir / CONFIG_FILE_NAME).is_file():
+    if config_path is not None:
+        config_path = (start / config_path).resolve()
+    elif (project_dir / CONFIG_FILE_NAME).is_file():
         config_path = project_dir / CONFIG_FILE_NAME
     if config_path is not None:
-        config_path = (project_dir / config_path).resolve()
         if not config_path.is_file():
             raise InvalidInput(f"the configuration file {config_path} does not exist")
         file = _read_config_file(config_path)
     else:
         file = FileSettings()
 
-    db_text = str(db) if db else env.get("MCP_SWARM_DB") or file.db
-    db_path = (project_dir / db_text) if db_text else _default_db(project_dir)
+    given_db = str(db) if db else env.get("MCP_SWARM_DB")
+    if given_db:
+        db_path = start / given_db
+    elif file.db:
+        db_path = project_dir / file.db
+    else:
+        db_path = _default_db(project_dir)
 
     level = (log_level or env.get("MCP_SWARM_LOG_LEVEL") or file.log_level or "WARNING").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

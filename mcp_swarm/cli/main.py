@@ -20,7 +20,8 @@ from rich.markup import escape
 
 from mcp_swarm import __version__
 from mcp_swarm.config import Settings, load_settings
-from mcp_swarm.errors import SwarmError
+from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.models import Worker
 
 T = TypeVar("T")
 
@@ -28,7 +29,8 @@ app = typer.Typer(
     name="mcp-swarm",
     help="An MCP server that turns an agent session into the Mayor of a swarm of worker agents.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion SHELL / --show-completion SHELL (bash, zsh, fish, powershell).
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Docstrings are wrapped at the source's line length; markdown joins their lines again.
     rich_markup_mode="markdown",
@@ -37,7 +39,10 @@ app = typer.Typer(
 DbOption = Annotated[
     Path | None,
     typer.Option(
-        "--db", help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db here)", show_default=False
+        "--db",
+        help="The SQLite file of the swarm (default: .mcp-swarm/swarm.db of the project, found from here "
+        "upwards)",
+        show_default=False,
     ),
 ]
 ConfigOption = Annotated[
@@ -114,6 +119,24 @@ def _domain_error(exc: BaseException) -> SwarmError | None:
     return None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """An MCP server that turns an agent session into the Mayor of a swarm of worker agents.
+
+    Every command finds the swarm from a subdirectory of the project, as git finds its repository."""
+
+
 @app.command()
 def demo(
     keep: Annotated[
@@ -166,6 +189,13 @@ def run(
             "kept) and every task is created and run again",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON line per event (run, task started or ended, summary) instead of the view",
+        ),
+    ] = False,
 ) -> None:
     """Run a plan file to its end, headless: the engine is the Mayor.
 
@@ -182,7 +212,7 @@ def run(
     from mcp_swarm.cli.run_checks import plan_runtimes
     from mcp_swarm.cli.run_lock import holding_run
     from mcp_swarm.cli.run_state import RunState
-    from mcp_swarm.cli.run_view import make_view, print_summary, summary_lines
+    from mcp_swarm.cli.run_view import emit_summary, make_view, print_summary, summary_lines
     from mcp_swarm.cli.runner import RunOptions, run_plan
     from mcp_swarm.ledger.plan_file import load_plan
     from mcp_swarm.runtimes.registry import DEMO_RUNTIME
@@ -205,7 +235,7 @@ def run(
         if (refusal := unwritable(settings.db_path)) is not None:
             raise refusal
         with holding_run(settings.state_dir, identity):
-            view = make_view(console)
+            view = make_view(console, as_json=as_json)
             return settings, anyio.run(
                 lambda: run_plan(
                     plan_file, settings, runtimes, options, view, title=plan.name, identity=identity
@@ -216,6 +246,9 @@ def run(
         settings, state = _reporting_errors(start)
     except SchemaTooNew as exc:
         raise _fail(str(exc)) from exc
+    if as_json:
+        emit_summary(state, settings.db_path)
+        raise typer.Exit(state.exit_status)
     # `status` run here finds the default database by itself; any other needs naming.
     here = load_settings().db_path == settings.db_path
     look = "mcp-swarm status" + ("" if here else f" --db {settings.db_path}")
@@ -226,19 +259,29 @@ def run(
 @app.command()
 def status(
     watch: Annotated[bool, typer.Option("--watch", help="Redraw as the swarm changes, until Ctrl-C")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print one JSON document, {"tasks": [...], "workers": [...], "counts": {...}}, for scripts',
+        ),
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Show tasks (wave, status, owner) and workers (state, duration, cost).
 
-    Read from the database without changing it; --watch redraws as it changes."""
+    Read from the database without changing it; --watch redraws as it changes. A failed task
+    shows the last lines of its worker's output."""
     import anyio
 
     from mcp_swarm.cli.status_view import show_status
 
+    if watch and as_json:
+        raise _fail("--watch and --json do not go together; use one of them")
     try:
         settings = load_settings(db=db, config=config)
-        anyio.run(lambda: show_status(_console(), settings.db_path, watch=watch))
+        anyio.run(lambda: show_status(_console(), settings.db_path, watch=watch, as_json=as_json))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except SwarmError as exc:
@@ -270,6 +313,111 @@ def logs(
         raise typer.Exit(0) from None
     except SwarmError as exc:
         raise _fail(str(exc)) from exc
+
+
+@app.command()
+def retry(
+    tasks: Annotated[
+        list[str],
+        typer.Argument(
+            help="Failed tasks' ids (`mcp-swarm status` lists them)", metavar="TASK", show_default=False
+        ),
+    ],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Set failed tasks back to pending, their owner cleared, to be run again.
+
+    A `mcp-swarm run` still running on the database picks them up; else the next `run` or the
+    Mayor's next spawn does. Every id must name a failed task, or nothing changes."""
+    import anyio
+
+    from mcp_swarm.cli.control import retry_tasks
+
+    def start() -> list[str]:
+        settings = load_settings(db=db, config=config)
+        return [task.id for task in anyio.run(lambda: retry_tasks(settings, tasks))]
+
+    for task_id in _reporting_errors(start):
+        typer.echo(f"task {task_id}: pending again")
+
+
+@app.command()
+def stop(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Running workers (worker-3) or tasks (3) whose worker to stop",
+            metavar="WORKER|TASK",
+            show_default=False,
+        ),
+    ],
+    fail: Annotated[
+        bool, typer.Option("--fail", help="Mark their tasks failed rather than pending again")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stop running workers, whichever process supervises them (a `serve` or a `run`).
+
+    Each worker's whole process group gets SIGTERM, then SIGKILL after a grace period; it is
+    recorded as cancelled and its task goes back to pending (--fail: failed). A pending task
+    inside a live `run` is started again by it: use --fail to keep it from running."""
+    import anyio
+
+    from mcp_swarm.cli.control import stop_workers
+
+    def start() -> list[Worker]:
+        settings = load_settings(db=db, config=config)
+        return anyio.run(lambda: stop_workers(settings, targets, fail=fail))
+
+    for worker in _reporting_errors(start):
+        status = "failed" if fail else "pending again"
+        typer.echo(f"{worker.id} stopped ({worker.state.value}); task {worker.task_id} is {status}")
+
+
+@app.command()
+def clean(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; remove at once")] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove what ended workers left on disk: logs, their files and results, worktrees.
+
+    The records stay (each task's history, and the completed tasks a plan's run resumes from). A
+    worktree holding completed work not integrated yet is kept. Refused while a worker runs."""
+    import anyio
+
+    from mcp_swarm.cli.control import clean as remove
+    from mcp_swarm.engine.cleanup import EndedWork
+
+    def confirm(work: EndedWork) -> bool:
+        typer.echo(
+            f"This removes {len(work.files)} files and directories and {len(work.worktrees)} worktrees:"
+        )
+        for path in work.files:
+            typer.echo(f"  {path}")
+        for worktree in work.worktrees:
+            typer.echo(f"  {worktree.path} (worktree, branch {worktree.branch})")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InvalidInput("not removed: pass --yes to clean without a question")
+        return typer.confirm("Remove them?", default=False)
+
+    def start() -> bool:
+        settings = load_settings(db=db, config=config)
+        done = anyio.run(lambda: remove(settings, confirm))
+        for note in done.work.kept:
+            typer.echo(f"kept {note}")
+        if done.work.empty:
+            typer.echo("Nothing to clean.")
+        elif not done.removed:
+            typer.echo("Nothing was removed.")
+        return done.removed
+
+    if _reporting_errors(start):
+        typer.echo("Removed.")
 
 
 @app.command()

@@ -8,7 +8,10 @@ ends, which reads well and greps well.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 from rich.console import Console, Group
@@ -17,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mcp_swarm.cli.run_state import RunState, TaskRow
+from mcp_swarm.placement.logtail import last_lines
 
 _STYLE = {
     "waiting": "dim",
@@ -28,6 +32,8 @@ _STYLE = {
 }
 _MARK = {"completed": "✓", "failed": "✗", "blocked": "·", "stopped": "■", "running": "▸", "waiting": " "}
 _TAIL_BYTES = 4096
+# How many of a failed worker's last lines a run shows.
+_FAILURE_LINES = 5
 
 
 def seconds(value: float | None) -> str:
@@ -153,7 +159,9 @@ class PlainRunView:
         elif row.state in ("completed", "failed"):
             by = f" by {row.worker}" if row.worker else ""
             took = f" in {seconds(row.seconds)}" if row.seconds is not None else ""
-            self._line(f"{head}: {row.state}{by}{took}" + (f": {row.note}" if row.note else ""))
+            # A failure's last lines come in the summary; here, where to read them.
+            hint = f" (`mcp-swarm logs {row.worker}`)" if row.state == "failed" and row.worker else ""
+            self._line(f"{head}: {row.state}{by}{took}" + (f": {row.note}" if row.note else "") + hint)
         elif row.state == "blocked":
             self._line(f"{head}: not run, {row.note}")
         elif row.note:
@@ -179,11 +187,11 @@ def summary_lines(state: RunState) -> list[str]:
         lines.append(f"Interrupted: {state.count('completed')} of {total} tasks completed before the stop")
     else:
         lines.append(f"{state.count('completed')} of {total} tasks completed in {state.waves_taken} waves")
-    lines.extend(
-        f"  {row.state}: task {row.task_id} {row.subject!r}: {row.note}"
-        for row in state.rows
-        if row.state in ("failed", "blocked")
-    )
+    for row in state.rows:
+        if row.state in ("failed", "blocked"):
+            lines.append(f"  {row.state}: task {row.task_id} {row.subject!r}: {row.note}")
+        if row.state == "failed":
+            lines.extend(f"      {line}" for line in failure_tail(row))
     stopped = state.count("stopped")
     if stopped:
         lines.append(
@@ -206,5 +214,86 @@ def print_summary(console: Console, lines: list[str]) -> None:
         console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
 
-def make_view(console: Console) -> LiveRunView | PlainRunView:
+def failure_tail(row: TaskRow) -> list[str]:
+    """A failed task's last words: its worker's last lines, and the command that shows the rest."""
+    if row.worker is None:
+        return []
+    lines = [f"| {line}" for line in last_lines(row.log, _FAILURE_LINES)]
+    return [*lines, f"`mcp-swarm logs {row.worker}` shows the rest"]
+
+
+class JsonRunView:
+    """One JSON document per line and per event, for scripts: `run --json`."""
+
+    def begin(self, state: RunState) -> None:
+        waves = max((row.wave for row in state.rows), default=0)
+        _emit({"event": "run", "title": state.title, "tasks": len(state.rows), "waves": waves})
+
+    def changed(self, row: TaskRow) -> None:
+        _emit({"event": "task", **row_document(row)})
+
+    def message(self, text: str) -> None:
+        _emit({"event": "message", "text": text})
+
+    async def tick(self, state: RunState) -> None:
+        await anyio.sleep_forever()
+
+    def end(self, state: RunState) -> None:
+        for row in state.rows:
+            if row.state == "stopped":
+                self.changed(row)
+
+
+def row_document(row: TaskRow) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": row.task_id,
+        "key": row.key,
+        "subject": row.subject,
+        "wave": row.wave,
+        "state": row.state,
+        "worker": row.worker,
+        "runtime": row.runtime,
+        "seconds": None if row.seconds is None else round(row.seconds, 3),
+        "costUsd": row.cost_usd,
+        "note": row.note or None,
+    }
+    if row.state == "failed" and row.worker is not None:
+        document["tail"] = last_lines(row.log, _FAILURE_LINES)
+        document["log"] = f"mcp-swarm logs {row.worker}"
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def summary_document(state: RunState, db_path: Path) -> dict[str, Any]:
+    """The closing line of `run --json`: what the run came to."""
+    counts: dict[str, int] = {}
+    for row in state.rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    costs = [row.cost_usd for row in state.rows if row.cost_usd is not None]
+    checks = [check for row in state.rows for check in row.checks]
+    return {
+        "event": "summary",
+        "exitStatus": state.exit_status,
+        "interrupted": state.interrupted,
+        "tasks": len(state.rows),
+        "counts": counts,
+        "failed": [row.task_id for row in state.rows if row.state == "failed"],
+        "checks": {"passed": sum(bool(check.get("passed")) for check in checks), "total": len(checks)},
+        "costUsd": round(sum(costs), 6) if costs else None,
+        "wallSeconds": round(state.wall_seconds, 3),
+        "db": str(db_path),
+    }
+
+
+def _emit(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def emit_summary(state: RunState, db_path: Path) -> None:
+    _emit(summary_document(state, db_path))
+
+
+def make_view(console: Console, *, as_json: bool = False) -> LiveRunView | PlainRunView | JsonRunView:
+    if as_json:
+        return JsonRunView()
     return LiveRunView(console) if console.is_terminal else PlainRunView(console)

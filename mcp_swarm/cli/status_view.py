@@ -8,12 +8,14 @@ row says it has ended.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 from rich.console import Console, Group
@@ -24,13 +26,16 @@ from rich.text import Text
 from mcp_swarm.cli.run_view import seconds
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.plan_file import task_waves
-from mcp_swarm.models import LIVE_WORKER_STATES, TaskStatus, Worker, WorkerState, worker_number
+from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_number
+from mcp_swarm.placement.logtail import last_lines
 from mcp_swarm.store.snapshot import ReadOnlyDatabase, Snapshot, open_read_only
 
 _TASK_STYLE = {"pending": "", "in_progress": "yellow", "completed": "green", "failed": "red"}
 _WORKER_STYLE = {"starting": "yellow", "running": "yellow", "succeeded": "green", "failed": "red",
                  "timed_out": "red", "cancelled": "magenta", "lost": "magenta"}  # fmt: skip
 _WATCH_INTERVAL = 0.5
+# How many of a failed worker's last lines `status` and `run` show.
+TAIL_LINES = 5
 
 
 def _duration(worker: Worker) -> float:
@@ -83,13 +88,77 @@ def render(snapshot: Snapshot, db_path: Path) -> Group:
     parts: list[Table | Text] = [tasks]
     if snapshot.workers:
         parts.append(workers)
+    latest = latest_workers(snapshot)
+    for task in snapshot.tasks:
+        last = latest.get(task.id)
+        if task.status is TaskStatus.FAILED and last is not None:
+            lines = failure_tail(last)
+            parts.append(Text(f"task {task.id} {task.subject!r} failed ({last.id}):\n" + "\n".join(lines)))
     parts.append(Text(counts or "no tasks yet", style="bold"))
     return Group(*parts)
 
 
-async def show_status(console: Console, db_path: Path, *, watch: bool) -> None:
+def latest_workers(snapshot: Snapshot) -> dict[str, Worker]:
+    """Each task's latest worker."""
+    return {worker.task_id: worker for worker in snapshot.workers}
+
+
+def failure_tail(worker: Worker, count: int = TAIL_LINES) -> list[str]:
+    """What a person needs to see of a failed worker: its last lines, and how to read the rest."""
+    lines = [f"  | {line}" for line in last_lines(Path(worker.log), count)] or ["  (it printed nothing)"]
+    return [*lines, f"  `mcp-swarm logs {worker.id}` shows the rest"]
+
+
+def status_document(snapshot: Snapshot) -> dict[str, Any]:
+    """`status --json`: the tasks and the workers, with names a script can rely on."""
+    waves = task_waves(snapshot.tasks)
+    tasks = [
+        {
+            "id": task.id,
+            "key": plan_key(task),
+            "subject": task.subject,
+            "status": task.status.value,
+            "ready": task.ready,
+            "owner": task.owner,
+            "wave": waves.get(task.id),
+            "blockers": task.blocked_by,
+        }
+        for task in snapshot.tasks
+    ]
+    workers = [
+        {
+            "id": worker.id,
+            "task": worker.task_id,
+            "state": worker.state.value,
+            "taskStatus": None if worker.task_status is None else worker.task_status.value,
+            "runtime": worker.runtime,
+            "attempt": worker.attempt,
+            "startedAt": worker.started_at,
+            "endedAt": worker.ended_at,
+            "durationSeconds": round(_duration(worker), 3),
+            "costUsd": worker.cost_usd,
+            "exitCode": worker.exit_code,
+            "error": worker.error,
+            "log": worker.log,
+        }
+        for worker in snapshot.workers
+    ]
+    return {"tasks": tasks, "workers": workers, "counts": snapshot.counts}
+
+
+def plan_key(task: Task) -> str | None:
+    """The key a plan file gave the task, if it came from one (`metadata.plan.key`)."""
+    plan = task.metadata.get("plan")
+    key = cast(dict[str, Any], plan).get("key") if isinstance(plan, dict) else None
+    return key if isinstance(key, str) else None
+
+
+async def show_status(console: Console, db_path: Path, *, watch: bool, as_json: bool = False) -> None:
     async with open_read_only(db_path) as db:
         snapshot = await db.snapshot()
+        if as_json:
+            sys.stdout.write(json.dumps(status_document(snapshot), ensure_ascii=False) + "\n")
+            return
         if not watch:
             console.print(render(snapshot, db_path))
             return
@@ -128,6 +197,11 @@ def parse_worker(text: str) -> int:
 
 
 async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float = 0.2) -> None:
+    """The worker's log, then a closing line with its end (time, exit status, verdict).
+
+    The log file holds what the worker printed and nothing else; with --follow each line is
+    stamped with the time it was read, which is when it was written, give or take `poll`.
+    """
     number = parse_worker(worker_name)
     async with open_read_only(db_path) as db:
         worker = await db.worker(number)
@@ -136,26 +210,54 @@ async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float
         log = Path(worker.log)
         if not follow and not await anyio.Path(log).is_file():
             raise InvalidInput(f"{worker.id} has no log at {log} (it never printed, or it was removed)")
-        at = LogPosition()
+        at = LogPosition(stamp=follow)
         last_look = 0.0
         while True:
             copy_new(log, at)
             if not follow:
-                return
+                break
             # The row, not the file, says when to stop: a worker may be silent for minutes.
             if time.monotonic() - last_look >= 1.0 or poll == 0:
                 last_look = time.monotonic()
                 worker = await db.worker(number)
                 if worker is None or worker.state not in LIVE_WORKER_STATES:
                     copy_new(log, at)
-                    return
+                    break
             await anyio.sleep(poll)
+        if worker is not None:
+            if at.in_line:
+                sys.stdout.buffer.write(b"\n")
+            sys.stdout.buffer.write((closing_line(worker) + "\n").encode())
+            sys.stdout.buffer.flush()
+
+
+def _clock(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def closing_line(worker: Worker) -> str:
+    """How the worker ended, for the end of its log: when, after how long, its exit status and the
+    verdict on its task."""
+    head = f"[mcp-swarm] {worker.id}"
+    if worker.ended_at is None:
+        return (
+            f"{head} is still {worker.state.value} (started {_clock(worker.started_at)}); --follow prints on"
+        )
+    status = "no exit status" if worker.exit_code is None else f"exit status {worker.exit_code}"
+    task = "" if worker.task_status is None else f"; task {worker.task_id} {worker.task_status.value}"
+    why = f": {worker.error.splitlines()[0]}" if worker.error else ""
+    return (
+        f"{head} ended {_clock(worker.ended_at)} after {seconds(_duration(worker))}: "
+        f"{status}, {worker.state.value}{task}{why}"
+    )
 
 
 @dataclass
 class LogPosition:
     offset: int = 0
     inode: int | None = None
+    stamp: bool = False  # each line begins with the time it was read
+    in_line: bool = False  # what was copied last ended inside a line
 
 
 def copy_new(log: Path, at: LogPosition) -> None:
@@ -177,6 +279,16 @@ def copy_new(log: Path, at: LogPosition) -> None:
         at.inode = stat.st_ino
         handle.seek(at.offset)
         while chunk := handle.read(1 << 16):
-            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.write(_stamped(chunk, at) if at.stamp else chunk)
             at.offset += len(chunk)
+            at.in_line = not chunk.endswith(b"\n")
     sys.stdout.buffer.flush()
+
+
+def _stamped(chunk: bytes, at: LogPosition) -> bytes:
+    """The chunk with the time before each line that begins in it."""
+    stamp = datetime.now().strftime("%H:%M:%S ").encode()
+    lines = chunk.split(b"\n")
+    out = [lines[0] if at.in_line or not lines[0] else stamp + lines[0]]
+    out.extend(stamp + line if line else line for line in lines[1:])
+    return b"\n".join(out)

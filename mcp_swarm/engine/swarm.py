@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from mcp_swarm.config import DEFAULT_ENV_ALLOW
 from mcp_swarm.engine.assignment import SpawnedWorker, SpawnResult, choose, free_slots, record_demand
+from mcp_swarm.engine.cleanup import EndedWork, ended_work, remove_ended
 from mcp_swarm.engine.integration import (
     Integration,
     changes_of,
@@ -479,7 +480,20 @@ class Swarm:
         async with self.store.read() as tx:
             return await tx.workers.for_task(parse_task_id(task_id))
 
-    async def close(self, worker_id: str, task_status: TaskStatus = TaskStatus.PENDING) -> Worker:
+    async def ended_work(self) -> EndedWork:
+        """What ended workers left on disk (engine/cleanup.py)."""
+        return await ended_work(self.store, self._launcher)
+
+    async def remove_ended(self, work: EndedWork) -> None:
+        await remove_ended(work, self.project_dir)
+
+    async def close(
+        self,
+        worker_id: str,
+        task_status: TaskStatus = TaskStatus.PENDING,
+        *,
+        reason: str = "closed by the Mayor",
+    ) -> Worker:
         if task_status not in (TaskStatus.PENDING, TaskStatus.FAILED):
             raise InvalidInput("taskStatus must be 'pending' or 'failed'")
         number = worker_number(worker_id)
@@ -488,7 +502,7 @@ class Swarm:
         if worker is None:
             raise InvalidInput(f"no worker {worker_id!r}; spawn returns the worker ids")
         # Impatient: a database that cannot take the close now says why, and the worker runs on.
-        await self._close(number, task_status, WorkerState.CANCELLED, "closed by the Mayor", patient=False)
+        await self._close(number, task_status, WorkerState.CANCELLED, reason, patient=False)
         with anyio.CancelScope(shield=True):
             # Supervised by another server (another Mayor's session), it is stopped all the same.
             await self._placement(worker.mode).stop(worker, self.limits.stop_grace_seconds)

@@ -272,8 +272,45 @@ class Ledger:
             # Only the task's own columns changed, all known here: no round trip to read it back.
             return _with_columns(task, columns, at)
 
+    async def retry(self, task_ids: list[str]) -> list[Task]:
+        """Failed tasks back to pending with no owner, so that the next spawn (or a live run) picks
+        them up. All of them or none: InvalidInput names every id that is not a failed task."""
+        at = now()
+        async with self.store.write() as tx:
+            tasks: list[Task] = []
+            problems: list[str] = []
+            for task_id in dict.fromkeys(task_ids):
+                task = await tx.tasks.get(int(task_id)) if _is_task_id(task_id) else None
+                if task is None or task.status is TaskStatus.DELETED:
+                    problems.append(f"no task {task_id!r}")
+                elif task.status is not TaskStatus.FAILED:
+                    problems.append(f"task {task_id} is {task.status.value}, not failed")
+                else:
+                    tasks.append(task)
+            if problems:
+                raise InvalidInput(
+                    "; ".join(problems) + ". Only failed tasks can be retried; nothing was changed"
+                )
+            pending = TaskStatus.PENDING.value
+            events: list[EventRow] = []
+            for task in tasks:
+                await tx.tasks.update(int(task.id), {"status": pending, "owner": None}, at)
+                events.append((int(task.id), at, self.actor, "status", task.status.value, pending))
+                if task.owner is not None:
+                    events.append((int(task.id), at, self.actor, "owner", task.owner, None))
+            await tx.tasks.record_events(events)
+            return [await _live_task(tx, int(task.id), task.id) for task in tasks]
+
 
 # -- rules shared by the methods above ------------------------------------------------------
+
+
+def _is_task_id(text: str) -> bool:
+    try:
+        parse_task_id(text)
+    except TaskNotFound:
+        return False
+    return True
 
 
 def _with_columns(task: Task, columns: dict[str, Any], at: str) -> Task:

@@ -64,6 +64,38 @@ _NO_LINKS = os.O_NOFOLLOW | os.O_CLOEXEC
 FileId = tuple[int, int]  # (st_dev, st_ino): a file, whatever name it has now
 
 
+# What a look at a worker's last words reads: the end of its log, never the whole file.
+LAST_LINES_BYTES = 8 << 10
+# A line of a tail shown to a person or the Mayor is cut to this many characters.
+LAST_LINE_CHARS = 200
+
+
+def last_lines(log: Path | None, count: int) -> list[str]:
+    """The last `count` non-blank lines a worker printed, each cut to LAST_LINE_CHARS; read from the
+    end of its log, through no link. Empty if there is no log (it never printed, or was removed)."""
+    if log is None or count < 1:
+        return []
+    fd = _open(log)
+    if fd is None:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, LAST_LINES_BYTES, max(0, size - LAST_LINES_BYTES))
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", errors="replace").replace("\r", "\n")
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if size > LAST_LINES_BYTES and lines:
+        lines = lines[1:]  # the first may be the end of a line cut in two by the read
+    return [_cut(line) for line in lines[-count:]]
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= LAST_LINE_CHARS else line[: LAST_LINE_CHARS - 1] + "…"
+
+
 def rotated_path(log: Path) -> Path:
     return log.with_name(log.name + ".1")
 

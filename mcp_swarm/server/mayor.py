@@ -44,7 +44,9 @@ from mcp_swarm.models import (
     TaskIds,
     TaskStatus,
     Worker,
+    WorkerState,
 )
+from mcp_swarm.placement.logtail import last_lines
 from mcp_swarm.server import answers
 from mcp_swarm.server.import_tools import build_import_tools
 from mcp_swarm.server.mail_tools import build_mail_tools
@@ -465,8 +467,21 @@ def _worker_result(worker: Worker, attach: str | None) -> dict[str, Any]:
         "validation": worker.validation,
         "changes": worker.changes,
         "attach": attach,
+        "tail": _failure_tail(worker),
     }
     return {key: value for key, value in result.items() if value is not None}
+
+
+# A failed worker's last lines in its wait result: the reason is usually there.
+_TAIL_LINES = 5
+_FAILED_STATES = frozenset({WorkerState.FAILED, WorkerState.TIMED_OUT, WorkerState.LOST})
+
+
+def _failure_tail(worker: Worker) -> str | None:
+    """The last lines of a failed worker's output, for its wait result; None for any other."""
+    if worker.task_status is not TaskStatus.FAILED and worker.state not in _FAILED_STATES:
+        return None
+    return "\n".join(last_lines(Path(worker.log), _TAIL_LINES)) or None
 
 
 def _duration(worker: Worker) -> float | None:

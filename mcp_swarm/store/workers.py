@@ -107,6 +107,10 @@ class WorkerQueries:
         rows = await self._rows(f"SELECT * FROM workers WHERE state IN {_LIVE} ORDER BY id")
         return [_worker(row) for row in rows]
 
+    async def ended(self) -> list[Worker]:
+        rows = await self._rows(f"SELECT * FROM workers WHERE state NOT IN {_LIVE} ORDER BY id")
+        return [_worker(row) for row in rows]
+
     async def live_count(self) -> int:
         rows = await self._rows(f"SELECT count(*) FROM workers WHERE state IN {_LIVE}")
         return int(rows[0][0])

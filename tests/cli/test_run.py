@@ -198,7 +198,13 @@ def test_logs_follow_prints_until_the_worker_ends_and_status_watch_redraws(proje
     finally:
         run.kill()
     assert follow.returncode == 0, follow.stderr
-    assert follow.stdout.splitlines() == [f"line {i}" for i in range(6)]
+    # Each line stamped with the time it was read; then how the worker ended.
+    *lines, closing = follow.stdout.splitlines()
+    assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in lines] == [f"line {i}" for i in range(6)]
+    assert all(re.match(r"\d\d:\d\d:\d\d line", line) for line in lines), follow.stdout
+    assert re.fullmatch(
+        r"\[mcp-swarm\] worker-1 ended .*: exit status 0, succeeded; task 1 completed", closing
+    )
     # Not a terminal: the status again each time the file changed, from running to completed.
     assert watch.returncode == 0
     assert re.search(r"│ Count\s+│ in_progress\s+│ worker-1", watched)

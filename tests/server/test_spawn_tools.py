@@ -22,6 +22,11 @@ pytestmark = pytest.mark.anyio
 WORKER = r"""
 import json, os, sys, time
 prompt = open(sys.argv[1]).read()
+if "@fail" in prompt:
+    for n in range(8):
+        print("step", n, flush=True)
+    print("error: the port is taken", file=sys.stderr, flush=True)
+    sys.exit(3)
 if "@hang" in prompt:
     print("hanging", flush=True)
     time.sleep(600)
@@ -80,6 +85,19 @@ async def test_the_seed_plan_runs_wave_by_wave_through_spawn_and_wait(tmp_path: 
         assert [(w["workerId"], w["state"], w["attempt"]) for w in task["workers"]] == [
             ("worker-3", "succeeded", 1)
         ]
+
+
+async def test_wait_gives_a_failed_worker_s_last_lines_and_no_tail_for_a_success(tmp_path: Path) -> None:
+    async with client_for(tmp_path) as client:
+        await call(client, "TaskCreate", subject="Fails", description="@fail")
+        await call(client, "TaskCreate", subject="Works", description="")
+        assert len((await call(client, "spawn"))["workers"]) == 2
+        result = await call(client, "wait", timeoutSeconds=60)
+        done = {entry["taskId"]: entry for entry in result["done"]}
+        assert (done["1"]["state"], done["1"]["taskStatus"]) == ("failed", "failed")
+        assert done["1"]["tail"] == "step 4\nstep 5\nstep 6\nstep 7\nerror: the port is taken"
+        assert done["2"]["taskStatus"] == "completed"
+        assert "tail" not in done["2"]
 
 
 async def test_bad_spawn_and_wait_arguments_are_refused(tmp_path: Path) -> None:
