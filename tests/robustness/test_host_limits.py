@@ -422,7 +422,9 @@ async def test_an_ended_workers_log_keeps_its_newest_part_and_the_one_before(tmp
 # -- the settings -----------------------------------------------------------------------------------
 
 
-def test_the_limits_settings_and_their_bounds(tmp_path: Path) -> None:
+def test_the_limits_settings_and_their_bounds(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     assert load_settings(cwd=tmp_path, environ={}).max_log_bytes == DEFAULT_MAX_LOG_BYTES == 64 * MIB
     (tmp_path / "mcp-swarm.toml").write_text(f"max_log_bytes = {MIB}\n")
     assert load_settings(cwd=tmp_path, environ={}).max_log_bytes == MIB
@@ -437,9 +439,11 @@ def test_the_limits_settings_and_their_bounds(tmp_path: Path) -> None:
     (tmp_path / "mcp-swarm.toml").write_text("max_log_bytes = 1000\n")
     with pytest.raises(InvalidInput, match="max_log_bytes"):
         load_settings(cwd=tmp_path, environ={})
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
     for value in ("0", "257", "100000"):
         with pytest.raises(InvalidInput, match="MCP_SWARM_MAX_WORKERS must be between 1 and 256"):
-            load_settings(cwd=tmp_path / "elsewhere", environ={"MCP_SWARM_MAX_WORKERS": value})
+            # Not below tmp_path: a command there would find the project above, and its bad file.
+            load_settings(cwd=elsewhere, environ={"MCP_SWARM_MAX_WORKERS": value})
 
 
 # -- one message on stdio -----------------------------------------------------------------------------
