@@ -162,6 +162,8 @@ class TimesWriter:
         if _path_id(log) != file_id:
             return  # a rotated file no longer at either name: nobody will look at its lines
         path, older = times_path(log), times_path(self._log)
+        if live and self._create(path, file_id):
+            return  # the usual case, a worker's first output: no records yet, and one open
         found, records = _read(path)
         if found != file_id and not live:
             # The log was renamed to `<log>.1`: its records go along, if they are its own.
@@ -178,6 +180,15 @@ class TimesWriter:
             records = []
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NO_LINKS)
         self._end = max((end for end, _ in records), default=0)
+
+    def _create(self, path: Path, file_id: FileId) -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _NO_LINKS, 0o600)
+        except FileExistsError:
+            return False
+        self._fd, self._end = fd, 0
+        os.write(fd, f"{_HEADER} {file_id[0]} {file_id[1]}\n".encode())
+        return True
 
     def hold(self, live_id: FileId) -> list[Record]:
         """A rotation by copy and cut is about to move the log's bytes: take its records out of
