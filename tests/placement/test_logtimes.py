@@ -152,3 +152,20 @@ async def test_a_link_at_the_times_file_is_not_written_through(tmp_path: Path) -
     assert target.read_text() == "keep me\n"
     assert not times_path(log).is_symlink()
     assert [stamp is not None for _, stamp in stamped_lines(log)] == [True]
+
+
+async def test_records_go_along_when_the_log_is_renamed_to_its_rotated_name(tmp_path: Path) -> None:
+    # As a tmux worker's wrapper rotates: the log becomes `<log>.1`, a new log begins.
+    log = tmp_path / "worker-1.log"
+    log.write_bytes(b"one\ntwo\n")
+    tail = LogTail(log, lambda _line: None)
+    assert tail.read_some()
+    with log.open("ab") as handle:
+        handle.write(b"three\n")  # written before the rename, read after it
+    log.rename(rotated_path(log))
+    log.write_bytes(b"four\n")
+    tail.drain()
+    assert [(line, stamp is not None) for line, stamp in stamped_lines(rotated_path(log))] == [
+        ("one", True), ("two", True), ("three", True)
+    ]  # fmt: skip
+    assert [(line, stamp is not None) for line, stamp in stamped_lines(log)] == [("four", True)]
