@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 from rich.console import Console, Group
@@ -28,6 +28,7 @@ from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.plan_file import task_waves
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_number
 from mcp_swarm.placement.logtail import last_lines
+from mcp_swarm.placement.logtimes import NO_TIMES, LineTimes, line_times
 from mcp_swarm.store.snapshot import ReadOnlyDatabase, Snapshot, open_read_only
 
 _TASK_STYLE = {"pending": "", "in_progress": "yellow", "completed": "green", "failed": "red"}
@@ -199,8 +200,9 @@ def parse_worker(text: str) -> int:
 async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float = 0.2) -> None:
     """The worker's log, then a closing line with its end (time, exit status, verdict).
 
-    The log file holds what the worker printed and nothing else; with --follow each line is
-    stamped with the time it was read, which is when it was written, give or take `poll`.
+    Each line is stamped with when it was written, give or take a fraction of a second: with
+    --follow, the time it was read here; else the time the server following the worker first
+    read it (placement/logtimes.py), blank where no server did.
     """
     number = parse_worker(worker_name)
     async with open_read_only(db_path) as db:
@@ -210,7 +212,7 @@ async def show_log(db_path: Path, worker_name: str, *, follow: bool, poll: float
         log = Path(worker.log)
         if not follow and not await anyio.Path(log).is_file():
             raise InvalidInput(f"{worker.id} has no log at {log} (it never printed, or it was removed)")
-        at = LogPosition(stamp=follow)
+        at = LogPosition(stamp="read" if follow else "seen")
         last_look = 0.0
         while True:
             copy_new(log, at)
@@ -256,8 +258,10 @@ def closing_line(worker: Worker) -> str:
 class LogPosition:
     offset: int = 0
     inode: int | None = None
-    stamp: bool = False  # each line begins with the time it was read
+    # Each line begins with the time it was read here, or the time the server first saw it.
+    stamp: Literal["read", "seen"] | None = None
     in_line: bool = False  # what was copied last ended inside a line
+    times: LineTimes = NO_TIMES  # when the follower of the worker first saw each stretch
 
 
 def copy_new(log: Path, at: LogPosition) -> None:
@@ -277,6 +281,8 @@ def copy_new(log: Path, at: LogPosition) -> None:
             sys.stdout.buffer.write(f"[log rotated: older output is in {log}.1]\n".encode())
             at.offset = 0
         at.inode = stat.st_ino
+        if at.stamp == "seen":
+            at.times = line_times(log, (stat.st_dev, stat.st_ino))
         handle.seek(at.offset)
         while chunk := handle.read(1 << 16):
             sys.stdout.buffer.write(_stamped(chunk, at) if at.stamp else chunk)
@@ -285,10 +291,23 @@ def copy_new(log: Path, at: LogPosition) -> None:
     sys.stdout.buffer.flush()
 
 
+_NO_STAMP = b" " * len("00:00:00 ")
+
+
 def _stamped(chunk: bytes, at: LogPosition) -> bytes:
-    """The chunk with the time before each line that begins in it."""
-    stamp = datetime.now().strftime("%H:%M:%S ").encode()
+    """The chunk with a time before each line that begins in it (see `show_log`)."""
+    now = datetime.now().strftime("%H:%M:%S ").encode()
+
+    def stamp(offset: int) -> bytes:
+        if at.stamp == "read":
+            return now
+        seen = at.times.at(offset)
+        return _NO_STAMP if seen is None else datetime.fromtimestamp(seen).strftime("%H:%M:%S ").encode()
+
     lines = chunk.split(b"\n")
-    out = [lines[0] if at.in_line or not lines[0] else stamp + lines[0]]
-    out.extend(stamp + line if line else line for line in lines[1:])
+    out = [lines[0] if at.in_line or not lines[0] else stamp(at.offset) + lines[0]]
+    offset = at.offset + len(lines[0]) + 1
+    for line in lines[1:]:
+        out.append(stamp(offset) + line if line else line)
+        offset += len(line) + 1
     return b"\n".join(out)

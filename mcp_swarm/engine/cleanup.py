@@ -20,6 +20,7 @@ import anyio
 from mcp_swarm.engine.integration import worktree_of
 from mcp_swarm.models import TaskStatus, Worker
 from mcp_swarm.placement.logtail import rotated_path
+from mcp_swarm.placement.logtimes import times_path
 from mcp_swarm.store import Store
 from mcp_swarm.workspace.paths import without_links
 from mcp_swarm.workspace.worktrees import Worktree
@@ -60,6 +61,8 @@ async def ended_work(store: Store, launcher: WorkerFiles) -> EndedWork:
         for path in (
             log,
             rotated_path(log),
+            times_path(log),
+            times_path(rotated_path(log)),
             launcher.files(worker.number),
             launcher.result_file(worker.number),
         ):

@@ -39,11 +39,14 @@ import ctypes
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+
+from mcp_swarm.placement.logtimes import TimesWriter
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +159,8 @@ class LogTail:
         # rest is lost, and the next line must not be glued to half of that one.
         self._log_follows_on = True
         self._warned = False
+        # When each stretch was read, beside the log: `mcp-swarm logs` stamps its lines with it.
+        self._times = TimesWriter(path, rotated_path(path))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class LogTail:
                 self._skip_to_tail()
             data = os.pread(self._handle, self._chunk, self.offset)
             if data:
+                self._times.seen(self._handle_id, live, self.offset, self.offset + len(data), time.time())
                 self.offset += len(data)
                 self._take(data)
                 return True
@@ -190,6 +196,7 @@ class LogTail:
         if self._pending and not self._skipping:
             self._emit()
         self.close()
+        self._times.close()
 
     def close(self) -> None:
         if self._handle is not None:
@@ -336,6 +343,7 @@ class LogTail:
         except OSError:
             os.close(fd)
             return
+        self._times.taken_back()
         if self._handle_id == rotated_id:
             os.close(fd)  # being read already: it is the log now
         elif self._handle_id == live_id:
@@ -376,18 +384,22 @@ class LogTail:
 
     def _cut(self, copy: _Copy) -> bool:
         """Cut the log after its older part was copied, put the copy in place, and follow it."""
-        cut, exact = copy.cut, True
+        cut, exact, moved = copy.cut, True, copy.cut - copy.start
+        held = self._times.hold(copy.live_id)
         try:
             if copy.ended:
                 _copy(copy.live, cut, copy.live, 0, copy.size - cut)
                 os.ftruncate(copy.live, copy.size - cut)
             else:
-                cut, exact = self._take_out(copy)
+                cut, exact, moved = self._take_out(copy)
+            rotated_id = _id_of(os.fstat(copy.out))
             os.replace(copy.temporary, rotated_path(self.path))
         except OSError as exc:
             self._cannot_rotate(exc)
             _abandon(copy.live, copy.out, copy.temporary)
+            self._times.restore(held, copy.live_id)
             return False
+        self._times.split(held, copy.live_id, rotated_id, copy.start, cut, moved)
         os.close(copy.live)
         os.close(copy.out)
         self.rotations += 1
@@ -406,9 +418,10 @@ class LogTail:
             self._switch(fd, max(0, self.offset - copy.start), continuous=self.offset >= copy.start)
         return True
 
-    def _take_out(self, copy: _Copy) -> tuple[int, bool]:
-        """Take the copied part out of the log the worker is writing: where the log was cut, and
-        whether nothing the worker wrote was lost.
+    def _take_out(self, copy: _Copy) -> tuple[int, bool, int]:
+        """Take the copied part out of the log the worker is writing: where the log was cut,
+        whether nothing the worker wrote was lost, and how much of the log from the copy's start
+        is in the copy as it was.
 
         Where the file system can (ext4, XFS), the copied part is collapsed out of the file: an
         atomic change that keeps whatever the worker appended meanwhile. It takes whole blocks, so
@@ -419,16 +432,19 @@ class LogTail:
         aligned = (copy.cut - 1) // block * block  # short of the end: a collapse may not reach it
         if aligned > copy.start and _collapse(copy.live, aligned):
             os.ftruncate(copy.out, aligned - copy.start)
-            return aligned, True
-        return self._catch_up(copy), False
+            return aligned, True, aligned - copy.start
+        cut, moved = self._catch_up(copy)
+        return cut, False, moved
 
-    def _catch_up(self, copy: _Copy) -> int:
+    def _catch_up(self, copy: _Copy) -> tuple[int, int]:
         """Copy what the worker wrote while we copied, until a look at the size finds nothing new,
         and truncate the log at once: a worker that writes its last line and exits is caught,
         whatever it wrote just before. Of a flood, only its newest TAIL_BYTES are kept, in place of
-        what an earlier round kept of it. Where the log was cut is returned."""
+        what an earlier round kept of it. Where the log was cut is returned, and how much of the
+        log from the copy's start the copy holds unchanged (less than all of it, past a flood)."""
         cut, end = copy.cut, copy.cut - copy.start  # how far the log was copied, and to where
         kept = end  # where a flood's newest bytes go in the copy
+        skipped = False
         for _ in range(_CATCH_UP_ROUNDS):
             now = os.fstat(copy.live).st_size
             if now == cut:
@@ -437,6 +453,7 @@ class LogTail:
                 # Over the log's own lines, on a line of its own: the gap glues no two together.
                 end = kept + os.pwrite(copy.out, _SKIPPED, kept)
                 newest = now - TAIL_BYTES
+                skipped = True
             else:
                 newest = cut
             _copy(copy.live, newest, copy.out, end, now - newest)
@@ -445,7 +462,7 @@ class LogTail:
         # Nothing between the last look and this: what the worker writes in between is lost.
         os.ftruncate(copy.live, 0)
         os.ftruncate(copy.out, end)  # a shorter flood's tail written over a longer one's
-        return cut
+        return cut, (kept if skipped else cut - copy.start)
 
     def _cannot_rotate(self, exc: OSError) -> None:
         # Once: it is tried again at every look, and a full disk would fill the server's log too.

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 
+from mcp_swarm.config import MIN_MAX_LOG_BYTES
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskStatus, Worker
+from mcp_swarm.placement.logtail import rotated_path
+from mcp_swarm.placement.logtimes import line_times
 from mcp_swarm.placement.processes import ProcessIdentity, is_running
 from mcp_swarm.store import Store
 from tests.support import REPOSITORY
@@ -209,6 +214,115 @@ def test_logs_follow_prints_until_the_worker_ends_and_status_watch_redraws(proje
     assert watch.returncode == 0
     assert re.search(r"│ Count\s+│ in_progress\s+│ worker-1", watched)
     assert re.search(r"│ Count\s+│ completed\s+│ worker-1", watched.split("---")[-1])
+
+
+# Two bursts of lines, the second only once the test opens its gate, spread over about a second.
+BURSTS = """
+import pathlib, sys, time
+gates = pathlib.Path(sys.argv[1])
+for i in range(5):
+    print('first', i, flush=True)
+    time.sleep(0.05)
+while not (gates / 'go').exists():
+    time.sleep(0.01)
+for i in range(5):
+    print('second', i, flush=True)
+    time.sleep(0.25)
+"""
+STAMPED = re.compile(r"(\d\d:\d\d:\d\d|        ) (.*)")
+
+
+def _runtime(project: Path, name: str, script: str, *args: str) -> None:
+    (project / f"{name}.py").write_text(script)
+    argv = json.dumps([sys.executable, str(project / f"{name}.py"), *args])
+    (project / "mcp-swarm.toml").write_text(f'{CONFIG}\n[runtimes.{name}]\ntype = "command"\nargv = {argv}\n')
+    (project / "plan.toml").write_text(f'runtime = "{name}"\n[[tasks]]\nkey = "a"\nsubject = "Print"\n')
+
+
+def _stamps(output: str) -> list[tuple[str, str]]:
+    """(stamp, line) of each line `logs` printed before its closing line; a blank stamp is ""."""
+    *lines, closing = output.splitlines()
+    assert closing.startswith("[mcp-swarm] worker-1 ended "), output
+    parsed = [STAMPED.fullmatch(line) for line in lines]
+    assert all(parsed), output
+    return [(match[1].strip(), match[2]) for match in parsed if match]
+
+
+def _clock(stamp: str, day: datetime) -> datetime:
+    return datetime.combine(day.date(), datetime.strptime(stamp, "%H:%M:%S").time())
+
+
+@pytest.mark.slow
+def test_logs_stamps_each_line_with_when_it_was_written(project: Path) -> None:
+    gates = project / "gates"
+    gates.mkdir()
+    _runtime(project, "bursts", BURSTS, str(gates))
+    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        # The gate opens once the server's follower has seen the whole first burst.
+        log = project / ".mcp-swarm" / "logs" / "worker-1.log"
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "the first burst was never recorded as seen"
+            if log.is_file() and (text := log.read_bytes()).endswith(b"first 4\n"):
+                stat = log.stat()
+                if line_times(log, (stat.st_dev, stat.st_ino)).at(len(text) - 1) is not None:
+                    break
+            time.sleep(0.02)
+        opened = datetime.now().replace(microsecond=0)
+        (gates / "go").touch()
+        assert run.wait(timeout=60) == 0
+    finally:
+        run.kill()
+    logs = mcp_swarm(project, "logs", "worker-1")
+    assert logs.returncode == 0, logs.stderr
+    if datetime.now().date() != opened.date():
+        pytest.skip("the clock passed midnight: HH:MM:SS stamps cannot be compared")
+    stamps = _stamps(logs.stdout)
+    assert [line for _, line in stamps] == [f"first {i}" for i in range(5)] + [
+        f"second {i}" for i in range(5)
+    ]
+    assert all(stamp for stamp, _ in stamps), logs.stdout
+    times = [_clock(stamp, opened) for stamp, _ in stamps]
+    # Seen before the gate opened, or after: the stamp says when it was printed, not when shown.
+    assert all(at <= opened for at in times[:5]), logs.stdout
+    assert all(at >= opened for at in times[5:]), logs.stdout
+    assert times == sorted(times)
+    assert times[-1] > opened  # the second burst lasts a second: not all stamped alike
+
+
+# Lines of about 100 bytes, each with the time it was printed: three times a 64 KiB log limit.
+FLOOD_OF_LINES = """
+import sys, time
+for n in range(2000):
+    print(f"{n:05d} {time.time():.3f} {'x' * 80}", flush=True)
+    if n % 20 == 0:
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.slow
+def test_logs_stamps_stay_in_order_across_rotations(project: Path) -> None:
+    _runtime(project, "lines", FLOOD_OF_LINES)
+    config = project / "mcp-swarm.toml"
+    config.write_text(f"max_log_bytes = {MIN_MAX_LOG_BYTES}\n" + config.read_text())
+    done = mcp_swarm(project, "run", "plan.toml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = project / ".mcp-swarm" / "logs" / "worker-1.log"
+    assert rotated_path(log).is_file()  # it was rotated
+    logs = mcp_swarm(project, "logs", "worker-1")
+    assert logs.returncode == 0, logs.stderr
+    stamps = _stamps(logs.stdout)
+    assert stamps[-1][1].startswith("01999 ")
+    assert all(stamp for stamp, _ in stamps), logs.stdout
+    # Each whole line no earlier than it was printed (to the second), and not long after.
+    for stamp, line in stamps[1:]:  # the first may be the rest of a line a rotation cut in two
+        printed = datetime.fromtimestamp(float(line.split(" ")[1]))
+        at = _clock(stamp, printed)
+        assert printed.replace(microsecond=0) <= at <= printed + timedelta(seconds=10), (stamp, line)
+    times = [stamp for stamp, _ in stamps]
+    assert times == sorted(times) or times[0] > times[-1]  # in order (but for midnight)
 
 
 def test_status_and_logs_refuse_what_is_not_there(tmp_path: Path) -> None:
