@@ -37,6 +37,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
 from benchmarks._report import Check, load, quantile, report_targets
+from mcp_swarm import __version__
 
 PING = "ping"
 CREATE = "TaskCreate"
@@ -352,7 +353,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def _run(args: argparse.Namespace) -> int:
     print(
-        f"mcp-swarm {version('mcp-swarm')} ledger benchmark over stdio: Python {platform.python_version()}, "
+        f"mcp-swarm {__version__} ledger benchmark over stdio: Python {platform.python_version()}, "
         f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs, samples {args.samples}, "
         f"warm-up {args.warmup}"
     )

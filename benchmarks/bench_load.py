@@ -55,6 +55,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from benchmarks._mayor import Mayor, call, mayor_loop, memory_kib, plan, server_pid, toml_list
 from benchmarks._report import Check, load, quantile, report_targets, spread
+from mcp_swarm import __version__
 
 RUNTIME = "load"
 SERVERS = ("a", "b")
@@ -534,7 +535,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[LoadConfig, int, bool]:
 
 async def _run(config: LoadConfig, rounds: int, keep: bool) -> int:
     print(
-        f"mcp-swarm {version('mcp-swarm')} load test over stdio: Python {platform.python_version()}, "
+        f"mcp-swarm {__version__} load test over stdio: Python {platform.python_version()}, "
         f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs; {config.tasks} tasks in "
         f"{config.waves} waves of {config.per_wave} ({config.blockers} blocker(s) each), two servers on "
         f"one database, maxWorkers {config.workers} (counted over the database, not per server)"

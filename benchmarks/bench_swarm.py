@@ -48,6 +48,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from benchmarks._mayor import call, plan, toml_list
 from benchmarks._report import Check, load, quantile, report_targets, spread
+from mcp_swarm import __version__
 
 # Targets. The whole run may take at most 1.5 times the plain `xargs -P` baseline, and `wait` must
 # hand a worker's end to the Mayor within 20 ms at the median.
@@ -414,7 +415,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _run(args: argparse.Namespace) -> int:
     total = args.waves * args.per_wave
     print(
-        f"mcp-swarm {version('mcp-swarm')} swarm benchmark over stdio: Python {platform.python_version()}, "
+        f"mcp-swarm {__version__} swarm benchmark over stdio: Python {platform.python_version()}, "
         f"mcp {version('mcp')}, {platform.machine()}, {os.cpu_count()} CPUs; {total} tasks in "
         f"{args.waves} waves of {args.per_wave} ({args.blockers} blocker(s) each), {args.workers} workers, "
         f"{args.rounds} round(s)"
