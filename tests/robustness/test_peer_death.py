@@ -232,10 +232,12 @@ async def test_a_dead_peers_slots_are_free_again_while_the_live_server_runs(tmp_
         await until(lambda: not any(group_members(pid) for pid in pids))
         began = time.monotonic()
         workers: list[dict[str, Any]] = []
+        # Both slots, within the deadline: the peer's workers are taken over one after the other,
+        # so a spawn between the two may get one slot and the next the other.
         with anyio.fail_after(PEER_DEADLINE):
-            while not workers:
-                workers = (await call(live.client, "spawn")).get("workers", [])
-                if not workers:
+            while len(workers) < 2:
+                workers += (await call(live.client, "spawn")).get("workers", [])
+                if len(workers) < 2:
                     await anyio.sleep(0.1)
         print(f"the live Mayor could spawn {time.monotonic() - began:.2f} s after the peer's workers died")
         assert len(workers) == 2
