@@ -46,7 +46,7 @@ from pathlib import Path
 
 import anyio
 
-from mcp_swarm.placement.logtimes import TimesWriter
+from mcp_swarm.placement.logtimes import FileId, TimesWriter, id_of, path_id
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ _SKIPPED = b"\n[mcp-swarm: output skipped here while the log was rotated]\n"
 # A worker can write in the state directory: a link it planted at one of these names must not
 # have us read, copy over or truncate a file of its choosing.
 _NO_LINKS = os.O_NOFOLLOW | os.O_CLOEXEC
-
-FileId = tuple[int, int]  # (st_dev, st_ino): a file, whatever name it has now
 
 
 # What a look at a worker's last words reads: the end of its log, never the whole file.
@@ -117,17 +115,6 @@ def log_position(log: Path) -> tuple[int, FileId]:
     return stat.st_size, (stat.st_dev, stat.st_ino)
 
 
-def _id_of(stat: os.stat_result) -> FileId:
-    return stat.st_dev, stat.st_ino
-
-
-def _path_id(path: Path) -> FileId | None:
-    try:
-        return _id_of(os.stat(path, follow_symlinks=False))
-    except OSError:
-        return None
-
-
 class LogTail:
     def __init__(
         self,
@@ -172,7 +159,7 @@ class LogTail:
             if self._handle is None and not self._open_first():
                 return False
             assert self._handle is not None  # noqa: S101 - open, or _open_first() just opened it
-            live = _path_id(self.path) == self._handle_id
+            live = path_id(self.path) == self._handle_id
             if not live:
                 self._skip_to_tail()
             data = os.pread(self._handle, self._chunk, self.offset)
@@ -232,7 +219,7 @@ class LogTail:
         """Read `fd` from `offset` on. Not `continuous`: what it holds does not follow on from what
         was read so far, so an unfinished line is dropped."""
         self.close()
-        self._handle, self._handle_id, self.offset = fd, _id_of(os.fstat(fd)), offset
+        self._handle, self._handle_id, self.offset = fd, id_of(os.fstat(fd)), offset
         if not continuous:
             self._pending.clear()
             self._skipping = False
@@ -242,7 +229,7 @@ class LogTail:
         if fd is None:
             return False  # not written yet
         first = self._first_id
-        if first is None or _id_of(os.fstat(fd)) == first:
+        if first is None or id_of(os.fstat(fd)) == first:
             # A log shorter than where we were told to start was cut meanwhile: all of it is new.
             offset = self.offset if self.offset <= os.fstat(fd).st_size else 0
             self._switch(fd, offset, continuous=True)
@@ -251,7 +238,7 @@ class LogTail:
         # its inode, once it is deleted, to a newer log, which then passes for it: only a flood of
         # twice the limit before our first look does that, and all it costs is the middle of it.)
         older = _open(rotated_path(self.path))
-        if older is not None and _id_of(os.fstat(older)) == first:
+        if older is not None and id_of(os.fstat(older)) == first:
             os.close(fd)
             self._switch(older, self.offset, continuous=True)
         elif older is not None:
@@ -266,8 +253,8 @@ class LogTail:
         file there, else to the log. False if there is neither."""
         newer = _open(rotated_path(self.path))
         if newer is not None:
-            newer_id = _id_of(os.fstat(newer))
-            if newer_id != self._handle_id and newer_id != _path_id(self.path):
+            newer_id = id_of(os.fstat(newer))
+            if newer_id != self._handle_id and newer_id != path_id(self.path):
                 self._switch(newer, 0, continuous=False)
                 return True
             os.close(newer)
@@ -337,7 +324,7 @@ class LogTail:
         fd = _open(rotated)
         if fd is None:
             return
-        rotated_id, live_id = _id_of(os.fstat(fd)), _path_id(self.path)
+        rotated_id, live_id = id_of(os.fstat(fd)), path_id(self.path)
         try:
             os.replace(rotated, self.path)
         except OSError:
@@ -380,7 +367,7 @@ class LogTail:
             self._cannot_rotate(exc)
             _abandon(live, out, temporary)
             return None
-        return _Copy(live, _id_of(stat), out, temporary, start, cut, stat.st_size, ended)
+        return _Copy(live, id_of(stat), out, temporary, start, cut, stat.st_size, ended)
 
     def _cut(self, copy: _Copy) -> bool:
         """Cut the log after its older part was copied, put the copy in place, and follow it."""
@@ -392,7 +379,7 @@ class LogTail:
                 os.ftruncate(copy.live, copy.size - cut)
             else:
                 cut, exact, moved = self._take_out(copy)
-            rotated_id = _id_of(os.fstat(copy.out))
+            rotated_id = id_of(os.fstat(copy.out))
             os.replace(copy.temporary, rotated_path(self.path))
         except OSError as exc:
             self._cannot_rotate(exc)

@@ -35,13 +35,14 @@ def times_path(log: Path) -> Path:
     return log.with_name(log.name + ".times")
 
 
-def _id_of(stat: os.stat_result) -> FileId:
+def id_of(stat: os.stat_result) -> FileId:
     return stat.st_dev, stat.st_ino
 
 
-def _path_id(path: Path) -> FileId | None:
+def path_id(path: Path) -> FileId | None:
+    """The file at `path` (not one a link there points to); None if there is none."""
     try:
-        return _id_of(os.stat(path, follow_symlinks=False))
+        return id_of(os.stat(path, follow_symlinks=False))
     except OSError:
         return None
 
@@ -159,7 +160,7 @@ class TimesWriter:
         self.close()
         self._key = (file_id, live)
         log = self._log if live else self._rotated
-        if _path_id(log) != file_id:
+        if path_id(log) != file_id:
             return  # a rotated file no longer at either name: nobody will look at its lines
         path, older = times_path(log), times_path(self._log)
         if live and self._create(path, file_id):
@@ -171,7 +172,7 @@ class TimesWriter:
             if older_id == file_id:
                 os.replace(older, path)
                 found, records = _read(path)
-        elif found is not None and found != file_id and _path_id(self._rotated) == found:
+        elif found is not None and found != file_id and path_id(self._rotated) == found:
             # The log has a new file and the records there are of the one now at `<log>.1`.
             with contextlib.suppress(OSError):
                 os.replace(path, times_path(self._rotated))
