@@ -17,6 +17,7 @@ import pytest
 
 from mcp_swarm import __version__
 from mcp_swarm.placement.processes import ProcessIdentity, is_running
+from tests.support.cli import cli_environment, mcp_swarm
 from tests.support.helpers import git
 from tests.support.mcp_client import installed_command
 
@@ -61,23 +62,9 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
-    env["NO_COLOR"] = "1"
-    env.update(extra)
-    return env
-
-
-def mcp_swarm(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [installed_command(), *args], cwd=cwd, env=_env(**env), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def start_run(project: Path, plan: str = "plan.toml") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [installed_command(), "run", plan], cwd=project, env=_env(), stdin=subprocess.DEVNULL,
+        [installed_command(), "run", plan], cwd=project, env=cli_environment(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -136,7 +123,8 @@ def test_completion_installs_into_home_and_completes_the_commands(tmp_path: Path
     path = f"{Path(installed_command()).parent}:{os.environ['PATH']}"
     for word, expected in (("ret", "retry"), ("cl", "clean"), ("sta", "status")):
         shell = subprocess.run(
-            ["bash", "--norc", "-c", complete.format(word=word)], env=_env(HOME=str(home), PATH=path),
+            ["bash", "--norc", "-c", complete.format(word=word)],
+            env=cli_environment(HOME=str(home), PATH=path),
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert shell.stdout.split() == [expected], shell.stdout + shell.stderr
@@ -326,7 +314,10 @@ def test_stop_stops_a_worker_a_mayor_s_server_supervises(project: Path) -> None:
                     await anyio.sleep(0.05)
             identity = await anyio.to_thread.run_sync(_identity, project, "worker-1")
             stopped = await anyio.run_process(
-                [installed_command(), "stop", "--fail", "worker-1"], cwd=project, env=_env(), check=False
+                [installed_command(), "stop", "--fail", "worker-1"],
+                cwd=project,
+                env=cli_environment(),
+                check=False,
             )
             assert stopped.returncode == 0, stopped.stderr
             assert not is_running(identity)
@@ -391,7 +382,7 @@ def answering(cwd: Path, answer: str, *args: str) -> subprocess.CompletedProcess
     try:
         os.write(person, f"{answer}\n".encode())
         return subprocess.run(
-            [installed_command(), *args], cwd=cwd, env=_env(), stdin=terminal,
+            [installed_command(), *args], cwd=cwd, env=cli_environment(), stdin=terminal,
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     finally:

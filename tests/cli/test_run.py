@@ -23,6 +23,7 @@ from mcp_swarm.placement.logtimes import line_times
 from mcp_swarm.placement.processes import ProcessIdentity, is_running
 from mcp_swarm.store import Store
 from tests.support import REPOSITORY
+from tests.support.cli import cli_environment, mcp_swarm
 from tests.support.mcp_client import installed_command
 
 EXAMPLES = REPOSITORY / "examples"
@@ -43,25 +44,6 @@ argv = [{str(sys.executable)!r}, "-c", "import time; print('sleeping', flush=Tru
 def project(tmp_path: Path) -> Path:
     (tmp_path / "mcp-swarm.toml").write_text(CONFIG)
     return tmp_path
-
-
-def _env() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def mcp_swarm(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [installed_command(), *args],
-        cwd=project,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def ledger_state(db: Path) -> tuple[dict[str, str], list[Worker]]:
@@ -153,7 +135,7 @@ def test_ctrl_c_stops_the_workers_and_frees_their_tasks(project: Path) -> None:
     )
     out = project / "out.txt"
     with out.open("w") as handle:
-        run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+        run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=cli_environment(),
                                stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -186,15 +168,16 @@ def test_logs_follow_prints_until_the_worker_ends_and_status_watch_redraws(proje
     slow = f'\n[runtimes.counter]\ntype = "command"\nargv = [{sys.executable!r}, {str(counter)!r}]\n'
     (project / "mcp-swarm.toml").write_text(CONFIG + slow)
     (project / "plan.toml").write_text('runtime = "counter"\n[[tasks]]\nkey = "a"\nsubject = "Count"\n')
-    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=cli_environment(),
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not (project / ".mcp-swarm" / "logs" / "worker-1.log").is_file():
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        watch = subprocess.Popen([installed_command(), "status", "--watch"], cwd=project, env=_env(),
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        watch = subprocess.Popen([installed_command(), "status", "--watch"], cwd=project,
+                                 env=cli_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 text=True)  # fmt: skip
         follow = mcp_swarm(project, "logs", "worker-1", "--follow")
         assert run.wait(timeout=30) == 0
         time.sleep(1)  # a look at the file after the run's last commit
@@ -257,7 +240,7 @@ def test_logs_stamps_each_line_with_when_it_was_written(project: Path) -> None:
     gates = project / "gates"
     gates.mkdir()
     _runtime(project, "bursts", BURSTS, str(gates))
-    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=_env(),
+    run = subprocess.Popen([installed_command(), "run", "plan.toml"], cwd=project, env=cli_environment(),
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         # The gate opens once the server's follower has seen the whole first burst.

@@ -6,7 +6,6 @@ runs.txt, so that how often each task ran is counted from what the workers did.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.store import Store
+from tests.support.cli import cli_environment, mcp_swarm
 from tests.support.mcp_client import installed_command
 
 
@@ -28,30 +28,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def mcp_swarm(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [installed_command(), *args],
-        cwd=project,
-        env=environment(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def start(project: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     out = project / f"out-{time.monotonic_ns()}.txt"
     with out.open("w") as handle:
         process = subprocess.Popen(
-            [installed_command(), *args], cwd=project, env=environment(), stdin=subprocess.DEVNULL,
+            [installed_command(), *args], cwd=project, env=cli_environment(), stdin=subprocess.DEVNULL,
             stdout=handle, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     return process, out
