@@ -234,6 +234,8 @@ class Worker(_Output):
     worktree: dict[str, str] | None = None
     changes: list[dict[str, Any]] | None = None
     integrated_commit: str | None = None
+    # The Mayor whose plain `wait` gets its result (an HTTP session's name); None: any Mayor's.
+    mayor: str | None = None
 
     @property
     def number(self) -> int:

@@ -133,6 +133,18 @@ MIGRATIONS: list[str] = [
         wanted_at  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 7: workers reach the swarm through the server's worker endpoint, not the database file; and
+    # each result belongs to the Mayor that spawned the worker.
+    """
+    -- SHA-256 (hex) of the token minted for the worker's current attempt: the worker endpoint
+    -- grants the worker tools for this row only while its state is live. The token itself is
+    -- never stored.
+    ALTER TABLE workers ADD COLUMN token_hash TEXT;
+    CREATE UNIQUE INDEX workers_by_token ON workers (token_hash) WHERE token_hash IS NOT NULL;
+    -- The Mayor whose plain `wait` gets this worker's result: a name an HTTP session sends, or
+    -- NULL for a stdio server's Mayor and the command line's (any of them may take it).
+    ALTER TABLE workers ADD COLUMN mayor TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

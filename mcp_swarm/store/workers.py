@@ -48,6 +48,7 @@ def _worker(row: sqlite3.Row) -> Worker:
         worktree=None if row["worktree"] is None else json.loads(row["worktree"]),
         changes=None if row["changes"] is None else json.loads(row["changes"]),
         integrated_commit=row["integrated_commit"],
+        mayor=row["mayor"],
     )
 
 
