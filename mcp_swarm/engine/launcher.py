@@ -24,6 +24,13 @@ from mcp_swarm.placement.base import Placed, Placement, Start
 from mcp_swarm.placement.logtail import FileId, log_position
 from mcp_swarm.placement.processes import ProcessStartError
 from mcp_swarm.runtimes.base import Runtime, WorkerRequest
+from mcp_swarm.workspace.worktrees import WORKTREES_DIR
+
+# What the swarm keeps in its state directory besides the database: logs, each worker's files
+# (prompts, exit statuses), result files, the CLI's run locks, the HTTP server's token file.
+STATE_ENTRIES = ("logs", "workers", "results", "runs", "token")
+# SQLite's companions of the database file, made and removed as it works.
+_DB_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 @dataclass
@@ -92,7 +99,28 @@ class Launcher:
             cwd=cwd or self.project_dir,
             model=model,
             swarm_db=self.db_path,
+            state_paths=self.state_paths(cwd or self.project_dir),
         )
+
+    def state_paths(self, cwd: Path) -> tuple[Path, ...]:
+        """What a worker working in `cwd` must neither read nor write: the swarm's state. None of
+        the paths holds `cwd`, so that a runtime can close each of them whole.
+
+        The state directory, where it holds neither the worker's directory nor the project; else
+        (a worktree inside it, or a database kept in the project's root or above it) the swarm's
+        own entries in it, and the other workers' worktrees as they are now.
+        """
+        state, project = self.state_dir, self.project_dir
+        if not _within(cwd, state) and not _within(project, state):
+            return (state,)
+        db = self.db_path
+        entries = [db, *(db.with_name(db.name + suffix) for suffix in _DB_COMPANIONS)]
+        entries += [state / name for name in STATE_ENTRIES]
+        worktrees = state / WORKTREES_DIR
+        if cwd.parent == worktrees:
+            with contextlib.suppress(OSError):
+                entries += sorted(path for path in worktrees.iterdir() if path != cwd)
+        return tuple(entries)
 
     def shared_environment(self) -> dict[str, str]:
         """What every worker of one spawn inherits from ours: the allow-listed variables."""
@@ -212,3 +240,7 @@ def _write_new(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents

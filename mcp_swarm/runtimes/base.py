@@ -32,6 +32,10 @@ class WorkerRequest:
     model: str | None = None
     # The swarm's database: agent runtimes give their worker `mcp-swarm serve --worker` on it.
     swarm_db: Path | None = None
+    # The swarm's own state (its database, logs, status and result files), which the worker must
+    # not write: a runtime that confines its agent (Codex's sandbox, Claude Code's permission
+    # rules) closes these paths to it. Empty: nothing to close.
+    state_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,10 @@ def as_object(value: object) -> dict[str, Any] | None:
 def as_array(value: object) -> list[Any]:
     return cast(list[Any], value) if isinstance(value, list) else []
 
+
+# Where a command worker may write its result (runtimes/command.py). Agent runtimes drop it: their
+# verdict comes from their events and worker tools, and the file lies in the state they may not write.
+RESULT_FILE_VARIABLE = "SWARM_RESULT_FILE"
 
 # The name a worker's agent CLI knows the swarm's worker server by: its tools are `mcp__swarm__*`.
 SERVER_NAME = "swarm"

@@ -7,17 +7,34 @@ A worker of a swarm (the request names the swarm's database) gets the worker-sid
 `mcp-swarm serve --worker <id> --db <db>`, as its only MCP server, named `swarm`: its tools reach
 the agent as `mcp__swarm__my_task`, `mcp__swarm__report_progress`... and are allowed without a
 prompt, which a headless run has nobody to answer.
+
+Claude Code has no operating-system sandbox here: what keeps a worker out of the swarm's state is
+its permission rules (`_closing`). Measured with Claude Code 2.1.197: `acceptEdits` lets the Edit
+and Write tools write anywhere in the working directory, `.mcp-swarm/` included, and also runs
+shell commands it takes for file operations (`touch`, `mkdir`, `cp`, `echo ... >`) without
+asking, though Bash is not among the allowed tools. `permissions.deny` rules given with
+`--settings` (JSON, so a path with a space or a comma stays one rule) as `Read(//path)` and
+`Edit(//path)`, each also with `/**`, refuse all of these on the state paths: Read, Grep, Edit,
+Write, and those shell commands (the `cat`, `cp`, `mv`, `rm`, `sed -i`, `cd dir && touch` tried).
+Commands it does not take for file operations (`sh -c`, `python3 -c`, `tee`, `ln -s`) need an
+approval nobody gives. Deny rules win over every allow, so the worker's own directory is never
+among the paths (see Launcher.state_paths).
+
+Agent workers do not get `SWARM_RESULT_FILE`: their verdict is the final result event and their
+worker tools, and the file lies in the state they may not write.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
+    RESULT_FILE_VARIABLE,
     SERVER_NAME,
     Outcome,
     OutputReader,
@@ -66,6 +83,8 @@ class ClaudeRuntime(Runtime):
             allowed.append(f"mcp__{SERVER_NAME}")
         if allowed:
             args += ["--allowedTools", ",".join(allowed)]
+        if request.state_paths:
+            args += _closing(request.state_paths)
         model = request.model or profile.model
         if model:
             args += ["--model", model]
@@ -89,6 +108,7 @@ class ClaudeRuntime(Runtime):
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
         # The MCP variables only matter when there is an MCP server, and a value given is kept.
         kept = {key: value for key, value in env.items() if key not in _NESTING_VARIABLES}
+        kept.pop(RESULT_FILE_VARIABLE, None)
         return {**_MCP_WAIT, **kept}
 
 
@@ -105,6 +125,22 @@ def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
     config = json.dumps({"mcpServers": {SERVER_NAME: server}}, separators=(",", ":"))
     # The JSON itself as the value: no file to write, to clean up or to race for.
     return ["--mcp-config", config, "--strict-mcp-config"]
+
+
+def _closing(paths: Sequence[Path]) -> list[str]:
+    """The flags that deny the worker reading and editing `paths` and anything below them.
+
+    `//` starts an absolute path in a rule; Edit rules cover Write and the shell's file commands,
+    Read rules Grep and Glob. A path's own `*`, `?`, `[` and `\\` are escaped, as rules are
+    gitignore patterns.
+    """
+    patterns = [pattern for path in paths for pattern in (_literal(path), _literal(path) + "/**")]
+    deny = [f"{tool}(/{pattern})" for tool in ("Read", "Edit") for pattern in patterns]
+    return ["--settings", json.dumps({"permissions": {"deny": deny}}, separators=(",", ":"))]
+
+
+def _literal(path: Path) -> str:
+    return re.sub(r"([*?\[\\])", r"\\\1", str(path))
 
 
 class ClaudeStreamReader(OutputReader):

@@ -7,17 +7,38 @@ Success is read from the events, not from the exit status alone: a completed tur
 A worker of a swarm (the request names the swarm's database) gets the worker-side server,
 `mcp-swarm serve --worker <id> --db <db>`, as the MCP server `swarm`, through `-c` overrides of
 the configuration; the model sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
+
+The sandbox keeps the worker out of the swarm's state (`_sandbox_closing`). `--sandbox
+workspace-write` lets a worker write its whole working directory, and the state directory
+(`.mcp-swarm/`: database, status and result files, logs) is inside the project: in shared
+isolation a worker could rewrite the database. Measured with Codex 0.169 on Linux (bubblewrap and
+seccomp): the legacy settings cannot take a path out of the workspace (`sandbox_workspace_write`
+only adds writable roots), but a permission profile can. `default_permissions` naming a profile
+that `extends = ":workspace"` (root readable; workspace, /tmp and $TMPDIR writable; `.git`,
+`.codex`, `.agents` read-only) with the state paths set to `"none"` leaves the project writable
+and the state unreadable and unwritable, to shell commands and `apply_patch` alike ("patch
+rejected: writing outside of the project"); the directory cannot be removed or renamed either (it
+is a mount point in the sandbox). The more specific rule wins, so a worktree inside the state
+directory stays writable. Given as `-c` overrides, the profile wins over a `sandbox_mode` in the
+user's or a trusted project's config.toml; `--sandbox` on the command line would win over it, so
+it is not passed. A profile other than workspace-write (`sandbox = "read-only"`, or
+`"danger-full-access"` for a worker that is sandboxed otherwise) is passed as `--sandbox`, as
+before: read-only writes nothing, and full access is the user's choice.
+
+Agent workers do not get `SWARM_RESULT_FILE`: their verdict is read from their events and their
+worker tools, never from that file, and it lies in the state directory they cannot write.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
+    RESULT_FILE_VARIABLE,
     SERVER_NAME,
     Outcome,
     OutputReader,
@@ -28,11 +49,13 @@ from mcp_swarm.runtimes.base import (
     worker_command,
 )
 
+WORKSPACE_WRITE = "workspace-write"
+
 
 @dataclass(frozen=True)
 class CodexProfile:
     program: str = "codex"
-    sandbox: str = "workspace-write"
+    sandbox: str = WORKSPACE_WRITE
     model: str | None = None
     extra_args: Sequence[str] = ()
 
@@ -44,7 +67,7 @@ class CodexRuntime(Runtime):
         self.profile = profile or CodexProfile()
 
     def _options(self, request: WorkerRequest) -> list[str]:
-        args = ["--json", "--skip-git-repo-check", "-C", str(request.cwd), "--sandbox", self.profile.sandbox]
+        args = ["--json", "--skip-git-repo-check", "-C", str(request.cwd), *self._sandbox(request)]
         model = request.model or self.profile.model
         if model:
             # One argument: codex refuses `--model -x` as a missing value, and reads `--model=-x`
@@ -64,6 +87,35 @@ class CodexRuntime(Runtime):
 
     def reader(self, request: WorkerRequest) -> OutputReader:
         return CodexEventReader()
+
+    def environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        # The verdict comes from the events; the result file is in the state it may not write.
+        return {key: value for key, value in env.items() if key != RESULT_FILE_VARIABLE}
+
+    def _sandbox(self, request: WorkerRequest) -> list[str]:
+        if self.profile.sandbox == WORKSPACE_WRITE and request.state_paths:
+            return _sandbox_closing(request.state_paths)
+        return ["--sandbox", self.profile.sandbox]
+
+
+# The name of the permission profile a worker runs under.
+PERMISSION_PROFILE = "swarm-worker"
+
+
+def _sandbox_closing(paths: Sequence[Path]) -> list[str]:
+    """The `-c` overrides of workspace-write with `paths` neither readable nor writable.
+
+    Codex's built-in `:workspace` profile, extended: what it allows stays Codex's own definition,
+    and only the swarm's state is taken out of it. "none" rather than "read": the state directory
+    holds every task's prompt and log, and a token file of the HTTP server's.
+    """
+    table = f"permissions.{PERMISSION_PROFILE}"
+    rules = ", ".join(f'{toml_string(str(path))} = "none"' for path in paths)
+    return [
+        *("-c", f"default_permissions={toml_string(PERMISSION_PROFILE)}"),
+        *("-c", f'{table}.extends=":workspace"'),
+        *("-c", f"{table}.filesystem={{{rules}}}"),
+    ]
 
 
 def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:

@@ -28,6 +28,7 @@ from tests.support.mcp_client import call, installed_command
 from tests.support.scripted_llm import (
     APIErrorTurn,
     CustomToolCall,
+    FunctionCall,
     HTTPErrorTurn,
     MessageTurn,
     RecordedRequest,
@@ -62,6 +63,14 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
+class Shell:
+    """The model runs a shell command with the agent's own tool (Claude: Bash; Codex: exec_command)."""
+
+    command: str
+    call_id: str
+
+
+@dataclass(frozen=True)
 class Answer:
     """The model ends its turn with this text: the worker's summary."""
 
@@ -75,7 +84,7 @@ class Refuse:
     message: str
 
 
-Step = WriteFile | Answer | Refuse
+Step = WriteFile | Shell | Answer | Refuse
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,11 @@ class AgentCLI(ABC):
     @abstractmethod
     def server_errors(self) -> list[str]:
         """What the scripted server failed to answer."""
+
+    @abstractmethod
+    def tool_output(self, call_id: str) -> tuple[str, bool | None]:
+        """What the agent told the model one scripted call did, and whether it flagged it as an
+        error (None where the API has no such flag)."""
 
     @staticmethod
     def _find(name: str) -> str:
@@ -215,6 +229,9 @@ class ClaudeCLI(AgentCLI):
         if isinstance(step, WriteFile):
             write = {"file_path": str(self.project / step.name), "content": step.content}
             return ToolUseTurn([ToolCall("Write", write, id=step.call_id)])
+        if isinstance(step, Shell):
+            bash = {"command": step.command, "description": "Run a command"}
+            return ToolUseTurn([ToolCall("Bash", bash, id=step.call_id)])
         if isinstance(step, Answer):
             return TextTurn(step.text)
         return APIErrorTurn(400, step.message)
@@ -274,6 +291,10 @@ class ClaudeCLI(AgentCLI):
     def server_errors(self) -> list[str]:
         return [] if self._llm is None else self._llm.errors
 
+    def tool_output(self, call_id: str) -> tuple[str, bool | None]:
+        result = self.llm.tool_result(call_id)
+        return result.text, result.is_error
+
 
 class CodexCLI(AgentCLI):
     """`codex exec` with a fresh CODEX_HOME whose config selects the scripted Responses provider."""
@@ -298,6 +319,8 @@ class CodexCLI(AgentCLI):
             added = "".join(f"+{line}\n" for line in step.content.splitlines())
             patch = f"*** Begin Patch\n*** Add File: {step.name}\n{added}*** End Patch\n"
             return ToolCallsTurn([CustomToolCall("apply_patch", patch, step.call_id)])
+        if isinstance(step, Shell):
+            return ToolCallsTurn([FunctionCall("exec_command", {"cmd": step.command}, step.call_id)])
         if isinstance(step, Answer):
             return MessageTurn(step.text)
         return HTTPErrorTurn(400, step.message, "invalid_request_error")
@@ -347,6 +370,9 @@ class CodexCLI(AgentCLI):
 
     def server_errors(self) -> list[str]:
         return [] if self._llm is None else self._llm.errors
+
+    def tool_output(self, call_id: str) -> tuple[str, bool | None]:
+        return self.llm.call_output(call_id).text, None
 
 
 async def wait_for(client: Client, agent: AgentCLI, worker_id: str) -> dict[str, Any]:
