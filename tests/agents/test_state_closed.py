@@ -1,13 +1,15 @@
-"""A worker cannot change the swarm's state: its agent CLI keeps it out of the state directory.
+"""A worker cannot touch the swarm's state: its agent CLI keeps it out of the state directory.
 
 The swarm's state (`.mcp-swarm/`: the database, each attempt's exit status, the result files, the
-logs) lies inside the project a worker may write. A real worker, the installed CLI spawned by
-`mcp-swarm serve` with a scripted model behind it, tries to forge that state: overwrite the
-database, append to another worker's result file, write its own attempt's exit status, add a
-result file with the agent's own file tool. Each is refused and the bytes are as they were, while
-in the same run the worker writes a file of the project. Codex refuses it in its operating-system
-sandbox (a permission profile, see mcp_swarm/runtimes/codex.py), Claude Code by its permission
-rules (see mcp_swarm/runtimes/claude.py), which cover its shell too.
+logs, the HTTP server's token file) lies inside the project a worker may write, and a worker in
+worktree isolation works inside it. A real worker, the installed CLI spawned by `mcp-swarm serve`
+with a scripted model behind it, tries to forge that state: overwrite the database, append to
+another worker's result file, write its own attempt's exit status, add a result file with the
+agent's own file tool, and read the token file. Each is refused and the bytes are as they were,
+while in the same run the worker writes a file in its own directory (the project, or its
+worktree). Codex refuses it in its operating-system sandbox (a permission profile, see
+mcp_swarm/runtimes/codex.py), Claude Code by its permission rules (see
+mcp_swarm/runtimes/claude.py), which cover the shell commands it runs without asking too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,35 +29,47 @@ from tests.support.agent_clis import (
     Answer,
     ClaudeCLI,
     CodexCLI,
+    ReadFile,
     Shell,
     Step,
     WriteFile,
     spawn_one,
     wait_for,
 )
+from tests.support.helpers import git
 from tests.support.mcp_client import call
 
 pytestmark = [pytest.mark.anyio, pytest.mark.agent_cli, pytest.mark.slow]
 
 MARK = "forged-by-the-worker"
+SECRET = "token-the-worker-must-not-read"
 OTHER_RESULT = '{"status": "done", "summary": "worker-9 did its part"}\n'
 DONE_TEXT = "I wrote inside.txt; the swarm's files were closed to me."
 SANDBOX_PROBE_SECONDS = 60
+ISOLATIONS = ["shared", "worktree"]
 
 
-def _plant_state(project: Path) -> Path:
-    """Another worker's result file, in the state directory before the server starts."""
-    results = project / ".mcp-swarm" / "results"
-    results.mkdir(parents=True)
-    other = results / "worker-9.json"
-    other.write_text(OTHER_RESULT)
-    return other
+def _prepare(agent: AgentCLI, isolation: str) -> Path:
+    """The state a worker must not touch, planted before the server starts: another worker's
+    result file and a token file. Returns the directory the worker will work in."""
+    state = agent.project / ".mcp-swarm"
+    (state / "results").mkdir(parents=True)
+    (state / "results" / "worker-9.json").write_text(OTHER_RESULT)
+    (state / "token").write_text(SECRET)
+    if isolation == "shared":
+        return agent.project
+    (agent.project / "README").write_text("a project\n")
+    git(agent.project, "init", "-q", "-b", "main")
+    git(agent.project, "add", "README")
+    git(agent.project, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "start")
+    return state / "worktrees" / "worker-1"
 
 
-def _assert_state_intact(project: Path, other: Path, explain: str) -> None:
+def _assert_state_intact(project: Path, explain: str) -> None:
     state = project / ".mcp-swarm"
-    assert other.read_text() == OTHER_RESULT, explain
+    assert (state / "results" / "worker-9.json").read_text() == OTHER_RESULT, explain
     assert not (state / "results" / "worker-10.json").exists(), explain
+    assert (state / "token").read_text() == SECRET, explain
     exit_status = state / "workers" / "worker-1" / "exit-1.json"
     assert not exit_status.exists() or MARK not in exit_status.read_text(), explain
     for name in ("swarm.db", "swarm.db-wal"):
@@ -65,10 +80,12 @@ def _assert_state_intact(project: Path, other: Path, explain: str) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",), explain
 
 
-async def _run(agent: AgentCLI, steps: list[Step]) -> dict[str, object]:
+async def _run(agent: AgentCLI, steps: list[Step], isolation: str) -> dict[str, Any]:
     with agent.scripted(steps):
         async with agent.swarm() as client:
-            worker_id = await spawn_one(client, agent, "Forge the swarm", description="Try it.")
+            worker_id = await spawn_one(
+                client, agent, "Forge the swarm", description="Try.", isolation=isolation
+            )
             done = await wait_for(client, agent, worker_id)
             task = await call(client, "TaskGet", taskId=done["taskId"])
     assert worker_id == "worker-1", done
@@ -76,6 +93,9 @@ async def _run(agent: AgentCLI, steps: list[Step]) -> dict[str, object]:
     assert done["summary"] == DONE_TEXT, agent.explain(done)
     assert task["status"] == "completed", task
     assert agent.server_errors() == []
+    if isolation == "worktree":
+        # What the worker changed, as wait reports it: its one file, nothing of the state.
+        assert [change["path"] for change in done["changes"]] == ["inside.txt"], agent.explain(done)
     return done
 
 
@@ -104,6 +124,7 @@ def _codex_sandbox_refusal(codex: str, directory: Path) -> str | None:
     except subprocess.TimeoutExpired:
         return f"`codex sandbox` did not finish within {SANDBOX_PROBE_SECONDS} s"
     if run.returncode == 0 and "written" in run.stdout and probe.is_file():
+        probe.unlink()
         return None
     return f"`codex sandbox` cannot run a command here (exit {run.returncode}): {run.stderr.strip()[-500:]}"
 
@@ -123,68 +144,81 @@ def outside_tmp() -> Iterator[Path]:
 
 
 def _attempt(command: str, name: str) -> str:
-    """A shell line that runs `command` and says whether it wrote (`wrote-NAME`) or was refused."""
-    return f"({command}) 2>/dev/null && echo wrote-{name} || echo refused-{name}; "
+    """A shell line that runs `command` and says whether it did (`did-NAME`) or was refused."""
+    return f"({command}) 2>/dev/null && echo did-{name} || echo refused-{name}; "
 
 
-CODEX_ATTACK = (
-    _attempt(f"printf {MARK} > .mcp-swarm/swarm.db", "db")
-    + _attempt(f"printf {MARK} >> .mcp-swarm/results/worker-9.json", "result")
-    + _attempt(
-        f'printf \'{{"exit_code": 0, "{MARK}": 1}}\' > .mcp-swarm/workers/worker-1/exit-1.json', "exit"
+def _codex_attack(state: Path) -> str:
+    exit_status = f'\'{{"exit_code": 0, "{MARK}": 1}}\''
+    return (
+        _attempt(f"printf {MARK} > {state}/swarm.db", "db")
+        + _attempt(f"printf {MARK} >> {state}/results/worker-9.json", "result")
+        + _attempt(f"printf {exit_status} > {state}/workers/worker-1/exit-1.json", "exit")
+        + _attempt(f"cat {state}/token", "read")
+        + "printf ok > inside.txt && echo did-inside"
     )
-    + "printf ok > inside.txt && echo wrote-inside"
-)
 
 
-async def test_codex_worker_cannot_write_the_swarms_state(outside_tmp: Path) -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_codex_worker_cannot_touch_the_swarms_state(outside_tmp: Path, isolation: str) -> None:
     agent = CodexCLI(outside_tmp)
     refusal = _codex_sandbox_refusal(agent.program, outside_tmp)
     if refusal is not None:
         pytest.skip(refusal)
-    other = _plant_state(agent.project)
+    workdir = _prepare(agent, isolation)
+    state = agent.project / ".mcp-swarm"
     steps: list[Step] = [
-        Shell(CODEX_ATTACK, "call_attack"),
-        WriteFile(".mcp-swarm/results/worker-10.json", '{"status": "done"}\n', "call_patch"),
+        Shell(_codex_attack(state), "call_attack"),
+        WriteFile(str(state / "results" / "worker-10.json"), '{"status": "done"}\n', "call_patch"),
         Answer(DONE_TEXT),
     ]
-    done = await _run(agent, steps)
+    done = await _run(agent, steps, isolation)
     explain = agent.explain(done)
 
     attack, _ = agent.tool_output("call_attack")
-    for what in ("db", "result", "exit"):
+    for what in ("db", "result", "exit", "read"):
         assert f"refused-{what}" in attack, attack + explain
-        assert f"wrote-{what}" not in attack, attack + explain
-    assert "wrote-inside" in attack, attack + explain
-    assert (agent.project / "inside.txt").read_text() == "ok", explain
+        assert f"did-{what}" not in attack, attack + explain
+    assert SECRET not in attack, attack + explain
+    assert "did-inside" in attack, attack + explain
+    assert (workdir / "inside.txt").read_text() == "ok", explain
     patch, _ = agent.tool_output("call_patch")
     assert "rejected" in patch, patch + explain
-    _assert_state_intact(agent.project, other, explain)
+    _assert_state_intact(agent.project, explain)
 
 
 # -- Claude Code: the permission rules --------------------------------------------------------------
 
 
-async def test_claude_worker_cannot_write_the_swarms_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_claude_worker_cannot_touch_the_swarms_state(tmp_path: Path, isolation: str) -> None:
     agent = ClaudeCLI(tmp_path)
-    other = _plant_state(agent.project)
-    # One simple command each: acceptEdits runs these without asking (a compound command would be
-    # refused for want of an approval, whatever the rules say).
-    attacks = {
+    workdir = _prepare(agent, isolation)
+    state = agent.project / ".mcp-swarm"
+    # One simple command each: acceptEdits runs these without asking in the worker's directory (a
+    # compound command would be refused for want of an approval, whatever the rules say).
+    attacks: dict[str, Step] = {
         "call_db": Shell(f"echo {MARK} > .mcp-swarm/swarm.db", "call_db"),
         "call_result": Shell(f"echo {MARK} >> .mcp-swarm/results/worker-9.json", "call_result"),
-        "call_exit": WriteFile(".mcp-swarm/workers/worker-1/exit-1.json", f'{{"{MARK}": 0}}\n', "call_exit"),
-        "call_new": WriteFile(".mcp-swarm/results/worker-10.json", '{"status": "done"}\n', "call_new"),
+        "call_exit": WriteFile(
+            str(state / "workers" / "worker-1" / "exit-1.json"), f'{{"{MARK}": 0}}\n', "call_exit"
+        ),
+        "call_new": WriteFile(str(state / "results" / "worker-10.json"), '{"status": "done"}\n', "call_new"),
+        "call_read": ReadFile(str(state / "token"), "call_read"),
     }
-    steps: list[Step] = [*attacks.values(), WriteFile("inside.txt", "ok\n", "call_inside"), Answer(DONE_TEXT)]
-    done = await _run(agent, steps)
+    if isolation == "worktree":
+        # From the worktree, the state is its parent's parent: the shell commands name it so.
+        attacks["call_db"] = Shell(f"echo {MARK} > {state}/swarm.db", "call_db")
+        attacks["call_result"] = Shell(f"echo {MARK} >> {state}/results/worker-9.json", "call_result")
+    inside = WriteFile(str(workdir / "inside.txt"), "ok\n", "call_inside")
+    done = await _run(agent, [*attacks.values(), inside, Answer(DONE_TEXT)], isolation)
     explain = agent.explain(done)
 
     for call_id in attacks:
         text, is_error = agent.tool_output(call_id)
         assert is_error, f"{call_id}: {text}{explain}"
-        assert "denied" in text, f"{call_id}: {text}{explain}"
+        assert SECRET not in text, f"{call_id}: {text}{explain}"
     text, is_error = agent.tool_output("call_inside")
     assert not is_error, text + explain
-    assert (agent.project / "inside.txt").read_text() == "ok\n", explain
-    _assert_state_intact(agent.project, other, explain)
+    assert (workdir / "inside.txt").read_text() == "ok\n", explain
+    _assert_state_intact(agent.project, explain)

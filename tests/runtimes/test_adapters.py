@@ -258,3 +258,81 @@ def test_command_verdict_is_exit_status_refined_by_the_result_file(
         assert error in outcome.error
     expected_summary = (result or {}).get("summary", "last line")
     assert outcome.summary == expected_summary
+
+
+# -- the swarm's state, closed to agent workers ------------------------------------------------------
+
+
+def state_request(tmp_path: Path, *paths: Path) -> WorkerRequest:
+    return dataclasses.replace(request(tmp_path), state_paths=paths)
+
+
+def codex_overrides(argv: list[str]) -> dict[str, object]:
+    """The `-c key=value` overrides of a codex command line, each value read as TOML."""
+    values = [argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "-c"]
+    return {key: tomllib.loads(f"v = {value}")["v"] for key, value in values}
+
+
+def test_codex_closes_the_state_with_a_permission_profile(tmp_path: Path) -> None:
+    state = tmp_path / 'odd "state" dir é' / ".mcp-swarm"
+    db = tmp_path / "swarm.db"
+    runtime = CodexRuntime()
+    for argv in (
+        runtime.argv(state_request(tmp_path, state, db)),
+        runtime.resume_argv(state_request(tmp_path, state, db), "thread-1", "again"),
+    ):
+        # --sandbox on the command line would win over the profile, and leave the state writable.
+        assert "--sandbox" not in argv
+        assert codex_overrides(argv) == {
+            "default_permissions": "swarm-worker",
+            "permissions.swarm-worker.extends": ":workspace",
+            "permissions.swarm-worker.filesystem": {str(state): "none", str(db): "none"},
+        }
+    resumed = runtime.resume_argv(state_request(tmp_path, state), "thread-1", "again")
+    assert max(i for i, arg in enumerate(resumed) if arg == "-c") < resumed.index("resume")
+    # Another sandbox the user chose is passed as it is: read-only writes nothing anyway, and full
+    # access is theirs to give.
+    for sandbox in ("read-only", "danger-full-access"):
+        chosen = CodexRuntime(CodexProfile(sandbox=sandbox)).argv(state_request(tmp_path, state))
+        assert chosen[chosen.index("--sandbox") + 1] == sandbox
+        assert codex_overrides(chosen) == {}
+
+
+def test_claude_denies_reading_and_editing_the_state(tmp_path: Path) -> None:
+    state = tmp_path / "a state, [with] *odd* ?chars" / ".mcp-swarm"
+    db = tmp_path / "swarm.db"
+    runtime = ClaudeRuntime()
+    for argv in (
+        runtime.argv(state_request(tmp_path, state, db)),
+        runtime.resume_argv(state_request(tmp_path, state, db), "session-1", "again"),
+    ):
+        settings = json.loads(argv[argv.index("--settings") + 1])
+        # "//" starts an absolute path; a rule is a gitignore pattern, so the path's own pattern
+        # characters are escaped. Edit rules cover Write and the shell's file commands.
+        odd = str(state).replace("[", "\\[").replace("*", "\\*").replace("?", "\\?")
+        assert settings == {
+            "permissions": {
+                "deny": [
+                    f"Read(/{odd})",
+                    f"Read(/{odd}/**)",
+                    f"Read(/{db})",
+                    f"Read(/{db}/**)",
+                    f"Edit(/{odd})",
+                    f"Edit(/{odd}/**)",
+                    f"Edit(/{db})",
+                    f"Edit(/{db}/**)",
+                ]
+            }
+        }
+        assert argv.index("--settings") < argv.index("--")
+    assert "--settings" not in runtime.argv(request(tmp_path))
+
+
+def test_agent_workers_do_not_get_the_result_file() -> None:
+    env = {"PATH": "/bin", "SWARM_RESULT_FILE": "/p/.mcp-swarm/results/worker-1.json", "SWARM_TASK_ID": "1"}
+    for runtime in (ClaudeRuntime(), CodexRuntime()):
+        given = runtime.environment(env)
+        assert "SWARM_RESULT_FILE" not in given, runtime.name
+        assert given["SWARM_TASK_ID"] == "1"
+    # A command worker reports through it.
+    assert CommandRuntime(CommandProfile(["true"])).environment(env) == env

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Generator, Sequence
@@ -71,6 +72,14 @@ class Shell:
 
 
 @dataclass(frozen=True)
+class ReadFile:
+    """The model reads a file (Claude: the Read tool; Codex, which has none: `cat` in its shell)."""
+
+    path: str
+    call_id: str
+
+
+@dataclass(frozen=True)
 class Answer:
     """The model ends its turn with this text: the worker's summary."""
 
@@ -84,7 +93,7 @@ class Refuse:
     message: str
 
 
-Step = WriteFile | Shell | Answer | Refuse
+Step = WriteFile | Shell | ReadFile | Answer | Refuse
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,8 @@ class ClaudeCLI(AgentCLI):
         if isinstance(step, Shell):
             bash = {"command": step.command, "description": "Run a command"}
             return ToolUseTurn([ToolCall("Bash", bash, id=step.call_id)])
+        if isinstance(step, ReadFile):
+            return ToolUseTurn([ToolCall("Read", {"file_path": step.path}, id=step.call_id)])
         if isinstance(step, Answer):
             return TextTurn(step.text)
         return APIErrorTurn(400, step.message)
@@ -321,6 +332,9 @@ class CodexCLI(AgentCLI):
             return ToolCallsTurn([CustomToolCall("apply_patch", patch, step.call_id)])
         if isinstance(step, Shell):
             return ToolCallsTurn([FunctionCall("exec_command", {"cmd": step.command}, step.call_id)])
+        if isinstance(step, ReadFile):
+            cat = {"cmd": f"cat {shlex.quote(step.path)}"}
+            return ToolCallsTurn([FunctionCall("exec_command", cat, step.call_id)])
         if isinstance(step, Answer):
             return MessageTurn(step.text)
         return HTTPErrorTurn(400, step.message, "invalid_request_error")
@@ -385,9 +399,13 @@ async def wait_for(client: Client, agent: AgentCLI, worker_id: str) -> dict[str,
     return cast(dict[str, Any], done)
 
 
-async def spawn_one(client: Client, agent: AgentCLI, subject: str, **task: Any) -> str:
+async def spawn_one(
+    client: Client, agent: AgentCLI, subject: str, *, isolation: str = "shared", **task: Any
+) -> str:
     created = await call(client, "TaskCreate", subject=subject, **task)
-    spawned = await call(client, "spawn", taskIds=[created["id"]], timeoutSeconds=WORKER_TIMEOUT_SECONDS)
+    spawned = await call(
+        client, "spawn", taskIds=[created["id"]], timeoutSeconds=WORKER_TIMEOUT_SECONDS, isolation=isolation
+    )
     assert spawned.get("skipped", []) == [], spawned
     [worker] = spawned["workers"]
     assert (worker["taskId"], worker["runtime"]) == (created["id"], agent.runtime), spawned
