@@ -1,4 +1,4 @@
-"""Codex as a worker: `codex exec --json --skip-git-repo-check -C <dir> --sandbox workspace-write`.
+"""Codex as a worker: `codex exec --json --skip-git-repo-check -C <dir>`, in Codex's sandbox.
 
 Success is read from the events, not from the exit status alone: a completed turn and no
 `turn.failed`. An `error` event alone is not a failure: codex prints "Reconnecting... n/5" as
@@ -8,22 +8,20 @@ A worker of a swarm (the request names the swarm's database) gets the worker-sid
 `mcp-swarm serve --worker <id> --db <db>`, as the MCP server `swarm`, through `-c` overrides of
 the configuration; the model sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
 
-The sandbox keeps the worker out of the swarm's state (`_sandbox_closing`). `--sandbox
-workspace-write` lets a worker write its whole working directory, and the state directory
-(`.mcp-swarm/`: database, status and result files, logs) is inside the project: in shared
-isolation a worker could rewrite the database. Measured with Codex 0.169 on Linux (bubblewrap and
-seccomp): the legacy settings cannot take a path out of the workspace (`sandbox_workspace_write`
-only adds writable roots), but a permission profile can. `default_permissions` naming a profile
-that `extends = ":workspace"` (root readable; workspace, /tmp and $TMPDIR writable; `.git`,
-`.codex`, `.agents` read-only) with the state paths set to `"none"` leaves the project writable
-and the state unreadable and unwritable, to shell commands and `apply_patch` alike ("patch
-rejected: writing outside of the project"); the directory cannot be removed or renamed either (it
-is a mount point in the sandbox). The more specific rule wins, so a worktree inside the state
-directory stays writable. Given as `-c` overrides, the profile wins over a `sandbox_mode` in the
-user's or a trusted project's config.toml; `--sandbox` on the command line would win over it, so
-it is not passed. A profile other than workspace-write (`sandbox = "read-only"`, or
-`"danger-full-access"` for a worker that is sandboxed otherwise) is passed as `--sandbox`, as
-before: read-only writes nothing, and full access is the user's choice.
+The sandbox keeps the worker out of the swarm's state (`_sandbox_closing`). Measured with Codex
+0.169 on Linux (bubblewrap and seccomp): `--sandbox workspace-write` lets shell commands write the
+whole working directory, and the state directory (`.mcp-swarm/`) lies in the project: a worker
+could overwrite the database. The legacy `sandbox_workspace_write` settings can only add writable
+roots. A permission profile can take paths out: `default_permissions` naming a profile that
+`extends = ":workspace"` (root readable; workspace, /tmp and $TMPDIR writable; its `.git` and
+`.codex` read-only) with the state paths set to `"none"` leaves the workspace writable and the
+state neither readable nor writable, to shell commands and `apply_patch` alike ("patch rejected:
+writing outside of the project"); a closed directory cannot be removed or renamed either (it is a
+mount point in the sandbox), and a path that does not exist yet cannot be made. As `-c` overrides
+the profile wins over a `sandbox_mode` in the user's or a trusted project's config.toml;
+`--sandbox` on the command line would win over it, so it is not passed. Another `sandbox` than
+workspace-write (`read-only`, or `danger-full-access` for a worker confined otherwise) is passed
+as `--sandbox`, as before.
 
 Agent workers do not get `SWARM_RESULT_FILE`: their verdict is read from their events and their
 worker tools, never from that file, and it lies in the state directory they cannot write.
