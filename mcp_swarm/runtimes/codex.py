@@ -96,7 +96,9 @@ class CodexRuntime(Runtime):
         return ["--sandbox", self.profile.sandbox]
 
 
-# The name of the permission profile a worker runs under.
+# The permission profile a worker runs under. A user's config.toml may add to it: with
+# `[permissions.swarm-worker.network] enabled = true` its commands reach the network (measured
+# with 0.169; the legacy `sandbox_workspace_write.network_access` no longer applies).
 PERMISSION_PROFILE = "swarm-worker"
 
 
