@@ -64,6 +64,7 @@ class FileSettings(BaseModel):
     env_allow: list[str] | None = None
     mode: Mode | None = None
     tmux_socket: str | None = None
+    token_file: str | None = None
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
 
@@ -83,6 +84,9 @@ class Settings(BaseModel):
     env_allow: tuple[str, ...] | None = None
     mode: Mode = "local"
     tmux_socket: str = DEFAULT_TMUX_SOCKET
+    # `serve --http`: the file holding the Mayors' bearer token, if the file names one (relative to
+    # the project); `--token-file` and MCP_SWARM_TOKEN come before it (server/http_token.py).
+    token_file: Path | None = None
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
     @property
@@ -234,6 +238,7 @@ def load_settings(
         env_allow=None if file.env_allow is None else tuple(file.env_allow),
         mode=chosen_mode,  # type: ignore[arg-type]
         tmux_socket=tmux_socket,
+        token_file=project_dir / file.token_file if file.token_file else None,
         runtimes=file.runtimes,
     )
 
