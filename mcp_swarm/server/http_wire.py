@@ -36,7 +36,7 @@ import uvicorn
 from anyio import CancelScope
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_swarm.errors import InvalidInput
@@ -55,8 +55,8 @@ MAX_CONNECTIONS = 200
 # A connection must send a request's head (line and headers) within this long of opening, or of
 # its last answer, or it is closed: one that trickles or stalls holds nothing for long.
 HEAD_SECONDS = 10.0
-# On the way out, requests still in flight (a long `wait`) get this long before they are cut.
-GRACE_SECONDS = 1
+# On the way out, requests in flight are ended (InFlight); uvicorn's own cut is the last resort.
+GRACE_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,69 @@ def mayor_app(server: MCPServer[Any], address: Address, token: str) -> ASGIApp:
     return BearerGate(app, token)
 
 
+class InFlight:
+    """Every request in flight, so that a stopping server ends each one cleanly rather than leave
+    uvicorn to cut them after its grace: a Mayor's open event stream, a long `wait`. A request
+    cut here ends its answer (an event stream just ends); one that had not answered, and any
+    that arrives while stopping, gets 503. The tools' own work is stopped by the lifespan."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._scopes: set[CancelScope] = set()
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._stopping:
+            await _stopping(send)
+            return
+        started = completed = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started, completed
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed = True
+            await send(message)
+
+        with CancelScope() as cut:
+            self._scopes.add(cut)
+            try:
+                await self._app(scope, receive, tracked)
+            finally:
+                self._scopes.discard(cut)
+        if not cut.cancelled_caught:
+            return
+        if not started:
+            await _stopping(send)
+        elif not completed:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stopping(send: Send) -> None:
+    body = b"the server is stopping"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class _HeadTimedProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, which closes a connection that has not sent a request's whole
     head within HEAD_SECONDS of opening or of its last answer (uvicorn waits for ever)."""
@@ -260,8 +323,9 @@ async def serve_http(
     so a second one cannot cut the way out short.
     """
     host, port = sock.getsockname()[:2]
+    requests = InFlight(app)
     config = uvicorn.Config(
-        app,
+        requests,
         lifespan="on",
         http=_HeadTimedProtocol,
         ws="none",
@@ -281,6 +345,7 @@ async def serve_http(
             if not stopped_by:
                 logger.info("%s received: stopping", signum.name)
                 stopped_by.append(signum)
+                requests.stop()
                 server.should_exit = True
 
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
