@@ -14,8 +14,7 @@ How each CLI offers the tools:
 * Codex 0.169 defers MCP tools: the model first calls the client-side `tool_search` tool, whose
   answer (`tool_search_output`) holds a namespace `mcp__swarm` with the tools found, and then calls
   one as a `function_call` named `<tool>` in the namespace `mcp__swarm`. The scripted Responses
-  server `ToolSearchOpenAIServer` (tests/support/scripted_llm/tool_search.py) writes those two
-  item kinds.
+  server here (`ToolSearchOpenAIServer`) writes those two item kinds.
 """
 
 from __future__ import annotations
