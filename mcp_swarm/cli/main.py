@@ -608,11 +608,7 @@ def _serve_http(settings: Settings, http: str, token_file: Path | None) -> None:
     gc.collect()
     gc.freeze()
     stopped_by: list[int | None] = []
-    _serving(
-        lambda: stopped_by.append(
-            run_http(server, address, token.value, log_level=settings.log_level, say=say)
-        )
-    )
+    _serving(lambda: stopped_by.append(run_http(server, address, token.value, settings, say)))
     _exit_after_signal(stopped_by[0] if stopped_by else None)
 
 
