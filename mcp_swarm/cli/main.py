@@ -457,6 +457,16 @@ def install(
     no_skill: Annotated[
         bool, typer.Option("--no-skill", help="Register the server only; leave the Mayor skill out")
     ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            help="Connect to a running `mcp-swarm serve --http` at this URL (claude, codex) rather than "
+            "start a server; the client sends the token from its MCP_SWARM_TOKEN variable",
+            metavar="URL",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Register `mcp-swarm serve` in Claude Code, Codex, Cursor or Gemini CLI, with the Mayor skill.
 
@@ -465,6 +475,7 @@ def install(
     again changes nothing; a different existing 'swarm' or an edited skill needs --force."""
     from mcp_swarm.cli.install import (
         CLIENT_NAMES,
+        TOKEN_VARIABLE,
         Client,
         InstallRefused,
         Scope,
@@ -488,22 +499,34 @@ def install(
     console = _console()
     try:
         changes = register(
-            chosen, where, command, home=Path.home(), project=Path.cwd(), force=force, skill=not no_skill
+            chosen,
+            where,
+            command,
+            home=Path.home(),
+            project=Path.cwd(),
+            force=force,
+            skill=not no_skill,
+            url=http,
         )
     except InstallRefused as exc:
         typer.echo(f"mcp-swarm: {exc}", err=True)
         raise typer.Exit(1) from exc
     except SwarmError as exc:
         raise _fail(str(exc)) from exc
-    console.print(
-        f"{CLIENT_NAMES[chosen]} ({where.value} scope): 'swarm' runs {' '.join(command)}", markup=False
-    )
+    what = f"connects to {http}" if http is not None else f"runs {' '.join(command)}"
+    console.print(f"{CLIENT_NAMES[chosen]} ({where.value} scope): 'swarm' {what}", markup=False)
     for change in changes:
         mark = "[green]✓[/]" if change.changed else "[dim]·[/]"
         console.print(f"  {mark} {escape(str(change.path))}: {escape(change.what)}")
     if not any(change.changed for change in changes):
         console.print("Nothing to change: it was already registered.")
-    if where is Scope.PROJECT:
+    if http is not None:
+        console.print(
+            f"The client sends the token from its environment: set {TOKEN_VARIABLE} (the server's token) "
+            "where you start it. The file holds no token.",
+            markup=False,
+        )
+    elif where is Scope.PROJECT:
         # The entry is shared with the project; each person needs the command on PATH.
         console.print(
             "The entry runs `mcp-swarm` from PATH, so it works for everyone who installs mcp-swarm "
@@ -608,11 +631,7 @@ def _serve_http(settings: Settings, http: str, token_file: Path | None) -> None:
     gc.collect()
     gc.freeze()
     stopped_by: list[int | None] = []
-    _serving(
-        lambda: stopped_by.append(
-            run_http(server, address, token.value, log_level=settings.log_level, say=say)
-        )
-    )
+    _serving(lambda: stopped_by.append(run_http(server, address, token.value, settings, say)))
     _exit_after_signal(stopped_by[0] if stopped_by else None)
 
 

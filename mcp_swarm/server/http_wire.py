@@ -10,8 +10,9 @@ What protects the server from its clients:
 - every request shows `Authorization: Bearer <token>` or is answered 401 before anything reads
   it (BearerGate); no OAuth metadata is offered, since a client then ignores a static header;
 - bound to loopback, only loopback Host headers are served (DNS rebinding);
-- a request body is at most MAX_MESSAGE_BYTES, as a message on stdio is; at most MAX_SESSIONS
-  sessions are open, and one idle for SESSION_IDLE_SECONDS is closed;
+- a request body is at most MAX_MESSAGE_BYTES, as a message on stdio is; at most
+  `http_max_sessions` sessions are open, and one idle for `http_session_idle_seconds` is closed
+  (config.py; mcp-swarm.toml sets them);
 - the server is one event loop: a client that is slow to send or to read holds only its own
   connection. One that opens connections and sends nothing whole is cut off after
   HEAD_SECONDS, and past MAX_CONNECTIONS connections new requests are answered 503.
@@ -34,11 +35,14 @@ import anyio
 import h11
 import uvicorn
 from anyio import CancelScope
+from mcp.server import streamable_http
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mcp_swarm.config import Settings
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.server.stdio_wire import STOP_SIGNALS, BoundedStdioServer
@@ -46,10 +50,6 @@ from mcp_swarm.server.stdio_wire import STOP_SIGNALS, BoundedStdioServer
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
-# Open Mayor sessions at once: far above a team's, far below what the server's memory holds.
-MAX_SESSIONS = 100
-# A session with no request in flight for this long is closed; its client opens a new one.
-SESSION_IDLE_SECONDS = 60 * 60
 # Connections served at once; past it a new request is answered 503 (a full server, not a hang).
 MAX_CONNECTIONS = 200
 # A connection must send a request's head (line and headers) within this long of opening, or of
@@ -154,7 +154,7 @@ async def _unauthorized(send: Send) -> None:
     await send({"type": "http.response.body", "body": _UNAUTHORIZED})
 
 
-def mayor_app(server: MCPServer[Any], address: Address, token: str) -> ASGIApp:
+def mayor_app(server: MCPServer[Any], address: Address, token: str, settings: Settings) -> ASGIApp:
     """The ASGI app: the SDK's streamable HTTP transport of `server` at /mcp, behind the token."""
     if address.loopback:
         security = TransportSecuritySettings(
@@ -168,8 +168,8 @@ def mayor_app(server: MCPServer[Any], address: Address, token: str) -> ASGIApp:
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         max_request_body_size=MAX_MESSAGE_BYTES,
-        max_sessions=MAX_SESSIONS,
-        session_idle_timeout=SESSION_IDLE_SECONDS,
+        max_sessions=settings.http_max_sessions,
+        session_idle_timeout=settings.http_session_idle_seconds,
         transport_security=security,
         host=address.host,
     )
@@ -273,6 +273,19 @@ class _HeadTimedProtocol(H11Protocol):
             self.transport.close()
 
 
+class _ClientHungUp(logging.Filter):
+    """The SDK logs a client that hangs up in the middle of sending its request as an error, with
+    a traceback; it is the client's doing, and the server carries on: one line at INFO here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
+            return True
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "a client hung up in the middle of its request", ()
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, with the stop signals left to `serve_http` (uvicorn's own would take
     only SIGINT and SIGTERM, and raise them again once it is out) and a word once it listens."""
@@ -360,8 +373,7 @@ def run_http(
     server: BoundedStdioServer[Any],
     address: Address,
     token: str,
-    *,
-    log_level: str,
+    settings: Settings,
     say: Callable[[str], None],
 ) -> signal.Signals | None:
     """`serve --http`: check the state file, listen, serve until a stop signal; the signal.
@@ -369,12 +381,17 @@ def run_http(
     A domain error (a state file that cannot serve, a port taken) ends it before anything listens.
     """
 
+    logging.getLogger(streamable_http.__name__).addFilter(_ClientHungUp())
+
     async def main() -> signal.Signals | None:
         await server.preflight()
         sock = listen(address)
-        app = mayor_app(server, address, token)
+        app = mayor_app(server, address, token, settings)
         return await serve_http(
-            app, sock, log_level=log_level, listening=lambda url: say(f"serving the Mayor's tools at {url}")
+            app,
+            sock,
+            log_level=settings.log_level,
+            listening=lambda url: say(f"serving the Mayor's tools at {url}"),
         )
 
     return anyio.run(main)
