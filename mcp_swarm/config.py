@@ -31,6 +31,10 @@ DEFAULT_TMUX_SOCKET = "mcp-swarm"
 DEFAULT_MAX_LOG_BYTES = 64 << 20
 # Below a chunk of the tmux wrapper's copy, the limit could not be held to at all.
 MIN_MAX_LOG_BYTES = 64 << 10
+# `serve --http`: far above a team's Mayors, far below what the server's memory holds; and an
+# hour of no request in flight before a session is closed (its client then opens a new one).
+DEFAULT_HTTP_MAX_SESSIONS = 100
+DEFAULT_HTTP_SESSION_IDLE_SECONDS = 60 * 60
 
 
 class RuntimeSettings(BaseModel):
@@ -64,6 +68,9 @@ class FileSettings(BaseModel):
     env_allow: list[str] | None = None
     mode: Mode | None = None
     tmux_socket: str | None = None
+    token_file: str | None = None
+    http_max_sessions: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    http_session_idle_seconds: Annotated[float, Field(gt=0)] | None = None
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
 
@@ -83,6 +90,12 @@ class Settings(BaseModel):
     env_allow: tuple[str, ...] | None = None
     mode: Mode = "local"
     tmux_socket: str = DEFAULT_TMUX_SOCKET
+    # `serve --http`: the file holding the Mayors' bearer token, if the file names one (relative to
+    # the project); `--token-file` and MCP_SWARM_TOKEN come before it (server/http_token.py).
+    token_file: Path | None = None
+    # `serve --http`: Mayor sessions open at once, and how long one may sit idle before it is closed.
+    http_max_sessions: int = DEFAULT_HTTP_MAX_SESSIONS
+    http_session_idle_seconds: float = DEFAULT_HTTP_SESSION_IDLE_SECONDS
     runtimes: dict[str, RuntimeSettings] = Field(default_factory=dict[str, RuntimeSettings])
 
     @property
@@ -234,6 +247,9 @@ def load_settings(
         env_allow=None if file.env_allow is None else tuple(file.env_allow),
         mode=chosen_mode,  # type: ignore[arg-type]
         tmux_socket=tmux_socket,
+        token_file=project_dir / file.token_file if file.token_file else None,
+        http_max_sessions=file.http_max_sessions or DEFAULT_HTTP_MAX_SESSIONS,
+        http_session_idle_seconds=file.http_session_idle_seconds or DEFAULT_HTTP_SESSION_IDLE_SECONDS,
         runtimes=file.runtimes,
     )
 

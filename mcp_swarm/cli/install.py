@@ -18,6 +18,11 @@ absolute path, which works whatever the client's PATH.
 | cursor | `.cursor/mcp.json` | `~/.cursor/mcp.json` |
 | gemini | `.gemini/settings.json` | `~/.gemini/settings.json` |
 
+With `--http URL` (claude and codex), the entry connects to a running `mcp-swarm serve --http`
+instead of starting a server, and takes the token from the client's environment, never from the
+file: `"headers": {"Authorization": "Bearer ${MCP_SWARM_TOKEN}"}` for Claude Code, which expands
+the variable, and `bearer_token_env_var = "MCP_SWARM_TOKEN"` for Codex.
+
 The skill goes to `<dir>/skills/swarm/SKILL.md`, `<dir>` being the project's or the user's
 `.claude` (`$CLAUDE_CONFIG_DIR`), `.cursor` or `.gemini`; Codex reads the user's `~/.agents`.
 """
@@ -36,6 +41,7 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import tomlkit
 import tomlkit.exceptions
@@ -49,6 +55,11 @@ SERVER_NAME = "swarm"
 SKILL_NAME = "swarm"
 # What a project-scope entry runs: found on PATH, so the shared file works on a teammate's machine.
 PORTABLE_COMMAND = ["mcp-swarm", "serve"]
+
+
+# The variable an HTTP entry reads the Mayors' token from (server/http_token.py reads it too).
+TOKEN_VARIABLE = "MCP_SWARM_TOKEN"  # noqa: S105 - the name of the variable, not a token
+HTTP_CLIENTS = frozenset({"claude", "codex"})
 
 
 class Client(StrEnum):
@@ -119,6 +130,38 @@ def this_installation() -> list[str]:
     return [sys.executable, "-m", "mcp_swarm", "serve"]
 
 
+def checked_url(url: str) -> str:
+    """The URL of a running `serve --http` as an entry may hold it, or a clear refusal."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port that is not a number in range raises
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "is not an http:// or https:// URL with a host"
+    elif parts.username is not None or parts.password is not None:
+        problem = f"holds a user name or password; the token comes from {TOKEN_VARIABLE}, never the URL"
+    elif parts.path in ("", "/"):
+        problem = "names no path; `mcp-swarm serve --http` serves at /mcp"
+    elif parts.fragment or any(c.isspace() or not c.isprintable() for c in url):
+        problem = "is not a URL a client can reach"
+    else:
+        return url
+    # A password in the URL is not repeated back.
+    shown = re.sub(r"(?<=://)[^/@]*@", "…@", url)
+    raise InvalidInput(
+        f"--http {shown!r} {problem}; give the URL `mcp-swarm serve --http` prints, such as "
+        "http://127.0.0.1:8765/mcp"
+    )
+
+
+def http_entry(client: Client, url: str) -> dict[str, Any]:
+    """The entry that connects `client` to the server at `url`, the token read from the environment."""
+    if client is Client.CODEX:
+        return {"url": url, "bearer_token_env_var": TOKEN_VARIABLE}
+    return {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${{{TOKEN_VARIABLE}}}"}}
+
+
 def install(
     client: Client,
     scope: Scope,
@@ -128,13 +171,23 @@ def install(
     project: Path,
     force: bool = False,
     skill: bool = True,
+    url: str | None = None,
 ) -> list[Change]:
-    """Register `command` as the `swarm` server of `client`, and (unless `skill` is False) install
-    the Mayor skill where the client loads skills; what was changed, file by file.
+    """Register `command` (or, with `url`, a connection to a running `serve --http`) as the
+    `swarm` server of `client`, and (unless `skill` is False) install the Mayor skill where the
+    client loads skills; what was changed, file by file.
 
     Every file is read and checked before any is written, so a refusal changes nothing at all.
     """
-    changes = _changes(client, scope, command, home=home, project=project, force=force)
+    if url is not None:
+        if client.value not in HTTP_CLIENTS:
+            raise InvalidInput(
+                f"--http is for claude and codex; {CLIENT_NAMES[client]} takes the stdio entry"
+            )
+        entry = http_entry(client, checked_url(url))
+    else:
+        entry = {"command": command[0], "args": command[1:]}
+    changes = _changes(client, scope, entry, home=home, project=project, force=force)
     if skill:
         changes.append(_skill_change(skill_path(client, scope, home=home, project=project), force))
     for change in changes:
@@ -144,9 +197,8 @@ def install(
 
 
 def _changes(
-    client: Client, scope: Scope, command: list[str], *, home: Path, project: Path, force: bool
+    client: Client, scope: Scope, entry: dict[str, Any], *, home: Path, project: Path, force: bool
 ) -> list[Change]:
-    entry: dict[str, Any] = {"command": command[0], "args": command[1:]}
     env = os.environ
     if client is Client.CODEX:
         if scope is Scope.PROJECT:
@@ -207,15 +259,23 @@ def _same(existing: object, entry: Mapping[str, Any]) -> bool:
     if not isinstance(existing, Mapping):
         return False
     found = cast(Mapping[str, Any], existing)
+    if "url" in entry:
+        return dict(found) == dict(entry)
     return found.get("command") == entry["command"] and list(found.get("args") or []) == entry["args"]
 
 
 def _ours(existing: object) -> bool:
     """An entry this command wrote before: `mcp-swarm serve`, by name or by an absolute path (as a
-    project entry once was). Moving it to the form of today needs no --force."""
+    project entry once was), or a connection to a server over HTTP with the token from
+    MCP_SWARM_TOKEN. Moving between them needs no --force."""
     if not isinstance(existing, Mapping):
         return False
     found = cast(Mapping[str, Any], existing)
+    if isinstance(found.get("url"), str):
+        return any(
+            set(found) == set(shape) and all(found[key] == shape[key] for key in shape if key != "url")
+            for shape in (http_entry(Client.CLAUDE, ""), http_entry(Client.CODEX, ""))
+        )
     command = found.get("command")
     return (
         isinstance(command, str)
@@ -309,8 +369,8 @@ def _edit_toml(path: Path, entry: dict[str, Any], force: bool) -> Change:
         servers[SERVER_NAME] = entry
     else:
         table = tomlkit.table()
-        table["command"] = entry["command"]
-        table["args"] = entry["args"]
+        for key, value in entry.items():
+            table[key] = value
         servers[SERVER_NAME] = table
     new_text = tomlkit.dumps(doc)
     # A table added before another one needs the blank line TOML files usually have between tables.

@@ -68,6 +68,25 @@ ModeOption = Annotated[
         show_default=False,
     ),
 ]
+HttpOption = Annotated[
+    str | None,
+    typer.Option(
+        "--http",
+        help="Serve over streamable HTTP at http://HOST:PORT/mcp instead of stdio, for several Mayors "
+        "at once; HOST is 127.0.0.1 unless given (0.0.0.0:PORT: every interface; port 0: a free one)",
+        metavar="[HOST:]PORT",
+        show_default=False,
+    ),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="With --http: the file holding the token clients must send (default: MCP_SWARM_TOKEN, "
+        "else token_file in mcp-swarm.toml, else .mcp-swarm/token, made on the first start)",
+        show_default=False,
+    ),
+]
 WorkerOption = Annotated[
     str | None,
     typer.Option(
@@ -438,6 +457,16 @@ def install(
     no_skill: Annotated[
         bool, typer.Option("--no-skill", help="Register the server only; leave the Mayor skill out")
     ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            help="Connect to a running `mcp-swarm serve --http` at this URL (claude, codex) rather than "
+            "start a server; the client sends the token from its MCP_SWARM_TOKEN variable",
+            metavar="URL",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Register `mcp-swarm serve` in Claude Code, Codex, Cursor or Gemini CLI, with the Mayor skill.
 
@@ -446,6 +475,7 @@ def install(
     again changes nothing; a different existing 'swarm' or an edited skill needs --force."""
     from mcp_swarm.cli.install import (
         CLIENT_NAMES,
+        TOKEN_VARIABLE,
         Client,
         InstallRefused,
         Scope,
@@ -469,22 +499,34 @@ def install(
     console = _console()
     try:
         changes = register(
-            chosen, where, command, home=Path.home(), project=Path.cwd(), force=force, skill=not no_skill
+            chosen,
+            where,
+            command,
+            home=Path.home(),
+            project=Path.cwd(),
+            force=force,
+            skill=not no_skill,
+            url=http,
         )
     except InstallRefused as exc:
         typer.echo(f"mcp-swarm: {exc}", err=True)
         raise typer.Exit(1) from exc
     except SwarmError as exc:
         raise _fail(str(exc)) from exc
-    console.print(
-        f"{CLIENT_NAMES[chosen]} ({where.value} scope): 'swarm' runs {' '.join(command)}", markup=False
-    )
+    what = f"connects to {http}" if http is not None else f"runs {' '.join(command)}"
+    console.print(f"{CLIENT_NAMES[chosen]} ({where.value} scope): 'swarm' {what}", markup=False)
     for change in changes:
         mark = "[green]✓[/]" if change.changed else "[dim]·[/]"
         console.print(f"  {mark} {escape(str(change.path))}: {escape(change.what)}")
     if not any(change.changed for change in changes):
         console.print("Nothing to change: it was already registered.")
-    if where is Scope.PROJECT:
+    if http is not None:
+        console.print(
+            f"The client sends the token from its environment: set {TOKEN_VARIABLE} (the server's token) "
+            "where you start it. The file holds no token.",
+            markup=False,
+        )
+    elif where is Scope.PROJECT:
         # The entry is shared with the project; each person needs the command on PATH.
         console.print(
             "The entry runs `mcp-swarm` from PATH, so it works for everyone who installs mcp-swarm "
@@ -520,8 +562,13 @@ def serve(
     log_level: LogLevelOption = None,
     mode: ModeOption = None,
     worker: WorkerOption = None,
+    http: HttpOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Speak MCP on stdin/stdout: register this command in Claude Code, Codex or any MCP client."""
+    """Speak MCP on stdin/stdout: register this command in Claude Code, Codex or any MCP client.
+
+    With --http, serve any number of Mayors over streamable HTTP instead; each request must carry
+    `Authorization: Bearer <token>`."""
     # Imported here so that `mcp-swarm --help` stays quick.
     from mcp_swarm.server.mayor import build_server
 
@@ -533,6 +580,10 @@ def serve(
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if http is None and token_file is not None:
+        raise _fail("--token-file goes with --http; stdio needs no token")
+    if http is not None and worker is not None:
+        raise _fail("--http serves the Mayor's tools; --worker serves one worker on stdio: use one of them")
     if worker is not None:
         from mcp_swarm.server.worker import build_worker_server
 
@@ -545,6 +596,9 @@ def serve(
         _serving(lambda: worker_server.run("stdio"))
         _exit_after_signal(worker_server.stopped_by)
         return
+    if http is not None:
+        _serve_http(settings, http, token_file)
+        return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
     # collector from walking it again on every full collection, which was the tail of TaskList.
@@ -552,6 +606,33 @@ def serve(
     gc.freeze()
     _serving(lambda: server.run("stdio"))
     _exit_after_signal(server.stopped_by)
+
+
+def _serve_http(settings: Settings, http: str, token_file: Path | None) -> None:
+    """`serve --http`: the token found (or made), then the server until a stop signal."""
+    from mcp_swarm.server.http_token import mayor_token
+    from mcp_swarm.server.http_wire import parse_address, run_http
+    from mcp_swarm.server.mayor import build_server
+
+    def say(message: str) -> None:
+        print(f"mcp-swarm: {message}", file=sys.stderr, flush=True)
+
+    try:
+        address = parse_address(http)
+        token = mayor_token(settings, token_file=token_file, environ=os.environ)
+    except SwarmError as exc:
+        raise _fail(str(exc)) from exc
+    if token.created:
+        say(f"made a token for the Mayors in {token.source} (readable by you only); clients send it "
+            "as 'Authorization: Bearer <token>', e.g. MCP_SWARM_TOKEN=$(cat that file)")  # fmt: skip
+    else:
+        say(f"clients must send the token in {token.source} as 'Authorization: Bearer <token>'")
+    server = build_server(settings)
+    gc.collect()
+    gc.freeze()
+    stopped_by: list[int | None] = []
+    _serving(lambda: stopped_by.append(run_http(server, address, token.value, settings, say)))
+    _exit_after_signal(stopped_by[0] if stopped_by else None)
 
 
 def _exit_after_signal(signum: int | None) -> None:

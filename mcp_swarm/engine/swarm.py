@@ -216,7 +216,11 @@ class Swarm:
         timeout_seconds: float | None = None,
         mode: str | None = None,
         isolation: str | None = None,
+        mayor: str | None = None,
     ) -> SpawnResult:
+        """Start a worker for each chosen task (the ready wave by default). `mayor`: the name of
+        the Mayor session spawning, whose plain `wait` gets the results (None: a stdio server's or
+        the command line's Mayor)."""
         if self._group is None:
             raise SwarmError("the engine is not running; try again")
         chosen = self._runtime(runtime)
@@ -234,7 +238,7 @@ class Swarm:
         async with self.store.write() as tx:
             slots = await free_slots(tx, self.supervisor, self.limits.max_workers, max_workers)
             chosen_tasks, left_over = await choose(tx, task_ids, slots.free, result, scopes=not in_worktrees)
-            assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode)
+            assigned = await self._assign(tx, chosen_tasks, chosen, at, chosen_mode, mayor)
             await record_demand(tx, self.supervisor, unmet=bool(left_over))
         for task_id in left_over:
             result.skip(task_id, slots.full, retry=True)
@@ -328,7 +332,7 @@ class Swarm:
             return await self._not_started(number, 1, exc)
 
     async def _assign(
-        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: str
+        self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: str, mayor: str | None
     ) -> list[tuple[int, Task]]:
         """A worker for each task, and the task marked in_progress and owned by it."""
         if not tasks:
@@ -340,6 +344,7 @@ class Swarm:
             now=at,
             supervisor=self.supervisor,
             mode=mode,
+            mayor=mayor,
         )
         await tx.workers.set_logs({number: str(self._launcher.log(number)) for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
@@ -463,8 +468,9 @@ class Swarm:
         mode: str = "all",
         timeout: float = 30.0,  # noqa: ASYNC109 - a bound of the tool contract, not a cancellation hook
         progress: ProgressCallback | None = None,
+        mayor: str | None = None,
     ) -> WaitResult:
-        """See waiting.wait_for_workers."""
+        """See waiting.wait_for_workers: a plain wait returns `mayor`'s own workers' results."""
         return await wait_for_workers(
             self.store,
             self._mail,
@@ -474,6 +480,7 @@ class Swarm:
             timeout=timeout,
             progress=progress,
             supervisor=self.supervisor,
+            mayor=mayor,
         )
 
     async def workers_of(self, task_id: str) -> list[Worker]:

@@ -58,14 +58,18 @@ async def wait_for_workers(
     timeout: float,  # noqa: ASYNC109 - a bound of the tool contract, not a cancellation hook
     progress: ProgressCallback | None,
     supervisor: str,
+    mayor: str | None = None,
 ) -> WaitResult:
     """Without `worker_ids`: this Mayor's ended workers whose results it has not been given, each
     returned once (they are marked as reported); with them, those workers, whatever was reported.
     `mode` "any" returns at the first end, "all" when none is running.
 
-    This Mayor's workers are those its server (`supervisor`) runs or adopted, and those left by
-    a server that is gone. Another live Mayor's workers are its own: with two sessions on one
-    file, each hears of the workers it started, not whichever ended while it happened to wait.
+    This Mayor's workers are those it spawned (`mayor`, the name its session goes by; None for a
+    stdio server's Mayor and the command line's) that its server (`supervisor`) runs or adopted,
+    or that a server now gone left. Another live Mayor's workers are its own: with two sessions
+    on one file, or two on one HTTP server, each hears of the workers it started, not whichever
+    ended while it happened to wait. Help requests likewise come from this Mayor's workers only,
+    with `worker_ids` or without.
     """
     if mode not in ("all", "any"):
         raise InvalidInput("mode must be 'all' or 'any'")
@@ -82,8 +86,8 @@ async def wait_for_workers(
     while True:
         changed = changes.current
         version = await store.data_version()
-        done, running = await _status(store, numbers, supervisor)
-        help_requests = await mail.take_help_requests()
+        done, running = await _status(store, numbers, supervisor, mayor)
+        help_requests = await mail.take_help_requests(mayor=mayor)
         enough = (done and mode == "any") or not running or bool(help_requests)
         remaining = deadline - time.monotonic()
         if enough or remaining <= 0:
@@ -109,10 +113,12 @@ async def _until_changed(store: Store, changed: anyio.Event, version: int, deadl
             return
 
 
-async def _status(store: Store, numbers: list[int] | None, supervisor: str) -> tuple[list[Worker], list[str]]:
+async def _status(
+    store: Store, numbers: list[int] | None, supervisor: str, mayor: str | None
+) -> tuple[list[Worker], list[str]]:
     async with store.read(snapshot=False) as tx:  # one statement either way
         if numbers is None:
-            unreported, live = await tx.workers.unreported_and_live()
+            unreported, live = await tx.workers.unreported_and_live(mayor)
             others = {w.supervisor for w in (*unreported, *live)} - {supervisor}
             gone = {other for other in others if not supervisor_alive(other)}
             done = [w for w in unreported if w.supervisor == supervisor or w.supervisor in gone]

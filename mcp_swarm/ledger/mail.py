@@ -160,23 +160,29 @@ class Mailbox:
                 await tx.messages.mark_read(unread, at)
         return [_message(row) for row in rows]
 
-    async def help_requests(self, *, after_id: int = 0) -> list[Message]:
-        """Unread help requests to the Mayor after `after_id`, oldest first. They stay unread: they
-        are listed again until the Mayor fetches its inbox."""
+    async def help_requests(self, *, after_id: int = 0, mayor: str | None = None) -> list[Message]:
+        """Unread help requests to the Mayor after `after_id` from the workers `mayor` spawned
+        (None: those spawned with no name, by a stdio server or the command line), oldest first.
+        They stay unread: they are listed again until the Mayor fetches its inbox."""
         async with self.store.read(snapshot=False) as tx:
-            rows = await tx.messages.unread(MAYOR, type=MessageType.HELP_REQUEST.value, after_id=after_id)
+            rows = await tx.messages.unread_from_workers(
+                MAYOR, type=MessageType.HELP_REQUEST.value, after_id=after_id, mayor=mayor
+            )
         return [_message(row) for row in rows]
 
-    async def take_help_requests(self) -> list[Message]:
-        """Unread help requests to the Mayor, marked read as they are handed over (by `wait`).
+    async def take_help_requests(self, *, mayor: str | None = None) -> list[Message]:
+        """Unread help requests from `mayor`'s workers, marked read as they are handed over (by
+        `wait`): another Mayor's workers' requests are left for that Mayor.
 
         A plain read comes first, so that the usual case (none) costs no write transaction.
         """
-        if not await self.help_requests():
+        if not await self.help_requests(mayor=mayor):
             return []
         at = self._clock()
         async with self.store.write() as tx:
-            rows = await tx.messages.unread(MAYOR, type=MessageType.HELP_REQUEST.value, after_id=0)
+            rows = await tx.messages.unread_from_workers(
+                MAYOR, type=MessageType.HELP_REQUEST.value, after_id=0, mayor=mayor
+            )
             if rows:
                 await tx.messages.mark_read([row.id for row in rows], at)
         return [_message(row) for row in rows]

@@ -50,6 +50,7 @@ from mcp_swarm.placement.logtail import last_lines
 from mcp_swarm.server import answers
 from mcp_swarm.server.import_tools import build_import_tools
 from mcp_swarm.server.mail_tools import build_mail_tools
+from mcp_swarm.server.mayor_scope import mayor_of
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 from mcp_swarm.store import Store
@@ -276,6 +277,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
         its own (no free slot, a blocker or an overlapping task still running). When nothing
         starts, note says why (which tasks block the rest) and what to do. Then call wait."""
         client = ctx.session.client_params
+        mayor = mayor_of(ctx)
         swarm = state.workers()
         name = runtime or swarm.default_runtime_for(client.client_info.name if client is not None else None)
         result = await swarm.spawn(
@@ -287,6 +289,7 @@ def build_tools(state: _Ledger) -> list[Tool]:
             timeout_seconds=timeoutSeconds,
             mode=mode,
             isolation=isolation,
+            mayor=mayor,
         )
         payload: dict[str, Any] = {
             "workers": [_spawned(w) for w in result.workers],
@@ -312,14 +315,18 @@ def build_tools(state: _Ledger) -> list[Tool]:
     ) -> CallToolResult:
         """Block until workers finish (wakes the moment one ends), at most timeoutSeconds. Returns
         {done: [{workerId, taskId, state, taskStatus, exitCode, summary, durationSeconds, costUsd,
-        log, validation, error}], running, helpRequests, timedOut}. Without workerIds each result is
-        returned once. It also returns at once when a worker asks the Mayor for help (helpRequests):
-        answer with send_message, or close_agent."""
+        log, validation, error}], running, helpRequests, timedOut}. Without workerIds: the workers
+        you spawned (on a shared server you are known by your X-Swarm-Mayor header), each result
+        returned once. It also returns at once when one of your workers asks for help
+        (helpRequests): answer with send_message, or close_agent."""
+        mayor = mayor_of(ctx)
 
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
-        result = await state.workers().wait(workerIds, mode=mode, timeout=timeoutSeconds, progress=progress)
+        result = await state.workers().wait(
+            workerIds, mode=mode, timeout=timeoutSeconds, progress=progress, mayor=mayor
+        )
         payload: dict[str, Any] = {
             "done": [_worker_result(w, state.workers().attach_hint(w)) for w in result.done],
             "running": result.running,

@@ -66,18 +66,22 @@ class BoundedStdioServer(MCPServer[LifespanT]):
     # The signal that ended the server, if one did: `serve` exits with 128 + its number.
     stopped_by: signal.Signals | None = None
 
+    async def preflight(self) -> None:
+        """The check before any transport opens (over HTTP too); a domain error if it fails."""
+        if self._preflight is not None:
+            await self._preflight()
+
     async def run_stdio_async(self) -> None:
         """Serve until the client closes stdin or a stop signal arrives, then leave the same way.
 
         The signals stay caught until the server is out, so a second one (a terminal sends SIGHUP,
         then its shell SIGTERM) cannot cut the way out short.
         """
-        if self._preflight is not None:
-            try:
-                await self._preflight()
-            except SwarmError as exc:
-                print(f"mcp-swarm: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(2) from None
+        try:
+            await self.preflight()
+        except SwarmError as exc:
+            print(f"mcp-swarm: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stop_on_signal, signals, group.cancel_scope)

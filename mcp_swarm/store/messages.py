@@ -68,12 +68,17 @@ class MessageQueries:
         )
         return [_row(row) for row in rows]
 
-    async def unread(self, recipient: str, *, type: str, after_id: int) -> list[MessageRow]:
-        """Unread messages of one type to `recipient` after `after_id`, oldest first; none is marked."""
+    async def unread_from_workers(
+        self, recipient: str, *, type: str, after_id: int, mayor: str | None
+    ) -> list[MessageRow]:
+        """Unread messages of one type to `recipient` after `after_id` from the workers `mayor`
+        spawned (None: those spawned with no Mayor's name), oldest first; none is marked."""
         rows = await self._rows(
-            f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND type = ? AND id > ? "
-            "AND read_at IS NULL ORDER BY id",
-            (recipient, type, after_id),
+            f"SELECT {_COLUMNS} FROM messages AS m WHERE recipient = ? AND type = ? AND m.id > ? "
+            "AND read_at IS NULL AND EXISTS (SELECT 1 FROM workers AS w "
+            "WHERE w.id = CAST(substr(m.sender, 8) AS INTEGER) AND m.sender = 'worker-' || w.id "
+            "AND w.mayor IS ?) ORDER BY m.id",
+            (recipient, type, after_id, mayor),
         )
         return [_row(row) for row in rows]
 

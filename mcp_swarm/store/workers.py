@@ -159,11 +159,14 @@ class WorkerQueries:
         rows = await self._rows("SELECT count(*) FROM workers WHERE task_id = ?", (task_id,))
         return int(rows[0][0])
 
-    async def unreported_and_live(self) -> tuple[list[Worker], list[Worker]]:
-        """Workers that ended and whose result the Mayor has not been given yet, and the live ones:
-        one statement, so one consistent look and one round trip."""
+    async def unreported_and_live(self, mayor: str | None) -> tuple[list[Worker], list[Worker]]:
+        """`mayor`'s workers that ended and whose result it has not been given yet, and its live
+        ones: one statement, so one consistent look and one round trip. None is a Mayor too (a
+        stdio server's, the command line's): it gets the workers spawned with no name."""
         rows = await self._rows(
-            f"SELECT * FROM workers WHERE state IN {_LIVE} OR reported_at IS NULL ORDER BY id"
+            f"SELECT * FROM workers WHERE mayor IS ? AND (state IN {_LIVE} OR reported_at IS NULL) "
+            "ORDER BY id",
+            (mayor,),
         )
         workers = [_worker(row) for row in rows]
         live = [worker for worker in workers if worker.state in LIVE_WORKER_STATES]
@@ -178,15 +181,18 @@ class WorkerQueries:
         now: str,
         supervisor: str,
         mode: str = "local",
+        mayor: str | None = None,
     ) -> dict[int, int]:
         """A new worker, attempt 1, for each of these tasks, in one statement: {task id: worker number}.
+        `mayor`: whose plain `wait` gets their results (kept by every later attempt and adoption).
 
         Each row's log is set by `set_logs` once its number is known.
         """
         rows = await self._rows(
-            "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at, supervisor, mode) "
-            "SELECT value, ?, 1, 'starting', ?, '', ?, ?, ? FROM json_each(?) RETURNING task_id, id",
-            (runtime, cwd, now, supervisor, mode, json.dumps(list(task_ids))),
+            "INSERT INTO workers (task_id, runtime, attempt, state, cwd, log, started_at, supervisor, "
+            "mode, mayor) SELECT value, ?, 1, 'starting', ?, '', ?, ?, ?, ? FROM json_each(?) "
+            "RETURNING task_id, id",
+            (runtime, cwd, now, supervisor, mode, mayor, json.dumps(list(task_ids))),
         )
         return {int(row[0]): int(row[1]) for row in rows}
 

@@ -50,10 +50,11 @@ class Place:
             env["PATH"] = self.path
         return env
 
-    def install(self, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    def install(self, *args: str, path: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
         env = self.env()
         if path is not None:
             env["PATH"] = path
+        env.update(extra)
         return subprocess.run(
             [installed_command(), "install", *args],
             cwd=self.project,
@@ -295,7 +296,7 @@ def test_unknown_clients_and_scopes_are_refused(place: Place, args: list[str], m
     assert message in done.stderr
 
 
-def _agent_cli(name: str) -> str:
+def agent_cli_path(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(TOOLS_BIN))
     if found is None:
         message = f"the {name} CLI is not installed"
@@ -307,12 +308,12 @@ def _agent_cli(name: str) -> str:
     return found
 
 
-def _listed_servers(cli: str, place: Place) -> subprocess.CompletedProcess[str]:
-    """`<cli> mcp list` run in the project, as the user would run it."""
+def listed_servers(cli: str, place: Place, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`<cli> mcp list` run in the project, as the user would run it (with `extra` in its environment)."""
     listed = subprocess.run(
         [cli, "mcp", "list"],
         cwd=place.project,
-        env=place.env(),
+        env={**place.env(), **extra},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -323,7 +324,7 @@ def _listed_servers(cli: str, place: Place) -> subprocess.CompletedProcess[str]:
     return listed
 
 
-def _teammate(place: Place) -> None:
+def make_teammate(place: Place) -> None:
     """Make `place` a person who installed mcp-swarm: its command on PATH, in a git repository.
 
     Claude Code honours .claude/settings.local.json only where git shows that it is not part of
@@ -335,18 +336,18 @@ def _teammate(place: Place) -> None:
 
 @pytest.mark.agent_cli
 def test_claude_code_connects_to_the_portable_entry(place: Place) -> None:
-    claude = _agent_cli("claude")
-    _teammate(place)
+    claude = agent_cli_path("claude")
+    make_teammate(place)
     assert place.install("claude").returncode == 0
-    listed = _listed_servers(claude, place)
+    listed = listed_servers(claude, place)
     # Claude Code 2.1 prints "swarm: <command> serve - ✔ Connected" once it has talked to the server.
     assert re.search(r"^swarm: mcp-swarm serve - [✓✔] Connected$", listed.stdout, re.MULTILINE), listed.stdout
 
 
 @pytest.mark.agent_cli
 def test_claude_code_loads_the_installed_skill_and_offers_it_to_the_model(place: Place) -> None:
-    claude = _agent_cli("claude")
-    _teammate(place)
+    claude = agent_cli_path("claude")
+    make_teammate(place)
     assert place.install("claude").returncode == 0
     with ScriptedAnthropicServer([TextTurn("Ready to run a swarm.")]) as llm:
         env = place.env()
@@ -386,9 +387,9 @@ def test_claude_code_loads_the_installed_skill_and_offers_it_to_the_model(place:
 
 @pytest.mark.agent_cli
 def test_codex_lists_the_server_it_was_given(place: Place) -> None:
-    codex = _agent_cli("codex")
+    codex = agent_cli_path("codex")
     assert place.install("codex").returncode == 0
-    listed = _listed_servers(codex, place)
+    listed = listed_servers(codex, place)
     assert re.search(
         rf"^swarm\s+{re.escape(installed_command())}\s+serve\s.*enabled", listed.stdout, re.MULTILINE
     )
@@ -396,7 +397,7 @@ def test_codex_lists_the_server_it_was_given(place: Place) -> None:
 
 @pytest.mark.agent_cli
 def test_codex_offers_the_installed_skill_to_the_model(place: Place) -> None:
-    codex = _agent_cli("codex")
+    codex = agent_cli_path("codex")
     codex_home = place.home / ".codex"
     codex_home.mkdir()
     with ScriptedOpenAIServer([MessageTurn("Ready to run a swarm.")]) as llm:

@@ -1,0 +1,397 @@
+"""The Mayor's tools over streamable HTTP (`serve --http`): the SDK's transport at /mcp, behind a
+bearer token, under uvicorn.
+
+One process serves every Mayor that connects: the server's lifespan (the engine, its supervision
+of the workers) is entered once, when the server starts, and left once, when it stops; clients
+come and go in between without stopping anything. A stop signal takes the way out that stdio's
+end of input takes (server/stdio_wire.py): local workers stopped, their tasks pending again.
+
+What protects the server from its clients:
+- every request shows `Authorization: Bearer <token>` or is answered 401 before anything reads
+  it (BearerGate); no OAuth metadata is offered, since a client then ignores a static header;
+- bound to loopback, only loopback Host headers are served (DNS rebinding);
+- a request body is at most MAX_MESSAGE_BYTES, as a message on stdio is; at most
+  `http_max_sessions` sessions are open, and one idle for `http_session_idle_seconds` is closed
+  (config.py; mcp-swarm.toml sets them);
+- the server is one event loop: a client that is slow to send or to read holds only its own
+  connection. One that opens connections and sends nothing whole is cut off after
+  HEAD_SECONDS, and past MAX_CONNECTIONS connections new requests are answered 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import h11
+import uvicorn
+from anyio import CancelScope
+from mcp.server import streamable_http
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mcp_swarm.config import Settings
+from mcp_swarm.errors import InvalidInput
+from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
+from mcp_swarm.server.stdio_wire import STOP_SIGNALS, BoundedStdioServer
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+# Connections served at once; past it a new request is answered 503 (a full server, not a hang).
+MAX_CONNECTIONS = 200
+# A connection must send a request's head (line and headers) within this long of opening, or of
+# its last answer, or it is closed: one that trickles or stalls holds nothing for long.
+HEAD_SECONDS = 10.0
+# On the way out, requests in flight are ended (InFlight); uvicorn's own cut is the last resort.
+GRACE_SECONDS = 3
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(text: str) -> Address:
+    """`PORT`, `HOST:PORT` or `[IPv6]:PORT`; the host is 127.0.0.1 unless one is given."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text.strip()
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs its brackets, or its port is not told from it
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidInput(
+            f"--http {text!r} is not [HOST:]PORT; for example 8765 (127.0.0.1 only), "
+            "0.0.0.0:8765 (every interface) or [::1]:8765; port 0 picks a free one"
+        )
+    return Address(host, int(port_text))
+
+
+def url_of(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{MCP_PATH}"
+
+
+class BearerGate:
+    """Lets a request through only with `Authorization: Bearer <token>`; any other gets 401 and
+    reaches nothing behind it. The comparison takes the same time wherever the tokens differ."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._app = app
+        self._expected = token.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._app(scope, receive, send)
+            return
+        if scope["type"] == "http" and self._shows_token(scope):
+            await self._app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            await _unauthorized(send)
+        # Nothing else (a websocket) is served: uvicorn runs with none, so none arrives.
+
+    def _shows_token(self, scope: Scope) -> bool:
+        given = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(given) != 1:
+            return False
+        scheme, _, credential = given[0].partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        return hmac.compare_digest(credential.strip(), self._expected)
+
+
+_UNAUTHORIZED = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": -32001,
+            "message": "unauthorized: send the header 'Authorization: Bearer <token>' with the token "
+            "the server was started with (MCP_SWARM_TOKEN, or its token file)",
+        },
+    }
+).encode()
+
+
+async def _unauthorized(send: Send) -> None:
+    # A bare `Bearer` challenge: no resource_metadata, so a client does not go looking for OAuth.
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+
+
+def mayor_app(server: MCPServer[Any], address: Address, token: str, settings: Settings) -> ASGIApp:
+    """The ASGI app: the SDK's streamable HTTP transport of `server` at /mcp, behind the token."""
+    if address.loopback:
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    else:
+        # Bound to other interfaces, the names clients use are not known here: the token guards.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        max_request_body_size=MAX_MESSAGE_BYTES,
+        max_sessions=settings.http_max_sessions,
+        session_idle_timeout=settings.http_session_idle_seconds,
+        transport_security=security,
+        host=address.host,
+    )
+    return BearerGate(app, token)
+
+
+class InFlight:
+    """Every request in flight, so that a stopping server ends each one cleanly rather than leave
+    uvicorn to cut them after its grace: a Mayor's open event stream, a long `wait`. A request
+    cut here ends its answer (an event stream just ends); one that had not answered, and any
+    that arrives while stopping, gets 503. The tools' own work is stopped by the lifespan."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._scopes: set[CancelScope] = set()
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._stopping:
+            await _stopping(send)
+            return
+        started = completed = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started, completed
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed = True
+            await send(message)
+
+        with CancelScope() as cut:
+            self._scopes.add(cut)
+            try:
+                await self._app(scope, receive, tracked)
+            finally:
+                self._scopes.discard(cut)
+        if not cut.cancelled_caught:
+            return
+        if not started:
+            await _stopping(send)
+        elif not completed:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stopping(send: Send) -> None:
+    body = b"the server is stopping"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _HeadTimedProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, which closes a connection that has not sent a request's whole
+    head within HEAD_SECONDS of opening or of its last answer (uvicorn waits for ever)."""
+
+    _head_timer: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        # uvicorn's cycle is None (typed otherwise) until the first request's head has come.
+        cycle: Any = self.cycle
+        waiting_for_head = self.conn.their_state is h11.IDLE and (cycle is None or cycle.response_complete)
+        if waiting_for_head and not self.transport.is_closing():
+            logger.info("closed a connection that sent no whole request in %s s", HEAD_SECONDS)
+            self.transport.close()
+
+
+class _ClientHungUp(logging.Filter):
+    """The SDK logs a client that hangs up in the middle of sending its request as an error, with
+    a traceback; it is the client's doing, and the server carries on: one line at INFO here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
+            return True
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "a client hung up in the middle of its request", ()
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, with the stop signals left to `serve_http` (uvicorn's own would take
+    only SIGINT and SIGTERM, and raise them again once it is out) and a word once it listens."""
+
+    def __init__(self, config: uvicorn.Config, listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._listening = listening
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._listening()
+
+
+def listen(address: Address) -> socket.socket:
+    """A socket listening on `address` (port 0: a free one), or a clear error."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {address.host}:{address.port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(
+            f"cannot listen on {address.host}:{address.port}: {exc.strerror or exc}; choose another "
+            "port (0 picks a free one)"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+async def serve_http(
+    app: ASGIApp, sock: socket.socket, *, log_level: str, listening: Callable[[str], None]
+) -> signal.Signals | None:
+    """Serve `app` on `sock` until a stop signal; `listening(url)` once requests are answered.
+
+    Returns the signal that stopped the server. The signals stay caught until the server is out,
+    so a second one cannot cut the way out short.
+    """
+    host, port = sock.getsockname()[:2]
+    requests = InFlight(app)
+    config = uvicorn.Config(
+        requests,
+        lifespan="on",
+        http=_HeadTimedProtocol,
+        ws="none",
+        log_config=None,  # the command line's logging, to stderr, as configured there
+        log_level=log_level.lower(),
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
+    server = _Uvicorn(config, lambda: listening(url_of(host, port)))
+    stopped_by: list[signal.Signals] = []
+
+    async def stop_on_signal(signals: AsyncIterator[signal.Signals], scope: CancelScope) -> None:
+        async for signum in signals:
+            if not stopped_by:
+                logger.info("%s received: stopping", signum.name)
+                stopped_by.append(signum)
+                requests.stop()
+                server.should_exit = True
+
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop_on_signal, signals, group.cancel_scope)
+            await server.serve(sockets=[sock])
+            group.cancel_scope.cancel()
+    return stopped_by[0] if stopped_by else None
+
+
+def run_http(
+    server: BoundedStdioServer[Any],
+    address: Address,
+    token: str,
+    settings: Settings,
+    say: Callable[[str], None],
+) -> signal.Signals | None:
+    """`serve --http`: check the state file, listen, serve until a stop signal; the signal.
+
+    A domain error (a state file that cannot serve, a port taken) ends it before anything listens.
+    """
+
+    logging.getLogger(streamable_http.__name__).addFilter(_ClientHungUp())
+
+    async def main() -> signal.Signals | None:
+        await server.preflight()
+        sock = listen(address)
+        app = mayor_app(server, address, token, settings)
+        return await serve_http(
+            app,
+            sock,
+            log_level=settings.log_level,
+            listening=lambda url: say(f"serving the Mayor's tools at {url}"),
+        )
+
+    return anyio.run(main)
