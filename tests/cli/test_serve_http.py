@@ -116,7 +116,7 @@ async def test_the_right_token_lists_the_tools_and_runs_them(tmp_path: Path) -> 
 async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Path) -> None:
     gates = gated_project(tmp_path, max_workers=2)
     token = new_token()
-    with http_server(tmp_path, token=token) as server:
+    with http_server(tmp_path, "--log-level", "INFO", token=token) as server:
         async with http_session(server.url, token) as mayor:
             await call(mayor, "TaskCreate", subject="long", description="")
             [worker] = (await call(mayor, "spawn"))["workers"]
@@ -133,6 +133,8 @@ async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Pat
             [done] = result["done"]
             assert (done["state"], done["taskStatus"]) == ("succeeded", "completed")
         assert server.process.poll() is None, "the server ended with its clients"
+    # One engine for the server's whole life: its lifespan was entered once, whatever the sessions.
+    assert server.stderr.count("mcp_swarm.server.mayor: mcp-swarm") == 1, server.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
