@@ -353,7 +353,7 @@ async def serve_http(
     server = _Uvicorn(config, lambda: listening(url_of(host, port)))
     stopped_by: list[signal.Signals] = []
 
-    async def stop_on_signal(signals: AsyncIterator[signal.Signals], scope: CancelScope) -> None:
+    async def stop_on_signal(signals: AsyncIterator[signal.Signals]) -> None:
         async for signum in signals:
             if not stopped_by:
                 logger.info("%s received: stopping", signum.name)
@@ -363,7 +363,7 @@ async def serve_http(
 
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as group:
-            group.start_soon(stop_on_signal, signals, group.cancel_scope)
+            group.start_soon(stop_on_signal, signals)
             await server.serve(sockets=[sock])
             group.cancel_scope.cancel()
     return stopped_by[0] if stopped_by else None

@@ -15,6 +15,7 @@ import httpx2
 import pytest
 
 from mcp_swarm.placement.processes import group_members
+from tests.support import helpers
 from tests.support.gated_workers import gated_project, go, rows, started_pid
 from tests.support.http_server import dump, http_server, http_session, new_token, start_server
 from tests.support.mcp_client import call
@@ -24,6 +25,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DEADLINE = 30.0
 EXIT_WITHIN = 5.0
+
+socket = helpers.tmux_socket
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {
     "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -116,7 +119,7 @@ async def test_the_right_token_lists_the_tools_and_runs_them(tmp_path: Path) -> 
 async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Path) -> None:
     gates = gated_project(tmp_path, max_workers=2)
     token = new_token()
-    with http_server(tmp_path, token=token) as server:
+    with http_server(tmp_path, "--log-level", "INFO", token=token) as server:
         async with http_session(server.url, token) as mayor:
             await call(mayor, "TaskCreate", subject="long", description="")
             [worker] = (await call(mayor, "spawn"))["workers"]
@@ -133,11 +136,23 @@ async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Pat
             [done] = result["done"]
             assert (done["state"], done["taskStatus"]) == ("succeeded", "completed")
         assert server.process.poll() is None, "the server ended with its clients"
+    # One engine for the server's whole life: its lifespan was entered once, whatever the sessions.
+    assert server.stderr.count("mcp_swarm.server.mayor: mcp-swarm") == 1, server.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGTERM,),
+        (signal.SIGHUP,),
+        (signal.SIGINT,),
+        # A terminal closing: SIGHUP, then its shell's SIGTERM while the server is stopping.
+        (signal.SIGHUP, signal.SIGTERM),
+    ],
+    ids=lambda signals: "-then-".join(s.name for s in signals),
+)
 async def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signals: tuple[signal.Signals, ...]
 ) -> None:
     gates = gated_project(tmp_path, max_workers=2)
     token = new_token()
@@ -151,7 +166,9 @@ async def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
                 processes = {w["workerId"]: started(gates, w["workerId"]) for w in spawned}
                 # A Mayor is still connected, its GET stream open: only the signal ends the server.
                 sent = time.monotonic()
-                status = await anyio.to_thread.run_sync(lambda: server.stop(signum, timeout=DEADLINE))
+                for signum in signals:
+                    server.process.send_signal(signum)
+                status = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=DEADLINE))
                 took = time.monotonic() - sent
         assert len(processes) == 2
         try:
@@ -162,7 +179,8 @@ async def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
             for pid, start_time in processes.values():
                 if same_process_lives(pid, start_time):
                     os.killpg(pid, signal.SIGKILL)
-    assert status == 128 + signum, server.stderr
+    # Two signals at once: the status names the one the server took first.
+    assert status in {128 + each for each in signals}, server.stderr
     assert took < EXIT_WITHIN, f"serve --http took {took:.1f} s to exit"
     assert "Traceback" not in server.stderr
     assert rows(tmp_path, "SELECT id, status, owner FROM tasks ORDER BY id") == [
@@ -269,3 +287,29 @@ def test_bad_http_options_are_refused_with_a_message(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert f"cannot listen on 127.0.0.1:{taken}" in result.stderr
         assert alive(server.process.pid)
+
+
+@pytest.mark.tmux
+async def test_sigterm_leaves_tmux_workers_running_for_the_next_server(tmp_path: Path, socket: str) -> None:
+    config = f'mode = "distributed"\ntmux_socket = "{socket}"\n'
+    gates = gated_project(tmp_path, max_workers=2, config=config)
+    token = new_token()
+    with http_server(tmp_path, token=token) as server:
+        async with http_session(server.url, token) as mayor:
+            await call(mayor, "TaskCreate", subject="long", description="")
+            await call(mayor, "spawn")
+            pid, start_time = started(gates, "worker-1")
+        assert server.stop() == 128 + signal.SIGTERM, server.stderr
+    try:
+        assert same_process_lives(pid, start_time), "the tmux worker died with the server"
+        assert rows(tmp_path, "SELECT status, owner FROM tasks") == [("in_progress", "worker-1")]
+        # The next server adopts it and judges it when it ends.
+        with http_server(tmp_path, token=token) as server:
+            async with http_session(server.url, token) as mayor:
+                assert (await call(mayor, "wait", timeoutSeconds=0))["running"] == ["worker-1"]
+                go(gates, "worker-1")
+                [done] = (await call(mayor, "wait", timeoutSeconds=DEADLINE))["done"]
+                assert (done["state"], done["taskStatus"]) == ("succeeded", "completed")
+    finally:
+        if same_process_lives(pid, start_time):
+            os.kill(pid, signal.SIGKILL)
