@@ -68,15 +68,8 @@ ModeOption = Annotated[
         show_default=False,
     ),
 ]
-WorkerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--worker",
-        help="Serve one worker instead of the Mayor: only its own task, its reports, its inbox and "
-        "its file reservations (the claude and codex runtimes configure this for their workers)",
-        show_default=False,
-    ),
-]
+# `serve --worker ID` served any worker id it was given, to whoever ran it: it is gone, and said so.
+WorkerOption = Annotated[str | None, typer.Option("--worker", hidden=True, show_default=False)]
 
 
 def _reporting_errors(run: Callable[[], T]) -> T:
@@ -525,6 +518,11 @@ def serve(
     # Imported here so that `mcp-swarm --help` stays quick.
     from mcp_swarm.server.mayor import build_server
 
+    if worker is not None:
+        raise _fail(
+            "serve --worker is gone: each server serves its workers on its own worker endpoint, "
+            "and a worker reaches it with its attempt's token ($SWARM_URL, $SWARM_TOKEN)"
+        )
     try:
         settings = load_settings(db=db, config=config, log_level=log_level, mode=mode)
     except SwarmError as exc:
@@ -533,18 +531,6 @@ def serve(
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if worker is not None:
-        from mcp_swarm.server.worker import build_worker_server
-
-        try:
-            worker_server = build_worker_server(settings, worker)
-        except SwarmError as exc:
-            raise _fail(str(exc)) from exc
-        gc.collect()
-        gc.freeze()
-        _serving(lambda: worker_server.run("stdio"))
-        _exit_after_signal(worker_server.stopped_by)
-        return
     server = build_server(settings)
     # Everything imported so far lives as long as the process: freezing it keeps the garbage
     # collector from walking it again on every full collection, which was the tail of TaskList.

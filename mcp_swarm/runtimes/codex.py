@@ -4,9 +4,10 @@ Success is read from the events, not from the exit status alone: a completed tur
 `turn.failed`. An `error` event alone is not a failure: codex prints "Reconnecting... n/5" as
 `error` events while it retries, and a retry that then succeeds completes the turn.
 
-A worker of a swarm (the request names the swarm's database) gets the worker-side server,
-`mcp-swarm serve --worker <id> --db <db>`, as the MCP server `swarm`, through `-c` overrides of
-the configuration; the model sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
+A worker of a swarm (the request names the server's worker endpoint) gets that endpoint as the
+MCP server `swarm`, a streamable HTTP server whose bearer token Codex reads from the worker's
+`SWARM_TOKEN` (`bearer_token_env_var`), through `-c` overrides of the configuration; the model
+sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mcp_swarm.runtimes.base import (
     SERVER_NAME,
+    TOKEN_VARIABLE,
     Outcome,
     OutputReader,
     Runtime,
     WorkerRequest,
     as_object,
     json_event,
-    worker_command,
 )
 
 
@@ -50,8 +50,8 @@ class CodexRuntime(Runtime):
             # One argument: codex refuses `--model -x` as a missing value, and reads `--model=-x`
             # as the model named "-x", which is what the caller asked for.
             args.append(f"--model={model}")
-        if request.swarm_db is not None:
-            args += _swarm_server(request.worker_id, request.swarm_db)
+        if request.swarm_url is not None:
+            args += _swarm_server(request.swarm_url)
         return [*args, *self.profile.extra_args]
 
     def argv(self, request: WorkerRequest) -> list[str]:
@@ -66,28 +66,25 @@ class CodexRuntime(Runtime):
         return CodexEventReader()
 
 
-def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
-    """The `-c` overrides that register the worker's swarm server (values are TOML).
+def _swarm_server(url: str) -> list[str]:
+    """The `-c` overrides that register the worker's swarm endpoint (values are TOML).
 
-    As seen with Codex 0.169: `exec` takes them before `resume` as well; it starts MCP servers
-    outside its sandbox (the server may write a database outside the workspace) and calls their
-    tools without asking. It offers MCP tools to the model behind `tool_search`: the model finds
-    them there and calls them in the namespace `mcp__swarm`; the `--json` events show each call as
-    an `mcp_tool_call` item of server `swarm`.
+    As seen with Codex 0.169: `exec` takes them before `resume` as well, and calls the tools of a
+    configured server without asking. It offers MCP tools to the model behind `tool_search`: the
+    model finds them there and calls them in the namespace `mcp__swarm`; the `--json` events show
+    each call as an `mcp_tool_call` item of server `swarm`. The token is named, not given:
+    `bearer_token_env_var` makes Codex read it from the worker's environment, never from its
+    command line.
 
     Codex has no counterpart of Claude's --strict-mcp-config short of ignoring the user's whole
-    configuration (model provider included), so a worker keeps the user's other MCP servers. A
-    user's own `[mcp_servers.swarm]` (the Mayor's, registered as the README says) gets our command
-    and arguments instead of its own: a worker never gets the Mayor's server under this name.
+    configuration (model provider included), so a worker keeps the user's other MCP servers.
     """
-    command = worker_command(worker_id, swarm_db)
     table = f"mcp_servers.{SERVER_NAME}"
-    args = "[" + ", ".join(toml_string(arg) for arg in command[1:]) + "]"
     # required: the first turn waits for the server. Without it Codex starts the turn with the
     # tools ready at that moment, and a worker's first tool_search could find no swarm tools.
     return [
-        *("-c", f"{table}.command={toml_string(command[0])}"),
-        *("-c", f"{table}.args={args}"),
+        *("-c", f"{table}.url={toml_string(url)}"),
+        *("-c", f"{table}.bearer_token_env_var={toml_string(TOKEN_VARIABLE)}"),
         *("-c", f"{table}.required=true"),
     ]
 

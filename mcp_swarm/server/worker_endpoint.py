@@ -1,0 +1,219 @@
+"""The worker endpoint: the worker tools over streamable HTTP on 127.0.0.1, for this server's
+workers (and any live worker of its database), each known by its attempt's token.
+
+Every server that runs workers (`mcp-swarm serve`, `run`, `demo`) serves one, in its own task
+group, for as long as it runs: uvicorn on a socket bound here, the MCP SDK's streamable HTTP
+transport at `/mcp` behind a gate that lets through only requests whose
+`Authorization: Bearer <token>` is the token of a live worker attempt. Anything else gets 401
+before it reaches the SDK, and changes nothing. The tools themselves (server/worker.py) find the
+caller from the same header at each call, so no argument can name another worker.
+
+The port is ephemeral, but the last one is kept in the state directory and tried first by the
+next server on it: a worker in a tmux session outlives its server, and the server that adopts it
+can then often serve it at the address in its environment. (Two live servers on one database
+cannot share the port: the second takes another one, and a worker it adopts from a dead peer
+reaches the swarm again only if it could take the peer's port over. Its result and its exit are
+judged from its log and status file all the same.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_swarm import __version__
+from mcp_swarm.config import Settings
+from mcp_swarm.errors import SwarmError
+from mcp_swarm.server.worker import INSTRUCTIONS, NOT_A_WORKER, WorkerAccess, bearer_token, build_worker_tools
+from mcp_swarm.store import Store
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+PATH = "/mcp"
+# Where the last server on this state directory served its workers: the next one tries that port.
+PORT_FILE = "worker-endpoint.json"
+# A worker's call carries at most a message of 64 KiB (JSON-escaped, it may double) or a list of
+# patterns: a larger body is refused by the SDK before it is parsed.
+MAX_BODY_BYTES = 512 * 1024
+# How long stopping waits for requests still being answered.
+STOP_GRACE_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class WorkerEndpoint:
+    url: str
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[WorkerEndpoint]:
+    """Serve the worker tools until the block ends. Yields the endpoint, serving."""
+    access = WorkerAccess(store)
+    mcp = MCPServer(
+        "mcp-swarm-worker",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=build_worker_tools(access),
+        log_level=settings.log_level,
+    )
+    # Host and Origin must be loopback: a web page the user visits cannot reach the endpoint by
+    # rebinding a name of its own to 127.0.0.1.
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{HOST}:*", "localhost:*"],
+        allowed_origins=[f"http://{HOST}:*", "http://localhost:*"],
+    )
+    # Stateless: each request stands alone, known by its token; nothing is kept for a worker
+    # that goes away without a goodbye.
+    app = mcp.streamable_http_app(
+        streamable_http_path=PATH,
+        stateless_http=True,
+        transport_security=security,
+        max_request_body_size=MAX_BODY_BYTES,
+        host=HOST,
+    )
+    sock = _bind(settings.state_dir)
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        TokenGate(app, access),
+        lifespan="off",  # the SDK's session manager is run below, in our task group
+        log_config=None,  # our logging stays as the server configured it
+        access_log=False,
+        http="h11",
+        server_header=False,
+        timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+    )
+    server = _Uvicorn(config)
+    endpoint = WorkerEndpoint(f"http://{HOST}:{port}{PATH}", port)
+    try:
+        async with mcp.session_manager.run(), anyio.create_task_group() as group:
+            group.start_soon(server.serve, [sock])
+            await server.ready.wait()
+            if not server.started:
+                raise SwarmError(f"the worker endpoint could not start on {HOST}:{port}")
+            _record_port(settings.state_dir, port)
+            logger.info("worker endpoint at %s", endpoint.url)
+            try:
+                yield endpoint
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, as a part of this server: it leaves the signals to the server's own handling,
+    and says when it serves."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
+class TokenGate:
+    """ASGI middleware: a request gets through only with the token of a live worker attempt."""
+
+    def __init__(self, app: ASGIApp, access: WorkerAccess) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no websockets, and uvicorn runs no lifespan here
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope.get("headers", [])
+            if key.lower() == b"authorization"
+        }
+        token = bearer_token(headers)
+        try:
+            worker = None if token is None else await self.access.identify(token)
+        except SwarmError as exc:  # the database cannot answer now
+            await _respond(send, 503, f"the swarm's database cannot answer now: {exc}; try again")
+            return
+        if worker is None:
+            await _respond(send, 401, NOT_A_WORKER, {"www-authenticate": 'Bearer realm="mcp-swarm-worker"'})
+            return
+        await self.app(scope, receive, send)
+
+
+async def _respond(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    raw: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((key.encode(), value.encode()) for key, value in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bind(state_dir: Path) -> socket.socket:
+    """A listening socket on 127.0.0.1: the port the last server here used, if it is free, else
+    any free port."""
+    recorded = _recorded_port(state_dir)
+    for port in ([recorded] if recorded else []) + [0]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A port the last server left in TIME_WAIT may be taken again; one that listens may not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            if port == 0:
+                raise
+            continue
+        sock.setblocking(False)
+        return sock
+    raise AssertionError("unreachable: port 0 binds or raises")  # pragma: no cover
+
+
+def _recorded_port(state_dir: Path) -> int | None:
+    try:
+        data: Any = json.loads((state_dir / PORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    port = cast(dict[str, Any], data).get("port") if isinstance(data, dict) else None
+    # Only a port a user's server may have bound: whatever else the file says is ignored.
+    return port if isinstance(port, int) and 1024 <= port <= 65535 else None
+
+
+def _record_port(state_dir: Path, port: int) -> None:
+    """Note the port for the next server here, replacing the file (never writing through a link)."""
+    target = state_dir / PORT_FILE
+    temporary = state_dir / f".{PORT_FILE}.{os.getpid()}"
+    try:
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps({"port": port}) + "\n")
+        os.replace(temporary, target)
+    except OSError as exc:
+        # Only the next server's first try depends on it.
+        logger.warning("cannot record the worker endpoint's port in %s: %s", target, exc)
+        temporary.unlink(missing_ok=True)
