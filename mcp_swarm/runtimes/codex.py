@@ -5,17 +5,20 @@ Success is read from the events, not from the exit status alone: a completed tur
 `error` events while it retries, and a retry that then succeeds completes the turn.
 
 A worker of a swarm (the request names the server's worker endpoint) gets that endpoint as the
-MCP server `swarm`, a streamable HTTP server whose bearer token Codex reads from the worker's
-`SWARM_TOKEN` (`bearer_token_env_var`), through `-c` overrides of the configuration; the model
-sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
+MCP server `swarm_worker`, a streamable HTTP server whose bearer token Codex reads from the
+worker's `SWARM_TOKEN` (`bearer_token_env_var`), through `-c` overrides of the configuration; the
+model sees its tools as `mcp__swarm_worker__my_task`, `mcp__swarm_worker__report_progress`...
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from mcp_swarm.runtimes.base import (
     SERVER_NAME,
@@ -66,27 +69,52 @@ class CodexRuntime(Runtime):
         return CodexEventReader()
 
 
+# The name of the worker endpoint in a Codex worker's configuration. Not `swarm`: Codex merges
+# `-c` overrides into the user's own tables, and `mcp-swarm install codex` gives the user a
+# `[mcp_servers.swarm]` that runs the Mayor's server (a command); a `url` added to that table is
+# refused ("url is not supported for stdio") and no worker would start.
+CODEX_SERVER_NAME = f"{SERVER_NAME}_worker"
+
+
 def _swarm_server(url: str) -> list[str]:
     """The `-c` overrides that register the worker's swarm endpoint (values are TOML).
 
     As seen with Codex 0.169: `exec` takes them before `resume` as well, and calls the tools of a
     configured server without asking. It offers MCP tools to the model behind `tool_search`: the
-    model finds them there and calls them in the namespace `mcp__swarm`; the `--json` events show
-    each call as an `mcp_tool_call` item of server `swarm`. The token is named, not given:
-    `bearer_token_env_var` makes Codex read it from the worker's environment, never from its
-    command line.
+    model finds them there and calls them in the namespace `mcp__swarm_worker`; the `--json`
+    events show each call as an `mcp_tool_call` item of server `swarm_worker`. The token is
+    named, not given: `bearer_token_env_var` makes Codex read it from the worker's environment,
+    never from its command line.
 
     Codex has no counterpart of Claude's --strict-mcp-config short of ignoring the user's whole
-    configuration (model provider included), so a worker keeps the user's other MCP servers.
+    configuration (model provider included), so a worker keeps the user's other MCP servers; but
+    the user's own `swarm` server (the Mayor's, as `mcp-swarm install codex` registers it) is
+    switched off, so that a worker never gets the Mayor's tools. Codex refuses `enabled = false`
+    on a server it has no other keys for, so that is said only where the user has one.
     """
-    table = f"mcp_servers.{SERVER_NAME}"
+    table = f"mcp_servers.{CODEX_SERVER_NAME}"
     # required: the first turn waits for the server. Without it Codex starts the turn with the
     # tools ready at that moment, and a worker's first tool_search could find no swarm tools.
-    return [
+    overrides = [
         *("-c", f"{table}.url={toml_string(url)}"),
         *("-c", f"{table}.bearer_token_env_var={toml_string(TOKEN_VARIABLE)}"),
         *("-c", f"{table}.required=true"),
     ]
+    if SERVER_NAME in _configured_servers(os.environ):
+        overrides += ["-c", f"mcp_servers.{SERVER_NAME}.enabled=false"]
+    return overrides
+
+
+def _configured_servers(env: Mapping[str, str]) -> set[str]:
+    """The MCP servers of the user's Codex configuration ($CODEX_HOME/config.toml, by default
+    ~/.codex/config.toml); none if it cannot be read (Codex would then say why itself)."""
+    home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else Path.home() / ".codex"
+    try:
+        config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    servers: object = config.get("mcp_servers")
+    return {str(name) for name in cast(dict[str, Any], servers)} if isinstance(servers, dict) else set()
 
 
 def toml_string(value: str) -> str:
