@@ -8,12 +8,13 @@ transport at `/mcp` behind a gate that lets through only requests whose
 before it reaches the SDK, and changes nothing. The tools themselves (server/worker.py) find the
 caller from the same header at each call, so no argument can name another worker.
 
-The port is ephemeral, but the last one is kept in the state directory and tried first by the
-next server on it: a worker in a tmux session outlives its server, and the server that adopts it
-can then often serve it at the address in its environment. (Two live servers on one database
-cannot share the port: the second takes another one, and a worker it adopts from a dead peer
-reaches the swarm again only if it could take the peer's port over. Its result and its exit are
-judged from its log and status file all the same.)
+The port is ephemeral, but it is kept in the state directory (`worker-endpoint.json`, with the
+server that holds it) and tried first by the next server there: a worker in a tmux session
+outlives its server, and the server that adopts it can then serve it at the address in its
+environment. What remains: two live servers on one database cannot share a port, so the second
+takes another one (and leaves the record to the first, while it lives); a worker adopted from a
+dead peer reaches the swarm again only if its server's port could be taken over. Its result and
+its exit are judged from its log and status file all the same.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_swarm import __version__
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import SwarmError
+from mcp_swarm.placement.processes import supervisor_alive, this_process
 from mcp_swarm.server.worker import INSTRUCTIONS, NOT_A_WORKER, WorkerAccess, bearer_token, build_worker_tools
 from mcp_swarm.store import Store
 
@@ -86,8 +88,12 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
         max_request_body_size=MAX_BODY_BYTES,
         host=HOST,
     )
-    sock = _bind(settings.state_dir)
+    me = this_process()
+    recorded = _recorded(settings.state_dir)
+    sock = _bind(None if recorded is None else recorded[0])
     port = int(sock.getsockname()[1])
+    # The record is the port of the server that owns it: ours, unless a live server here holds it.
+    keep_record = recorded is not None and recorded[0] != port and supervisor_alive(recorded[1])
     config = uvicorn.Config(
         TokenGate(app, access),
         lifespan="off",  # the SDK's session manager is run below, in our task group
@@ -105,7 +111,8 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
             await server.ready.wait()
             if not server.started:
                 raise SwarmError(f"the worker endpoint could not start on {HOST}:{port}")
-            _record_port(settings.state_dir, port)
+            if not keep_record:
+                _record_port(settings.state_dir, port, f"{me.pid}:{me.start_time}")
             logger.info("worker endpoint at %s", endpoint.url)
             try:
                 yield endpoint
@@ -172,10 +179,9 @@ async def _respond(send: Send, status: int, message: str, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-def _bind(state_dir: Path) -> socket.socket:
+def _bind(recorded: int | None) -> socket.socket:
     """A listening socket on 127.0.0.1: the port the last server here used, if it is free, else
     any free port."""
-    recorded = _recorded_port(state_dir)
     for port in ([recorded] if recorded else []) + [0]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # A port the last server left in TIME_WAIT may be taken again; one that listens may not.
@@ -193,17 +199,21 @@ def _bind(state_dir: Path) -> socket.socket:
     raise AssertionError("unreachable: port 0 binds or raises")  # pragma: no cover
 
 
-def _recorded_port(state_dir: Path) -> int | None:
+def _recorded(state_dir: Path) -> tuple[int, str] | None:
+    """The port recorded here, and the server ("pid:start time") that recorded it."""
     try:
         data: Any = json.loads((state_dir / PORT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    port = cast(dict[str, Any], data).get("port") if isinstance(data, dict) else None
+    record = cast(dict[str, Any], data) if isinstance(data, dict) else {}
+    port, server = record.get("port"), record.get("server")
     # Only a port a user's server may have bound: whatever else the file says is ignored.
-    return port if isinstance(port, int) and 1024 <= port <= 65535 else None
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        return None
+    return port, server if isinstance(server, str) else ""
 
 
-def _record_port(state_dir: Path, port: int) -> None:
+def _record_port(state_dir: Path, port: int, server: str) -> None:
     """Note the port for the next server here, replacing the file (never writing through a link)."""
     target = state_dir / PORT_FILE
     temporary = state_dir / f".{PORT_FILE}.{os.getpid()}"
@@ -211,7 +221,7 @@ def _record_port(state_dir: Path, port: int) -> None:
         temporary.unlink(missing_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps({"port": port}) + "\n")
+            out.write(json.dumps({"port": port, "server": server}) + "\n")
         os.replace(temporary, target)
     except OSError as exc:
         # Only the next server's first try depends on it.
