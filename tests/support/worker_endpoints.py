@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -68,6 +70,41 @@ async def worker_session(url: str, token: str | None) -> AsyncGenerator[Client]:
         Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
     ):
         yield client
+
+
+# A worker that hands the test its endpoint and token (in a file of the test's own, as no real
+# worker would), then runs until `go` (all of them) or `<worker id>.go` appears in its directory.
+GATED = """\
+import json, os, pathlib, sys, time
+here, me = pathlib.Path(sys.argv[1]), os.environ["SWARM_WORKER_ID"]
+endpoint = {"url": os.environ["SWARM_URL"], "token": os.environ["SWARM_TOKEN"]}
+(here / (me + ".tmp")).write_text(json.dumps(endpoint))
+os.replace(here / (me + ".tmp"), here / (me + ".json"))
+while not (here / "go").exists() and not (here / (me + ".go")).exists():
+    time.sleep(0.01)
+"""
+
+
+def configure_gated(project: Path) -> Path:
+    """mcp-swarm.toml in `project` whose default runtime is the gated worker; its directory."""
+    gates = project / "gates"
+    gates.mkdir()
+    (gates / "gated.py").write_text(GATED)
+    argv = [sys.executable, str(gates / "gated.py"), str(gates)]
+    (project / "mcp-swarm.toml").write_text(
+        f'default_runtime = "gated"\n\n[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
+    )
+    return gates
+
+
+async def handed_endpoint(gates: Path, worker_id: str) -> tuple[str, str]:
+    """The (url, token) a running gated worker was given."""
+    handed = gates / f"{worker_id}.json"
+    with anyio.fail_after(30):
+        while not handed.exists():  # noqa: ASYNC110 - another process writes it
+            await anyio.sleep(0.01)
+    endpoint = json.loads(handed.read_text())
+    return endpoint["url"], endpoint["token"]
 
 
 def dump(db: Path) -> list[str]:
