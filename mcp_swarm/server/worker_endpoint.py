@@ -48,9 +48,10 @@ HOST = "127.0.0.1"
 PATH = "/mcp"
 # Where the last server on this state directory served its workers: the next one tries that port.
 PORT_FILE = "worker-endpoint.json"
-# A worker's call carries at most a message of 64 KiB (JSON-escaped, it may double) or a list of
-# patterns: a larger body is refused by the SDK before it is parsed.
-MAX_BODY_BYTES = 512 * 1024
+# A larger request body is refused by the SDK (413) before it is parsed. A worker's call needs far
+# less (a message is at most 64 KiB), but an argument too long for its tool (a megabyte, say)
+# still reaches the tool and gets a tool error that says what is wrong, as on stdio.
+MAX_BODY_BYTES = 4 << 20
 # How long stopping waits for requests still being answered.
 STOP_GRACE_SECONDS = 2
 

@@ -128,9 +128,10 @@ def test_every_tool_has_a_strategy(tmp_path: Path, error_log: ErrorLog) -> None:
         running_mayor(portal, tmp_path / "p", error_log) as mayor,
     ):
         mayor.ok("TaskCreate", subject="seed", description="")
-        [worker] = mayor.ok("spawn", runtime="slow")["workers"]
+        [worker] = mayor.ok("spawn", runtime="lasting")["workers"]
         mayor_tools = mayor.tools()
         with running_worker(mayor, worker["workerId"]) as me:
+            assert me is not None
             worker_tools = me.tools()
     assert {"TaskCreate", "spawn", "send_message", "import_wave"} <= {tool.name for tool in mayor_tools}
     assert {"my_task", "report_result", "reserve_files"} <= {tool.name for tool in worker_tools}
@@ -168,9 +169,10 @@ def test_a_workers_tools_take_any_arguments(tmp_path: Path, error_log: ErrorLog)
         checks = {"validation": {"files_exist": ["parser.py"]}}
         mayor.ok("TaskCreate", subject="Write the parser", description="parser.py", metadata=checks)
         mayor.ok("TaskCreate", subject="Another", description="")
-        [worker, *_] = mayor.ok("spawn", runtime="slow")["workers"]
+        [worker, *_] = mayor.ok("spawn", runtime="lasting")["workers"]
         mayor.ok("send_message", to=worker["workerId"], subject="Use TOML", body="not YAML")
         with running_worker(mayor, worker["workerId"]) as me:
+            assert me is not None
             tools = me.tools()
             sweep(me, tools)
             fuzz_tools(me, strategies_for(tools), examples=150)
