@@ -1,8 +1,8 @@
 """Every tool of both MCP servers, fuzzed through the SDK's own client.
 
-The Mayor's server (`mcp-swarm serve`) and a worker's (`serve --worker ID`) are reached in memory,
-on an event loop of their own (a blocking portal, tests/support/fuzz_servers.py), and called in
-three ways, the first two here:
+The Mayor's server (`mcp-swarm serve`) is reached in memory, and its worker endpoint over HTTP as a
+worker reaches it (with a token for its attempt), on an event loop of their own (a blocking
+portal, tests/support/fuzz_servers.py), and called in three ways, the first two here:
 
 1. the sweep: each argument of each tool in turn takes each of a fixed list of odd values (NUL,
    a megabyte of text, 2**63, a thousand wrong items, deep nesting, ids that overflow SQLite, a

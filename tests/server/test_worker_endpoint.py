@@ -28,7 +28,7 @@ from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
 from mcp_swarm.placement.processes import this_process
 from mcp_swarm.server import answers
 from mcp_swarm.server.worker import WORKER_TOOLS, split_text
-from mcp_swarm.server.worker_endpoint import PORT_FILE, worker_endpoint
+from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
 from tests.support.mcp_client import call, installed_command, refuse
 from tests.support.worker_endpoints import HOSTS, Host, dump, endpoint_url, mint_tokens, worker_session
@@ -310,6 +310,21 @@ async def test_the_endpoint_serves_a_loopback_host_only(swarm: Swarm) -> None:
     async with httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(swarm.url, json=INITIALIZE, headers=headers)
     assert response.status_code in (400, 403, 421), response.text
+    assert dump(swarm.db) == before
+
+
+async def test_a_body_over_the_limit_is_refused_unread(swarm: Swarm) -> None:
+    before = dump(swarm.db)
+    headers = {
+        "Authorization": f"Bearer {swarm.tokens['worker-1']}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"report_progress",'
+    body += b'"arguments":{"message":"' + b"x" * MAX_BODY_BYTES + b'"}}}'
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(swarm.url, content=body, headers=headers)
+    assert response.status_code == 413, response.text
     assert dump(swarm.db) == before
 
 

@@ -72,6 +72,19 @@ async def worker_session(url: str, token: str | None) -> AsyncGenerator[Client]:
         yield client
 
 
+@asynccontextmanager
+async def as_worker(db: Path, number: int) -> AsyncGenerator[Client]:
+    """A session of that (live) worker with an endpoint in the test's process, with a token
+    minted for its attempt."""
+    async with await Store.open(db) as store:
+        [token] = (await mint_tokens(store, [number])).values()
+        async with (
+            worker_endpoint(store, load_settings(cwd=db.parent, db=db)) as endpoint,
+            worker_session(endpoint.url, token) as client,
+        ):
+            yield client
+
+
 # A worker that hands the test its endpoint and token (in a file of the test's own, as no real
 # worker would), then runs until `go` (all of them) or `<worker id>.go` appears in its directory.
 GATED = """\
