@@ -98,14 +98,19 @@ while not (here / "go").exists() and not (here / (me + ".go")).exists():
 """
 
 
-def configure_gated(project: Path) -> Path:
-    """mcp-swarm.toml in `project` whose default runtime is the gated worker; its directory."""
+def configure_gated(project: Path, *, tmux_socket: str | None = None) -> Path:
+    """mcp-swarm.toml in `project` whose default runtime is the gated worker, in tmux sessions on
+    `tmux_socket` if given; the gates' directory."""
     gates = project / "gates"
     gates.mkdir()
     (gates / "gated.py").write_text(GATED)
     argv = [sys.executable, str(gates / "gated.py"), str(gates)]
+    distributed = (
+        "" if tmux_socket is None else f'mode = "distributed"\ntmux_socket = {json.dumps(tmux_socket)}\n'
+    )
     (project / "mcp-swarm.toml").write_text(
-        f'default_runtime = "gated"\n\n[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
+        f'default_runtime = "gated"\n{distributed}\n'
+        f'[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
     )
     return gates
 
