@@ -107,7 +107,8 @@ def as_array(value: object) -> list[Any]:
     return cast(list[Any], value) if isinstance(value, list) else []
 
 
-# The name a worker's agent CLI knows the swarm's worker server by: its tools are `mcp__swarm__*`.
+# The name a worker's agent CLI knows the worker endpoint by: its tools are `mcp__swarm__*` (Codex: see
+# runtimes/codex.py).
 SERVER_NAME = "swarm"
 # The variable of the worker's environment that holds its attempt's token: the agent CLIs read it
 # from there (never from their command line, which any user can read).
