@@ -108,7 +108,10 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
     endpoint = WorkerEndpoint(f"http://{HOST}:{port}{PATH}", port)
     try:
         async with mcp.session_manager.run(), anyio.create_task_group() as group:
-            group.start_soon(server.serve, [sock])
+            # Shielded: even when the server is cancelled (Ctrl-C), uvicorn stops in its own way
+            # (closes the socket, answers or drops what is in flight), bounded by the deadline.
+            stopping = anyio.CancelScope(shield=True)
+            group.start_soon(_serve, server, sock, stopping)
             await server.ready.wait()
             if not server.started:
                 raise SwarmError(f"the worker endpoint could not start on {HOST}:{port}")
@@ -119,8 +122,14 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
                 yield endpoint
             finally:
                 server.should_exit = True
+                stopping.deadline = anyio.current_time() + STOP_GRACE_SECONDS + 1
     finally:
         sock.close()
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, scope: anyio.CancelScope) -> None:
+    with scope:
+        await server.serve([sock])
 
 
 class _Uvicorn(uvicorn.Server):
