@@ -87,15 +87,8 @@ TokenFileOption = Annotated[
         show_default=False,
     ),
 ]
-WorkerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--worker",
-        help="Serve one worker instead of the Mayor: only its own task, its reports, its inbox and "
-        "its file reservations (the claude and codex runtimes configure this for their workers)",
-        show_default=False,
-    ),
-]
+# `serve --worker ID` served any worker id it was given, to whoever ran it: it is gone, and said so.
+WorkerOption = Annotated[str | None, typer.Option("--worker", hidden=True, show_default=False)]
 
 
 def _reporting_errors(run: Callable[[], T]) -> T:
@@ -572,6 +565,11 @@ def serve(
     # Imported here so that `mcp-swarm --help` stays quick.
     from mcp_swarm.server.mayor import build_server
 
+    if worker is not None:
+        raise _fail(
+            "serve --worker is gone: each server serves its workers on its own worker endpoint, "
+            "and a worker reaches it with its attempt's token ($SWARM_URL, $SWARM_TOKEN)"
+        )
     try:
         settings = load_settings(db=db, config=config, log_level=log_level, mode=mode)
     except SwarmError as exc:
@@ -582,20 +580,6 @@ def serve(
     )
     if http is None and token_file is not None:
         raise _fail("--token-file goes with --http; stdio needs no token")
-    if http is not None and worker is not None:
-        raise _fail("--http serves the Mayor's tools; --worker serves one worker on stdio: use one of them")
-    if worker is not None:
-        from mcp_swarm.server.worker import build_worker_server
-
-        try:
-            worker_server = build_worker_server(settings, worker)
-        except SwarmError as exc:
-            raise _fail(str(exc)) from exc
-        gc.collect()
-        gc.freeze()
-        _serving(lambda: worker_server.run("stdio"))
-        _exit_after_signal(worker_server.stopped_by)
-        return
     if http is not None:
         _serve_http(settings, http, token_file)
         return

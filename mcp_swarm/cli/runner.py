@@ -32,6 +32,7 @@ from mcp_swarm.ledger.plan_file import PlanFile, problems_message
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import SyncedPlan, TaskChanges, TaskStatus, TaskSummary, Worker, now, worker_number
 from mcp_swarm.runtimes.base import Runtime, as_array, as_object
+from mcp_swarm.server.worker_endpoint import worker_endpoint
 from mcp_swarm.store import Store
 
 
@@ -84,7 +85,11 @@ async def run_plan(
                 outer.start_soon(observer.tick, state)
                 try:
                     swarm = build_engine(settings, store, runtimes=checked.runtimes)
-                    await _drive(swarm, ledger, state, plan, options, observer)
+                    # Workers reach the swarm through this process's worker endpoint, as a
+                    # server's do; it outlives the engine, which stops the workers first.
+                    async with worker_endpoint(store, settings) as endpoint:
+                        swarm.worker_url = endpoint.url
+                        await _drive(swarm, ledger, state, plan, options, observer)
                 finally:
                     state.ended = time.monotonic()
                     outer.cancel_scope.cancel()

@@ -42,6 +42,8 @@ class Attempt:
     attempt: int
     argv: list[str]
     request: WorkerRequest
+    # The attempt's token for the worker endpoint (its hash is in the database): in its environment.
+    token: str | None = None
     offset: int = 0
     log_id: FileId | None = None
 
@@ -52,8 +54,13 @@ class Launcher:
     ) -> None:
         self.state_dir = state_dir
         self.project_dir = project_dir
+        # Never given to a worker: only closed to it (state_paths).
         self.db_path = db_path
         self.env_allow = tuple(env_allow)
+        # The server's worker endpoint (server/worker_endpoint.py), once it serves: workers reach
+        # the swarm there with their attempt's token. None (an engine without a server): they
+        # get neither, and agent runtimes register no swarm server.
+        self.worker_url: str | None = None
 
     def log(self, number: int) -> Path:
         return self.state_dir / "logs" / f"{worker_name(number)}.log"
@@ -98,7 +105,7 @@ class Launcher:
             result_file=self.result_file(number),
             cwd=cwd or self.project_dir,
             model=model,
-            swarm_db=self.db_path,
+            swarm_url=self.worker_url,
             state_paths=self.state_paths(cwd or self.project_dir),
         )
 
@@ -123,8 +130,9 @@ class Launcher:
         return tuple(entries)
 
     def shared_environment(self) -> dict[str, str]:
-        """What every worker of one spawn inherits from ours: the allow-listed variables."""
-        return allowed_environment(os.environ, self.env_allow, {"SWARM_DB": str(self.db_path)})
+        """What every worker of one spawn inherits from ours: the allow-listed variables (never the
+        database's path: a worker reaches the swarm through the endpoint only)."""
+        return allowed_environment(os.environ, self.env_allow, {})
 
     def checks_environment(self) -> dict[str, str]:
         """The environment of a task's validation commands: the same allow-list."""
@@ -185,12 +193,18 @@ class Launcher:
                 _write_new(start[0], json.dumps({"offset": attempt.offset, "file": list(attempt.log_id)}))
         except OSError as exc:
             raise ProcessStartError(f"cannot start a worker: cannot write its files: {exc}") from exc
+        endpoint = (
+            {"SWARM_URL": request.swarm_url, "SWARM_TOKEN": attempt.token}
+            if request.swarm_url is not None and attempt.token is not None
+            else {}
+        )
         return runtime.environment(
             {
                 **shared_env,
                 "SWARM_TASK_ID": request.task_id,
                 "SWARM_WORKER_ID": request.worker_id,
                 "SWARM_RESULT_FILE": str(request.result_file),
+                **endpoint,
             }
         )
 

@@ -39,6 +39,7 @@ from mcp_swarm.engine.supervision import (
     judge,
     watch_until_end,
 )
+from mcp_swarm.engine.tokens import mint_token
 from mcp_swarm.engine.verdicts import Verdict, VerdictRecorder
 from mcp_swarm.engine.waiting import Changes, ProgressCallback, WaitResult, wait_for_workers
 from mcp_swarm.engine.worker_io import build_prompt
@@ -114,6 +115,16 @@ class Swarm:
         self._launcher = Launcher(
             state_dir=state_dir, project_dir=project_dir, db_path=store.path, env_allow=env_allow
         )
+
+    @property
+    def worker_url(self) -> str | None:
+        """The server's worker endpoint, where workers started from now on reach the swarm with
+        their attempt's token (`SWARM_URL`, `SWARM_TOKEN`); None: they get neither."""
+        return self._launcher.worker_url
+
+    @worker_url.setter
+    def worker_url(self, url: str | None) -> None:
+        self._launcher.worker_url = url
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -246,7 +257,7 @@ class Swarm:
         with anyio.CancelScope(shield=True):
             attempts: list[Attempt] = []
             worktrees: dict[int, Worktree] = {}
-            for number, task in assigned:
+            for number, task, token in assigned:
                 worktree = await self._worktree_for(number) if in_worktrees else None
                 if isinstance(worktree, str):
                     result.skip(task.id, worktree, retry=False)
@@ -255,7 +266,7 @@ class Swarm:
                 request = self._launcher.request(
                     number, task.id, build_prompt(task, instructions), model, cwd
                 )
-                attempts.append(Attempt(number, 1, chosen.argv(request), request))
+                attempts.append(Attempt(number, 1, chosen.argv(request), request, token))
                 if worktree is not None:
                     worktrees[number] = worktree
             launches: list[Launch] = []
@@ -303,7 +314,11 @@ class Swarm:
                 raise BlockedTask(task.id, TaskStatus.IN_PROGRESS.value, task.blocked_by)
             request = self._launcher.request(number, task.id, message, None, Path(worker.cwd))
             argv = runtime.resume_argv(request, worker.session_id, message)
-            await tx.workers.restart(number, attempt=worker.attempt, now=at, supervisor=self.supervisor)
+            # A new attempt, a new token: the last one's was cleared with its verdict.
+            token, hashed = mint_token()
+            await tx.workers.restart(
+                number, attempt=worker.attempt, now=at, supervisor=self.supervisor, token_hash=hashed
+            )
             await tx.tasks.update(
                 int(task.id), {"owner": worker.id, "status": TaskStatus.IN_PROGRESS.value}, at
             )
@@ -314,7 +329,7 @@ class Swarm:
                 ]
             )
         with anyio.CancelScope(shield=True):
-            attempt = Attempt(number, worker.attempt + 1, argv, request)
+            attempt = Attempt(number, worker.attempt + 1, argv, request, token)
             [launch] = await self._launch([attempt], runtime, self._placement(worker.mode))
             if not isinstance(launch, str):
                 launch = replace(launch, worktree=worktree_of(worker))
@@ -333,8 +348,9 @@ class Swarm:
 
     async def _assign(
         self, tx: Transaction, tasks: list[Task], runtime: Runtime, at: str, mode: str, mayor: str | None
-    ) -> list[tuple[int, Task]]:
-        """A worker for each task, and the task marked in_progress and owned by it."""
+    ) -> list[tuple[int, Task, str]]:
+        """A worker for each task, the token of its first attempt (only the hash is stored), and
+        the task marked in_progress and owned by it."""
         if not tasks:
             return []
         numbers = await tx.workers.insert_many(
@@ -346,7 +362,11 @@ class Swarm:
             mode=mode,
             mayor=mayor,
         )
-        await tx.workers.set_logs({number: str(self._launcher.log(number)) for number in numbers.values()})
+        tokens = {number: mint_token() for number in numbers.values()}
+        await tx.workers.set_logs(
+            {number: str(self._launcher.log(number)) for number in numbers.values()},
+            {number: hashed for number, (_, hashed) in tokens.items()},
+        )
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
         in_progress = TaskStatus.IN_PROGRESS.value
         events: list[EventRow] = []
@@ -355,7 +375,7 @@ class Swarm:
             events.append((int(task.id), at, self.actor, "owner", task.owner, owner))
             events.append((int(task.id), at, self.actor, "status", task.status.value, in_progress))
         await tx.tasks.record_events(events)
-        return [(numbers[int(task.id)], task) for task in tasks]
+        return [(numbers[int(task.id)], task, tokens[numbers[int(task.id)]][0]) for task in tasks]
 
     async def _launch(
         self, attempts: list[Attempt], runtime: Runtime, placement: Placement

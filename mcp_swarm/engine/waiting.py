@@ -1,9 +1,10 @@
 """`wait`: blocking until workers end, a worker asks the Mayor for help, or time is up.
 
 A worker of this server wakes the waiter the moment its verdict is recorded (an event). What
-other processes do (a worker's report through its own server, the workers of another Mayor's
-server) is seen through SQLite's `data_version`, looked at every CROSS_PROCESS_LOOK seconds, so
-the database is read again only when something was written.
+else is written (a worker's report through a worker endpoint, this server's or another's; the
+workers of another Mayor's server) is seen through SQLite's `data_version` on the store's reader
+connection, looked at every CROSS_PROCESS_LOOK seconds, so the database is read again only when
+something was written.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ runtime in the tests exercises all of it with no agent CLI installed.
 from __future__ import annotations
 
 import json
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ class WorkerRequest:
     result_file: Path
     cwd: Path
     model: str | None = None
-    # The swarm's database: agent runtimes give their worker `mcp-swarm serve --worker` on it.
-    swarm_db: Path | None = None
+    # The server's worker endpoint (streamable HTTP): agent runtimes register it with their CLI as
+    # the MCP server `swarm`, the bearer token read from the worker's `SWARM_TOKEN`. None: no swarm.
+    swarm_url: str | None = None
     # The swarm's own state (its database, logs, status and result files), which the worker must
     # not write: a runtime that confines its agent (Codex's sandbox, Claude Code's permission
     # rules) closes these paths to it. Empty: nothing to close.
@@ -115,13 +115,9 @@ def as_array(value: object) -> list[Any]:
 # verdict comes from their events and worker tools, and the file lies in the state they may not write.
 RESULT_FILE_VARIABLE = "SWARM_RESULT_FILE"
 
-# The name a worker's agent CLI knows the swarm's worker server by: its tools are `mcp__swarm__*`.
+# The name a worker's agent CLI knows the worker endpoint by: its tools are `mcp__swarm__*` (Codex: see
+# runtimes/codex.py).
 SERVER_NAME = "swarm"
-
-
-def worker_command(worker_id: str, db: Path) -> list[str]:
-    """The command line of one worker's server, as the runtimes register it with the agent CLI.
-
-    The interpreter running the Mayor's server, not an `mcp-swarm` found on PATH: the worker's
-    server is then the same install, and speaks the same schema, as the Mayor's."""
-    return [sys.executable, "-m", "mcp_swarm", "serve", "--worker", worker_id, "--db", str(db)]
+# The variable of the worker's environment that holds its attempt's token: the agent CLIs read it
+# from there (never from their command line, which any user can read).
+TOKEN_VARIABLE = "SWARM_TOKEN"  # noqa: S105 - the name of a variable, not a secret

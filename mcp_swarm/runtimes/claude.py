@@ -3,10 +3,12 @@
 The final `result` event carries the verdict. `claude -p` can exit 0 after an API error, so
 `is_error` is read, never the exit code alone.
 
-A worker of a swarm (the request names the swarm's database) gets the worker-side server,
-`mcp-swarm serve --worker <id> --db <db>`, as its only MCP server, named `swarm`: its tools reach
-the agent as `mcp__swarm__my_task`, `mcp__swarm__report_progress`... and are allowed without a
-prompt, which a headless run has nobody to answer.
+A worker of a swarm (the request names the server's worker endpoint) gets that endpoint as its
+only MCP server, named `swarm`, an `http` server whose bearer token Claude Code reads from the
+worker's `SWARM_TOKEN` (`${SWARM_TOKEN}` in the header is expanded from the environment, so the
+token never appears on the command line): its tools reach the agent as `mcp__swarm__my_task`,
+`mcp__swarm__report_progress`... and are allowed without a prompt, which a headless run has
+nobody to answer.
 
 Claude Code has no operating-system sandbox here: what keeps a worker out of the swarm's state is
 its permission rules (`_closing`). Measured with Claude Code 2.1.197: `acceptEdits` lets the Edit
@@ -36,6 +38,7 @@ from typing import Any
 from mcp_swarm.runtimes.base import (
     RESULT_FILE_VARIABLE,
     SERVER_NAME,
+    TOKEN_VARIABLE,
     Outcome,
     OutputReader,
     Runtime,
@@ -43,7 +46,6 @@ from mcp_swarm.runtimes.base import (
     as_array,
     as_object,
     json_event,
-    worker_command,
 )
 
 # Set by a Claude Code session for its own children; a worker that inherits them believes it is
@@ -77,8 +79,8 @@ class ClaudeRuntime(Runtime):
         profile = self.profile
         args = ["--output-format", "stream-json", "--verbose", "--permission-mode", profile.permission_mode]
         allowed = list(profile.allowed_tools)
-        if request.swarm_db is not None:
-            args += _swarm_server(request.worker_id, request.swarm_db)
+        if request.swarm_url is not None:
+            args += _swarm_server(request.swarm_url)
             # The server name allows every tool of the server; they are the worker's own.
             allowed.append(f"mcp__{SERVER_NAME}")
         if allowed:
@@ -112,7 +114,7 @@ class ClaudeRuntime(Runtime):
         return {**_MCP_WAIT, **kept}
 
 
-def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
+def _swarm_server(url: str) -> list[str]:
     """The flags that give a worker its swarm server, and no other.
 
     --strict-mcp-config: without it the worker would also load the user's and the project's MCP
@@ -120,8 +122,10 @@ def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
     hand every worker the Mayor's own server: spawn, TaskUpdate on any task, under the very name
     of this one. A worker sees its swarm server only, whatever the user has configured.
     """
-    command = worker_command(worker_id, swarm_db)
-    server = {"type": "stdio", "command": command[0], "args": command[1:]}
+    # Claude Code expands ${VAR} in an MCP server's headers from its own environment: the token
+    # stays in the worker's environment, out of the argument list that every user can read.
+    headers = {"Authorization": f"Bearer ${{{TOKEN_VARIABLE}}}"}
+    server = {"type": "http", "url": url, "headers": headers}
     config = json.dumps({"mcpServers": {SERVER_NAME: server}}, separators=(",", ":"))
     # The JSON itself as the value: no file to write, to clean up or to race for.
     return ["--mcp-config", config, "--strict-mcp-config"]

@@ -4,9 +4,10 @@ Success is read from the events, not from the exit status alone: a completed tur
 `turn.failed`. An `error` event alone is not a failure: codex prints "Reconnecting... n/5" as
 `error` events while it retries, and a retry that then succeeds completes the turn.
 
-A worker of a swarm (the request names the swarm's database) gets the worker-side server,
-`mcp-swarm serve --worker <id> --db <db>`, as the MCP server `swarm`, through `-c` overrides of
-the configuration; the model sees its tools as `mcp__swarm__my_task`, `mcp__swarm__report_progress`...
+A worker of a swarm (the request names the server's worker endpoint) gets that endpoint as the
+MCP server `swarm_worker`, a streamable HTTP server whose bearer token Codex reads from the
+worker's `SWARM_TOKEN` (`bearer_token_env_var`), through `-c` overrides of the configuration; the
+model sees its tools as `mcp__swarm_worker__my_task`, `mcp__swarm_worker__report_progress`...
 
 The sandbox keeps the worker out of the swarm's state (`_sandbox_closing`). Measured with Codex
 0.169 on Linux (bubblewrap and seccomp): `--sandbox workspace-write` lets shell commands write the
@@ -30,21 +31,23 @@ worker tools, never from that file, and it lies in the state directory they cann
 from __future__ import annotations
 
 import json
+import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mcp_swarm.runtimes.base import (
     RESULT_FILE_VARIABLE,
     SERVER_NAME,
+    TOKEN_VARIABLE,
     Outcome,
     OutputReader,
     Runtime,
     WorkerRequest,
     as_object,
     json_event,
-    worker_command,
 )
 
 WORKSPACE_WRITE = "workspace-write"
@@ -71,8 +74,8 @@ class CodexRuntime(Runtime):
             # One argument: codex refuses `--model -x` as a missing value, and reads `--model=-x`
             # as the model named "-x", which is what the caller asked for.
             args.append(f"--model={model}")
-        if request.swarm_db is not None:
-            args += _swarm_server(request.worker_id, request.swarm_db)
+        if request.swarm_url is not None:
+            args += _swarm_server(request.swarm_url)
         return [*args, *self.profile.extra_args]
 
     def argv(self, request: WorkerRequest) -> list[str]:
@@ -118,30 +121,52 @@ def _sandbox_closing(paths: Sequence[Path]) -> list[str]:
     ]
 
 
-def _swarm_server(worker_id: str, swarm_db: Path) -> list[str]:
-    """The `-c` overrides that register the worker's swarm server (values are TOML).
+# The name of the worker endpoint in a Codex worker's configuration. Not `swarm`: Codex merges
+# `-c` overrides into the user's own tables, and `mcp-swarm install codex` gives the user a
+# `[mcp_servers.swarm]` that runs the Mayor's server (a command); a `url` added to that table is
+# refused ("url is not supported for stdio") and no worker would start.
+CODEX_SERVER_NAME = f"{SERVER_NAME}_worker"
 
-    As seen with Codex 0.169: `exec` takes them before `resume` as well; it starts MCP servers
-    outside its sandbox (the server may write a database outside the workspace) and calls their
-    tools without asking. It offers MCP tools to the model behind `tool_search`: the model finds
-    them there and calls them in the namespace `mcp__swarm`; the `--json` events show each call as
-    an `mcp_tool_call` item of server `swarm`.
+
+def _swarm_server(url: str) -> list[str]:
+    """The `-c` overrides that register the worker's swarm endpoint (values are TOML).
+
+    As seen with Codex 0.169: `exec` takes them before `resume` as well, and calls the tools of a
+    configured server without asking. It offers MCP tools to the model behind `tool_search`: the
+    model finds them there and calls them in the namespace `mcp__swarm_worker`; the `--json`
+    events show each call as an `mcp_tool_call` item of server `swarm_worker`. The token is
+    named, not given: `bearer_token_env_var` makes Codex read it from the worker's environment,
+    never from its command line.
 
     Codex has no counterpart of Claude's --strict-mcp-config short of ignoring the user's whole
-    configuration (model provider included), so a worker keeps the user's other MCP servers. A
-    user's own `[mcp_servers.swarm]` (the Mayor's, registered as the README says) gets our command
-    and arguments instead of its own: a worker never gets the Mayor's server under this name.
+    configuration (model provider included), so a worker keeps the user's other MCP servers; but
+    the user's own `swarm` server (the Mayor's, as `mcp-swarm install codex` registers it) is
+    switched off, so that a worker never gets the Mayor's tools. Codex refuses `enabled = false`
+    on a server it has no other keys for, so that is said only where the user has one.
     """
-    command = worker_command(worker_id, swarm_db)
-    table = f"mcp_servers.{SERVER_NAME}"
-    args = "[" + ", ".join(toml_string(arg) for arg in command[1:]) + "]"
+    table = f"mcp_servers.{CODEX_SERVER_NAME}"
     # required: the first turn waits for the server. Without it Codex starts the turn with the
     # tools ready at that moment, and a worker's first tool_search could find no swarm tools.
-    return [
-        *("-c", f"{table}.command={toml_string(command[0])}"),
-        *("-c", f"{table}.args={args}"),
+    overrides = [
+        *("-c", f"{table}.url={toml_string(url)}"),
+        *("-c", f"{table}.bearer_token_env_var={toml_string(TOKEN_VARIABLE)}"),
         *("-c", f"{table}.required=true"),
     ]
+    if SERVER_NAME in _configured_servers(os.environ):
+        overrides += ["-c", f"mcp_servers.{SERVER_NAME}.enabled=false"]
+    return overrides
+
+
+def _configured_servers(env: Mapping[str, str]) -> set[str]:
+    """The MCP servers of the user's Codex configuration ($CODEX_HOME/config.toml, by default
+    ~/.codex/config.toml); none if it cannot be read (Codex would then say why itself)."""
+    home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else Path.home() / ".codex"
+    try:
+        config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    servers: object = config.get("mcp_servers")
+    return {str(name) for name in cast(dict[str, Any], servers)} if isinstance(servers, dict) else set()
 
 
 def toml_string(value: str) -> str:

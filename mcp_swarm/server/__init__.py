@@ -1,1 +1,2 @@
-"""The MCP surface: the Mayor's tools, a worker's tools, and stdio. The only code that imports mcp."""
+"""The MCP surface: the Mayor's tools over stdio, and the worker endpoint (the worker tools over
+loopback HTTP). The only code that imports mcp."""

@@ -53,6 +53,7 @@ from mcp_swarm.server.mail_tools import build_mail_tools
 from mcp_swarm.server.mayor_scope import mayor_of
 from mcp_swarm.server.stdio_wire import BoundedStdioServer
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
+from mcp_swarm.server.worker_endpoint import worker_endpoint
 from mcp_swarm.store import Store
 
 logger = logging.getLogger(__name__)
@@ -505,9 +506,11 @@ def build_server(settings: Settings) -> BoundedStdioServer[_Ledger]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[_Ledger]) -> AsyncGenerator[_Ledger]:
-        async with await Store.open(settings.db_path) as store:
+        # The worker endpoint outlives the engine: workers stopped on the way out may still report.
+        async with await Store.open(settings.db_path) as store, worker_endpoint(store, settings) as endpoint:
             state.ledger = Ledger(store, actor="mayor")
             swarm = build_engine(settings, store)
+            swarm.worker_url = endpoint.url
             logger.info("mcp-swarm %s serving %s", __version__, settings.db_path)
             async with anyio.create_task_group() as group:
                 await group.start(swarm.run)

@@ -196,10 +196,21 @@ class WorkerQueries:
         )
         return {int(row[0]): int(row[1]) for row in rows}
 
-    async def set_logs(self, logs: Mapping[int, str]) -> None:
+    async def set_logs(self, logs: Mapping[int, str], token_hashes: Mapping[int, str] | None = None) -> None:
+        """Each new worker's log and, if given, the hash of its first attempt's token."""
+        hashes = token_hashes or {}
         await self._conn.executemany(
-            "UPDATE workers SET log = ? WHERE id = ?", [(log, number) for number, log in logs.items()]
+            "UPDATE workers SET log = ?, token_hash = ? WHERE id = ?",
+            [(log, hashes.get(number), number) for number, log in logs.items()],
         )
+
+    async def by_token_hash(self, token_hash: str) -> Worker | None:
+        """The live worker whose current attempt holds the token of this hash, if any. An ended
+        attempt's hash is cleared with its verdict, so it finds nothing; the state is checked too."""
+        rows = await self._rows(
+            f"SELECT * FROM workers WHERE token_hash = ? AND state IN {_LIVE}", (token_hash,)
+        )
+        return _worker(rows[0]) if rows else None
 
     async def started(self, processes: Iterable[tuple[int, int, int]]) -> None:
         """Record (worker number, pid, pid start time) of processes just started.
@@ -213,15 +224,18 @@ class WorkerQueries:
             (json.dumps(list(processes)),),
         )
 
-    async def restart(self, number: int, *, attempt: int, now: str, supervisor: str) -> bool:
-        """Begin attempt `attempt + 1` of an ended worker; False if it is live or has moved on."""
+    async def restart(
+        self, number: int, *, attempt: int, now: str, supervisor: str, token_hash: str | None = None
+    ) -> bool:
+        """Begin attempt `attempt + 1` of an ended worker, with the hash of its new token; False if
+        it is live or has moved on."""
         rows = await self._rows(
             f"""UPDATE workers SET attempt = attempt + 1, state = 'starting', pid = NULL,
                 pid_start_time = NULL, exit_code = NULL, summary = NULL, error = NULL, cost_usd = NULL,
                 num_turns = NULL, validation = NULL, task_status = NULL, ended_at = NULL,
-                reported_at = NULL, started_at = ?, supervisor = ?
+                reported_at = NULL, started_at = ?, supervisor = ?, token_hash = ?
             WHERE id = ? AND attempt = ? AND state NOT IN {_LIVE} RETURNING 1""",
-            (now, supervisor, number, attempt),
+            (now, supervisor, token_hash, number, attempt),
         )
         return bool(rows)
 
@@ -252,7 +266,7 @@ class WorkerQueries:
             f"""UPDATE workers SET state = :state, exit_code = :exit_code, summary = :summary,
                 error = :error, session_id = coalesce(:session_id, session_id), cost_usd = :cost_usd,
                 num_turns = :num_turns, validation = :validation, task_status = :task_status,
-                changes = coalesce(:changes, changes), ended_at = :now
+                changes = coalesce(:changes, changes), ended_at = :now, token_hash = NULL
             WHERE id = :id AND state IN {_LIVE}""",
             [
                 {

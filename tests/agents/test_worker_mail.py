@@ -1,20 +1,23 @@
-"""Real agent CLIs as workers talk to the Mayor through their own swarm server.
+"""Real agent CLIs as workers talk to the Mayor through the server's worker endpoint.
 
 The Mayor's `mcp-swarm serve` spawns the worker (the real `claude` or `codex` CLI, a scripted model
-behind it, set up as in tests/agents/test_workers.py); the runtime registers `mcp-swarm serve --worker
-worker-N` with the CLI as the MCP server `swarm`. The scripted model calls the worker tools as a
-real model would, and the test reads what reached the Mayor's inbox. What is checked is the chain a
-unit test cannot reach: the flags the runtimes add, the CLI starting the worker's server and
-allowing its tools without a prompt, the tools' names as each CLI offers them, and the worker's
-messages landing in the Mayor's database about the worker's own task.
+behind it, set up as in tests/agents/test_workers.py); the runtime registers the server's worker
+endpoint (streamable HTTP on 127.0.0.1) with the CLI, its bearer token read from the worker's
+`SWARM_TOKEN`. The scripted model calls the worker tools as a real model would, and the test reads
+what reached the Mayor's inbox. What is checked is the chain a unit test cannot reach: the flags
+the runtimes add, the CLI reaching the endpoint with the attempt's token (Claude Code expanding
+`${SWARM_TOKEN}` in the header, Codex reading `bearer_token_env_var`) and allowing its tools
+without a prompt, the tools' names as each CLI offers them, and the worker's messages landing in
+the Mayor's database about the worker's own task.
 
 How each CLI offers the tools:
 
 * Claude Code offers every tool of the server up front, as `mcp__swarm__<tool>`.
 * Codex 0.169 defers MCP tools: the model first calls the client-side `tool_search` tool, whose
-  answer (`tool_search_output`) holds a namespace `mcp__swarm` with the tools found, and then calls
-  one as a `function_call` named `<tool>` in the namespace `mcp__swarm`. The scripted Responses
-  server here (`ToolSearchOpenAIServer`) writes those two item kinds.
+  answer (`tool_search_output`) holds a namespace `mcp__swarm_worker` with the tools found, and
+  then calls one as a `function_call` named `<tool>` in that namespace. The scripted Responses
+  server here (`ToolSearchOpenAIServer`) writes those two item kinds. (The server is named
+  `swarm_worker` for Codex: see runtimes/codex.py.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from mcp_swarm.server import answers
 from mcp_swarm.server.worker import WORKER_TOOLS
 from mcp_swarm.store import Store
 from tests.support.agent_clis import WAIT_SECONDS, AgentCLI, Answer, ClaudeCLI, CodexCLI, Step, spawn_one
-from tests.support.mcp_client import call
+from tests.support.mcp_client import call, installed_command
 from tests.support.scripted_llm import (
     FunctionCall,
     ResponsesTurn,
@@ -51,7 +54,6 @@ from tests.support.scripted_llm.tool_search import TOOL_SEARCH_CALL, ToolSearchO
 
 pytestmark = [pytest.mark.anyio, pytest.mark.agent_cli, pytest.mark.slow]
 
-SERVER = "swarm"
 # The Mayor's own tools, which a worker must never be offered.
 MAYOR_TOOLS = ("spawn", "wait", "send_input", "close_agent", "TaskCreate", "TaskUpdate", "TaskList")
 
@@ -71,6 +73,9 @@ MailStep = Step | SwarmCall
 class MailAgent(AgentCLI):
     """An agent CLI whose scripted model can also call the worker's swarm tools."""
 
+    # The name the runtime gives the worker endpoint in the CLI's configuration.
+    server: str
+
     @abstractmethod
     def mail_script(self, steps: Sequence[MailStep]) -> AbstractContextManager[None]:
         """Run the scripted model for `steps`, swarm calls included."""
@@ -85,10 +90,12 @@ class MailAgent(AgentCLI):
 
 
 class ClaudeMailCLI(ClaudeCLI, MailAgent):
+    server = "swarm"
+
     @contextmanager
     def mail_script(self, steps: Sequence[MailStep]) -> Generator[None]:
         turns = [
-            ToolUseTurn([ToolCall(f"mcp__{SERVER}__{step.tool}", step.arguments, id=step.call_id)])
+            ToolUseTurn([ToolCall(f"mcp__{self.server}__{step.tool}", step.arguments, id=step.call_id)])
             if isinstance(step, SwarmCall)
             else self._turn(step)
             for step in steps
@@ -105,11 +112,16 @@ class ClaudeMailCLI(ClaudeCLI, MailAgent):
     def offered_swarm_tools(self) -> set[str]:
         # The first request already: the CLI waited for the server before asking the model.
         first = self.llm.main_requests[0]
-        prefix = f"mcp__{SERVER}__"
+        prefix = f"mcp__{self.server}__"
         return {name.removeprefix(prefix) for name in first.tool_names if name.startswith(prefix)}
 
 
 class CodexMailCLI(CodexCLI, MailAgent):
+    server = "swarm_worker"
+    # A `[mcp_servers.swarm]` table for the user's own configuration (the Mayor's server, as
+    # `mcp-swarm install codex` writes it), or "" for none.
+    users_swarm_server = ""
+
     @contextmanager
     def mail_script(self, steps: Sequence[MailStep]) -> Generator[None]:
         turns: list[ResponsesTurn] = []
@@ -121,13 +133,16 @@ class CodexMailCLI(CodexCLI, MailAgent):
             if not searched:
                 searched = True
                 # As a real model does: find the deferred tools first (all of them, by server name).
-                search = {"query": f"{SERVER} mayor task progress help result", "limit": 20}
+                search = {"query": f"{self.server} mayor task progress help result", "limit": 20}
                 turns.append(ToolCallsTurn([FunctionCall("tool_search", search, call_id=TOOL_SEARCH_CALL)]))
-            call = FunctionCall(f"mcp__{SERVER}__{step.tool}", step.arguments, call_id=step.call_id)
+            call = FunctionCall(f"mcp__{self.server}__{step.tool}", step.arguments, call_id=step.call_id)
             turns.append(ToolCallsTurn([call]))
         with ToolSearchOpenAIServer(turns) as llm:
             self._llm = llm
-            write_codex_config(self.codex_home, llm.base_url)
+            config = write_codex_config(self.codex_home, llm.base_url)
+            if self.users_swarm_server:
+                with config.open("a", encoding="utf-8") as out:
+                    out.write(self.users_swarm_server)
             yield
 
     def tool_answer(self, call_id: str) -> dict[str, Any]:
@@ -139,15 +154,30 @@ class CodexMailCLI(CodexCLI, MailAgent):
         return cast(dict[str, Any], answer)
 
     def offered_swarm_tools(self) -> set[str]:
-        names: set[str] = set()
+        return self.offered_tools().get(f"mcp__{self.server}", set())
+
+    def offered_tools(self) -> dict[str, set[str]]:
+        """The tools tool_search found, by namespace (one per MCP server)."""
+        found: dict[str, set[str]] = {}
         for request in self.llm.main_requests:
             for item in request.input_items:
                 if item.get("type") != "tool_search_output":
                     continue
                 for namespace in cast(list[dict[str, Any]], item.get("tools", [])):
-                    if namespace.get("name") == f"mcp__{SERVER}":
-                        names |= {str(tool["name"]) for tool in namespace.get("tools", [])}
-        return names
+                    names = {str(tool["name"]) for tool in namespace.get("tools", [])}
+                    found.setdefault(str(namespace.get("name")), set()).update(names)
+        return found
+
+
+class CodexBesideTheMayorCLI(CodexMailCLI):
+    """Codex whose user configuration registers the Mayor's own server as `swarm`, as
+    `mcp-swarm install codex` does."""
+
+    users_swarm_server = f"""
+[mcp_servers.swarm]
+command = {json.dumps(installed_command())}
+args = ["serve"]
+"""
 
 
 @pytest.fixture(params=[ClaudeMailCLI, CodexMailCLI], ids=["claude", "codex"])
@@ -254,3 +284,22 @@ async def test_a_continued_worker_keeps_its_swarm_server(agent: MailAgent) -> No
     assert [(m["from"], m.get("taskId"), m["type"], m["subject"]) for m in inbox] == [
         (worker_id, second["taskId"], "progress", AGAIN)
     ]
+
+
+async def test_a_codex_worker_reaches_the_endpoint_beside_the_users_own_swarm_server(tmp_path: Path) -> None:
+    """Codex merges `-c` overrides into the user's tables: registering the endpoint as `swarm`
+    beside the user's `[mcp_servers.swarm]` command made Codex refuse its configuration, and the
+    worker never started. The endpoint has its own name, and the user's swarm server (the Mayor's
+    tools) is switched off for the worker."""
+    agent = CodexBesideTheMayorCLI(tmp_path)
+    steps: list[MailStep] = [SwarmCall("my_task", {}, "call_my_task"), Answer(DONE_TEXT)]
+    with agent.mail_script(steps):
+        async with agent.swarm() as client:
+            worker_id = await spawn_one(client, agent, "Read your task", description="Then stop.")
+            done = await wait_until_done(client, agent, worker_id)
+
+        assert (done["state"], done["taskStatus"]) == ("succeeded", "completed"), agent.explain(done)
+        assert agent.tool_answer("call_my_task")["owner"] == worker_id, agent.explain(done)
+        offered = agent.offered_tools()
+        assert offered.get(f"mcp__{agent.server}") == set(WORKER_TOOLS), agent.explain(done)
+        assert "mcp__swarm" not in offered, agent.explain(done)

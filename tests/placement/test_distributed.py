@@ -22,6 +22,7 @@ from mcp_swarm.placement.processes import group_members
 from mcp_swarm.placement.tmux import Tmux
 from tests.support import helpers
 from tests.support.mcp_client import call, project_session, serving
+from tests.support.worker_endpoints import configure_gated, handed_endpoint, worker_session
 
 if shutil.which("tmux") is None:
     if os.environ.get("CI") == "true":
@@ -133,3 +134,32 @@ async def test_a_sigkilled_server_leaves_tmux_workers_running_and_the_next_one_a
         [done] = result["done"]
         assert (done["state"], done["taskStatus"], done["exitCode"]) == ("succeeded", "completed", 0)
     assert await Tmux(socket).list_sessions() == []
+
+
+@pytest.mark.slow
+async def test_a_tmux_worker_reaches_the_swarm_again_through_the_server_that_adopts_it(
+    tmp_path: Path, socket: str
+) -> None:
+    """Its SWARM_URL is the endpoint of the server that started it: the next server on the state
+    directory takes that port again, and the worker's token holds while its attempt is live."""
+    gates = configure_gated(tmp_path, tmux_socket=socket)
+    async with project_session(tmp_path) as client:
+        await call(client, "TaskCreate", subject="outlive the server", description="")
+        [worker] = (await call(client, "spawn"))["workers"]
+        url, token = await handed_endpoint(gates, worker["workerId"])
+        async with worker_session(url, token) as own:
+            assert (await call(own, "my_task"))["owner"] == worker["workerId"]
+    assert group_members(worker["pid"])  # the server is gone; the worker goes on
+    async with project_session(tmp_path) as client:
+        async with worker_session(url, token) as own:
+            assert (await call(own, "my_task"))["owner"] == worker["workerId"]
+            await call(own, "report_result", status="done", summary="still reaching the Mayor")
+        (gates / "go").write_text("")
+        result = await call(client, "wait", timeoutSeconds=20)
+        assert [(d["workerId"], d["taskStatus"]) for d in result["done"]] == [
+            (worker["workerId"], "completed")
+        ]
+        inbox = (await call(client, "fetch_inbox"))["messages"]
+        assert [(m["from"], m["subject"]) for m in inbox] == [
+            (worker["workerId"], "still reaching the Mayor")
+        ]

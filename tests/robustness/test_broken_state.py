@@ -112,7 +112,6 @@ STATES = ["text", "truncated", "newer-schema", "read-only-file", "read-only-dire
 def commands(db: Path, plan: Path) -> dict[str, list[str]]:
     return {
         "serve": ["serve", "--db", str(db)],
-        "serve-worker": ["serve", "--db", str(db), "--worker", "worker-1"],
         "status": ["status", "--db", str(db)],
         "logs": ["logs", "worker-1", "--db", str(db)],
         "run": ["run", str(plan), "--runtime", "demo", "--db", str(db)],
@@ -156,7 +155,7 @@ def broken_state(kind: str, tmp_path: Path) -> Generator[tuple[Path, str]]:
             yield db, DISK_FULL
 
 
-@pytest.mark.parametrize("command", ["serve", "serve-worker", "status", "logs", "run"])
+@pytest.mark.parametrize("command", ["serve", "status", "logs", "run"])
 @pytest.mark.parametrize("kind", STATES)
 def test_every_command_explains_a_broken_state_file_in_a_line_and_exits(
     tmp_path: Path, kind: str, command: str
@@ -173,7 +172,7 @@ def test_every_command_explains_a_broken_state_file_in_a_line_and_exits(
     assert 1 <= len(lines) <= 2, stderr
     assert lines[0].startswith("mcp-swarm: ")
     assert str(db) in stderr or str(db.parent) in stderr
-    absent = (command in ("status", "logs", "serve-worker")) and before is None
+    absent = (command in ("status", "logs")) and before is None
     # A command that only reads says the file is not there; every other names what is wrong.
     assert ("no swarm database" in stderr) if absent else (words in stderr), stderr
     assert seconds < PROMPT_EXIT_SECONDS

@@ -33,13 +33,13 @@ from mcp_swarm.models import MAX_PLAN_TASKS
 from mcp_swarm.placement.logtail import CHUNK_BYTES, TAIL_BYTES, LogTail, log_position, rotated_path
 from mcp_swarm.placement.worker_wrapper import CHUNK as WRAPPER_CHUNK
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
-from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
 from tests.support import helpers
 from tests.support.gated_workers import gated_project, go
 from tests.support.helpers import assigned_workers
 from tests.support.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
 from tests.support.proc import memory_kib, server_pid
+from tests.support.worker_endpoints import as_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +55,7 @@ import json, os, sys, time
 from pathlib import Path
 LIMIT, ROUNDS = {limit}, {rounds}
 prompt = sys.argv[-1]
-log = Path(os.environ["SWARM_DB"]).parent / "logs" / (os.environ["SWARM_WORKER_ID"] + ".log")
+log = Path(os.environ["SWARM_RESULT_FILE"]).parents[1] / "logs" / (os.environ["SWARM_WORKER_ID"] + ".log")
 def event(**fields):
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
@@ -241,8 +241,7 @@ async def test_messages_over_max_body_chars_are_refused_from_either_side(tmp_pat
         [number] = await assigned_workers(store, 1)
     worker_id = f"worker-{number}"
     over = "é" * (MAX_BODY_CHARS + 1)  # characters, not bytes, are counted
-    worker_server = build_worker_server(load_settings(cwd=tmp_path, db=db), worker_id)
-    async with Client(worker_server) as worker:
+    async with as_worker(db, number) as worker:
         for tool, arguments in [
             ("report_progress", {"message": over}),
             ("report_result", {"status": "done", "summary": over}),
@@ -459,14 +458,12 @@ def huge_request(request_id: int, *, id_last: bool) -> bytes:
     return b'{"jsonrpc":"2.0","id":%d,' % request_id + call_ + description + b'"}}}\n'
 
 
-@pytest.mark.parametrize("server", ["mayor", "worker"])
-async def test_a_message_over_the_limit_on_stdio_is_refused_and_never_held(
-    tmp_path: Path, server: str
-) -> None:
+async def test_a_message_over_the_limit_on_stdio_is_refused_and_never_held(tmp_path: Path) -> None:
+    # (The worker tools are served over HTTP, whose limit tests/server/test_worker_endpoint.py checks.)
     db = tmp_path / "swarm.db"
     async with await Store.open(db) as store:
-        [number] = await assigned_workers(store, 1)
-    args = ["--worker", f"worker-{number}"] if server == "worker" else []
+        await assigned_workers(store, 1)
+    args: list[str] = []
     env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
     command = [installed_command(), "serve", "--db", str(db), *args]
     async with await anyio.open_process(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL) as process:

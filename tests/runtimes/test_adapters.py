@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tomllib
 from pathlib import Path
 
@@ -81,50 +80,69 @@ def test_claude_worker_does_not_inherit_the_mayors_session_markers() -> None:
     assert ClaudeRuntime().environment({"MCP_CONNECT_TIMEOUT_MS": "5"})["MCP_CONNECT_TIMEOUT_MS"] == "5"
 
 
+URL = "http://127.0.0.1:41234/mcp"
+
+
 def swarm_request(tmp_path: Path) -> WorkerRequest:
-    return dataclasses.replace(request(tmp_path), swarm_db=tmp_path / "state dir" / "swarm.db")
+    return dataclasses.replace(request(tmp_path), swarm_url=URL)
 
 
-def test_claude_worker_gets_its_swarm_server_and_only_it(tmp_path: Path) -> None:
+def test_claude_worker_gets_its_swarm_endpoint_and_only_it(tmp_path: Path) -> None:
     runtime = ClaudeRuntime(ClaudeProfile(model="sonnet"))
-    db = tmp_path / "state dir" / "swarm.db"
-    server = [sys.executable, "-m", "mcp_swarm", "serve", "--worker", "worker-7", "--db", str(db)]
     for argv in (
         runtime.argv(swarm_request(tmp_path)),
         runtime.resume_argv(swarm_request(tmp_path), "session-1", "Fix the failing check"),
     ):
         config = json.loads(argv[argv.index("--mcp-config") + 1])
+        # The token is named, never given: Claude Code expands ${SWARM_TOKEN} from the worker's
+        # environment, and the argument list (readable by every user) holds no secret.
         assert config == {
-            "mcpServers": {"swarm": {"type": "stdio", "command": server[0], "args": server[1:]}}
+            "mcpServers": {
+                "swarm": {"type": "http", "url": URL, "headers": {"Authorization": "Bearer ${SWARM_TOKEN}"}}
+            }
         }
         # Next comes another flag: --mcp-config takes several values, and must take only this one.
         assert argv[argv.index("--mcp-config") + 2] == "--strict-mcp-config"
         allowed = argv[argv.index("--allowedTools") + 1].split(",")
         assert allowed == ["Read", "Edit", "Write", "Glob", "Grep", "mcp__swarm"]
         assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+        assert not any("serve" in arg or "swarm.db" in arg for arg in argv)
     # The swarm's tools are allowed even where the profile allows nothing else.
     bare = ClaudeRuntime(ClaudeProfile(allowed_tools=())).argv(swarm_request(tmp_path))
     assert bare[bare.index("--allowedTools") + 1] == "mcp__swarm"
-    # Without a swarm database there is no MCP server at all.
+    # Without a worker endpoint there is no MCP server at all.
     plain = runtime.argv(request(tmp_path))
     assert "--mcp-config" not in plain
     assert "mcp__swarm" not in plain[plain.index("--allowedTools") + 1]
 
 
-def test_codex_worker_gets_its_swarm_server_before_the_prompt_and_on_resume(tmp_path: Path) -> None:
-    db = tmp_path / "state dir" / "swarm.db"
+@pytest.mark.parametrize("users_swarm", [False, True])
+def test_codex_worker_gets_its_swarm_endpoint_before_the_prompt_and_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users_swarm: bool
+) -> None:
+    codex_home = tmp_path / "codex home"
+    codex_home.mkdir()
+    if users_swarm:  # the Mayor's server, as `mcp-swarm install codex` registers it
+        (codex_home / "config.toml").write_text(
+            '[mcp_servers.swarm]\ncommand = "mcp-swarm"\nargs = ["serve"]\n'
+        )
+    monkeypatch.setenv("CODEX_HOME", str(codex_home))
     runtime = CodexRuntime(CodexProfile(extra_args=("--strict-config",)))
     argv = runtime.argv(swarm_request(tmp_path))
     resumed = runtime.resume_argv(swarm_request(tmp_path), "thread-1", "-again")
     for args in (argv, resumed):
         overrides = [args[i + 1] for i, arg in enumerate(args) if arg == "-c"]
-        values = dict(override.split("=", 1) for override in overrides)
-        assert tomllib.loads(f"command = {values['mcp_servers.swarm.command']}") == {
-            "command": sys.executable
+        values = {
+            key: tomllib.loads(f"v = {value}")["v"] for key, value in (o.split("=", 1) for o in overrides)
         }
-        assert tomllib.loads(f"args = {values['mcp_servers.swarm.args']}") == {
-            "args": ["-m", "mcp_swarm", "serve", "--worker", "worker-7", "--db", str(db)]
+        expected: dict[str, object] = {
+            "mcp_servers.swarm_worker.url": URL,
+            "mcp_servers.swarm_worker.bearer_token_env_var": "SWARM_TOKEN",
+            "mcp_servers.swarm_worker.required": True,
         }
+        if users_swarm:
+            expected["mcp_servers.swarm.enabled"] = False
+        assert values == expected
     assert argv[-2:] == ["--", "Do task 1"]
     # The overrides are options of `codex exec`: before `resume`, as -C and --sandbox are.
     assert resumed.index("-c") < resumed.index("resume")

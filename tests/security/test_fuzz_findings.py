@@ -51,8 +51,9 @@ def test_message_ids_beyond_sqlites_integers_are_refused(mayor: Served) -> None:
     assert "less than or equal to 9223372036854775807" in refused(mayor, "fetch_inbox", sinceId=2**63)
     assert mayor.ok("fetch_inbox", sinceId=2**63 - 1) == {"messages": []}
     mayor.ok("TaskCreate", subject="Write the parser", description="")
-    [worker] = mayor.ok("spawn", runtime="slow")["workers"]
+    [worker] = mayor.ok("spawn", runtime="lasting")["workers"]
     with running_worker(mayor, worker["workerId"]) as me:
+        assert me is not None
         assert "less than or equal to 9223372036854775807" in refused(me, "fetch_inbox", sinceId=2**63)
         assert me.ok("fetch_inbox", sinceId=2**63 - 1) == {"messages": []}
 

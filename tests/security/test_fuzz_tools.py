@@ -1,8 +1,8 @@
 """Every tool of both MCP servers, fuzzed through the SDK's own client.
 
-The Mayor's server (`mcp-swarm serve`) and a worker's (`serve --worker ID`) are reached in memory,
-on an event loop of their own (a blocking portal, tests/support/fuzz_servers.py), and called in
-three ways, the first two here:
+The Mayor's server (`mcp-swarm serve`) is reached in memory, and its worker endpoint over HTTP as a
+worker reaches it (with a token for its attempt), on an event loop of their own (a blocking
+portal, tests/support/fuzz_servers.py), and called in three ways, the first two here:
 
 1. the sweep: each argument of each tool in turn takes each of a fixed list of odd values (NUL,
    a megabyte of text, 2**63, a thousand wrong items, deep nesting, ids that overflow SQLite, a
@@ -128,9 +128,10 @@ def test_every_tool_has_a_strategy(tmp_path: Path, error_log: ErrorLog) -> None:
         running_mayor(portal, tmp_path / "p", error_log) as mayor,
     ):
         mayor.ok("TaskCreate", subject="seed", description="")
-        [worker] = mayor.ok("spawn", runtime="slow")["workers"]
+        [worker] = mayor.ok("spawn", runtime="lasting")["workers"]
         mayor_tools = mayor.tools()
         with running_worker(mayor, worker["workerId"]) as me:
+            assert me is not None
             worker_tools = me.tools()
     assert {"TaskCreate", "spawn", "send_message", "import_wave"} <= {tool.name for tool in mayor_tools}
     assert {"my_task", "report_result", "reserve_files"} <= {tool.name for tool in worker_tools}
@@ -168,9 +169,10 @@ def test_a_workers_tools_take_any_arguments(tmp_path: Path, error_log: ErrorLog)
         checks = {"validation": {"files_exist": ["parser.py"]}}
         mayor.ok("TaskCreate", subject="Write the parser", description="parser.py", metadata=checks)
         mayor.ok("TaskCreate", subject="Another", description="")
-        [worker, *_] = mayor.ok("spawn", runtime="slow")["workers"]
+        [worker, *_] = mayor.ok("spawn", runtime="lasting")["workers"]
         mayor.ok("send_message", to=worker["workerId"], subject="Use TOML", body="not YAML")
         with running_worker(mayor, worker["workerId"]) as me:
+            assert me is not None
             tools = me.tools()
             sweep(me, tools)
             fuzz_tools(me, strategies_for(tools), examples=150)

@@ -5,7 +5,8 @@ password). Real workers dump the environment they were given (tests/support/stan
 do a task's validation command and a git hook the server's git runs: none of them may see a
 secret unless `env_allow` in mcp-swarm.toml names it. In distributed mode the worker's parent (the
 wrapper in its tmux pane) and the tmux server are looked at too, since a secret on either would
-reach every later session.
+reach every later session. A worker gets the address of the server's worker endpoint and its own
+attempt's token, and never the database's path.
 """
 
 from __future__ import annotations
@@ -56,10 +57,20 @@ async def test_secrets_of_the_server_reach_no_worker_and_no_check(
     worker, check = read_record(records / "worker-1.json"), read_record(records / "check.json")
     assert leaked(worker.env) == []
     assert leaked(check.env) == []
-    # What a worker is given besides the allow-list.
+    # What a worker is given besides the allow-list: its endpoint and its attempt's token, and
+    # never the database (nor a path to it).
     assert (worker.env["SWARM_TASK_ID"], worker.env["SWARM_WORKER_ID"]) == ("1", "worker-1")
-    assert {"SWARM_DB", "SWARM_RESULT_FILE", "PATH", "HOME"} <= set(worker.env)
+    assert {"SWARM_URL", "SWARM_TOKEN", "SWARM_RESULT_FILE", "PATH", "HOME"} <= set(worker.env)
+    assert worker.env["SWARM_URL"].startswith("http://127.0.0.1:")
+    assert "SWARM_DB" not in worker.env
+    assert not [name for name, value in worker.env.items() if "swarm.db" in value]
+    # The token is in the environment only: not on the worker's command line, nor its wrapper's.
+    token = worker.env["SWARM_TOKEN"]
+    assert len(token) >= 40
+    assert not any(token in arg for arg in worker.argv)
     assert {"PATH", "HOME"} <= set(check.env)
+    # A task's checks are no worker: they get no token.
+    assert not {"SWARM_URL", "SWARM_TOKEN"} & set(check.env)
     if mode == "distributed":
         # The wrapper in the pane, whose environment is the tmux server's global one (which every
         # later session inherits) and tmux's own: no secret on its command line or in its environment.
@@ -67,6 +78,8 @@ async def test_secrets_of_the_server_reach_no_worker_and_no_check(
         assert "TMUX" in worker.parent_env
         assert leaked(worker.parent_env) == []
         assert not any(value in " ".join(worker.parent_cmdline) for value in SECRETS.values())
+        assert token not in " ".join(worker.parent_cmdline)
+        assert "SWARM_TOKEN" not in worker.parent_env
         # The file that carried the worker's environment to the wrapper is gone.
         assert list((tmp_path / ".mcp-swarm" / "workers").rglob("*.env")) == []
 

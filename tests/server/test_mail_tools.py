@@ -1,38 +1,31 @@
 """The Mayor's Agent Mail and reservation tools over real stdio, with a worker on the other side.
 
-The worker's half is played by this test process through the engine on the same file (another
-process than the server, as a worker's own `serve --worker` is), so every message crosses
-processes through SQLite.
+The worker's half is played by this test process through the server's worker endpoint, with the
+token the server gave its (real, gated) worker process: every message crosses processes as a
+real worker's does.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 from mcp import Client
 
-from mcp_swarm.ledger.mail import Mailbox, MessageType
-from mcp_swarm.ledger.reservations import Reservations
+from mcp_swarm.ledger.mail import Mailbox
 from mcp_swarm.store import Store
 from tests.support.mcp_client import call, refuse, stdio_parameters
+from tests.support.worker_endpoints import configure_gated, handed_endpoint, worker_session
 
 pytestmark = pytest.mark.anyio
 
-# Runs until the test creates its go file.
-GATED = "import pathlib, sys, time\nwhile not pathlib.Path(sys.argv[1]).exists():\n    time.sleep(0.01)\n"
-
 
 def mayor(tmp_path: Path) -> Client:
-    (tmp_path / "gated.py").write_text(GATED)
-    argv = [sys.executable, str(tmp_path / "gated.py"), str(tmp_path / "go")]
-    (tmp_path / "mcp-swarm.toml").write_text(
-        f'default_runtime = "gated"\n\n[runtimes.gated]\ntype = "command"\nargv = {json.dumps(argv)}\n'
-    )
+    configure_gated(tmp_path)
     params = stdio_parameters(tmp_path / "unused.db", cwd=tmp_path)
     params.args = ["serve"]
     return Client(params, mode="legacy")
@@ -42,22 +35,28 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / ".mcp-swarm" / "swarm.db"
 
 
+@asynccontextmanager
+async def as_the_worker(tmp_path: Path, worker_id: str) -> AsyncGenerator[Client]:
+    """The running worker's session with the server's worker endpoint, with its own token."""
+    url, token = await handed_endpoint(tmp_path / "gates", worker_id)
+    async with worker_session(url, token) as worker:
+        yield worker
+
+
 async def test_a_help_request_wakes_wait_and_is_returned_once(tmp_path: Path) -> None:
     async with mayor(tmp_path) as client:
         await call(client, "TaskCreate", subject="Parse the config", description="")
         [worker] = (await call(client, "spawn"))["workers"]
         answers: list[dict[str, object]] = []
         sent_at = time.monotonic()
-        async with await Store.open(db(tmp_path)) as store, anyio.create_task_group() as group:
+        async with as_the_worker(tmp_path, worker["workerId"]) as own, anyio.create_task_group() as group:
 
             async def waiting() -> None:
                 answers.append(await call(client, "wait", timeoutSeconds=60))
 
             group.start_soon(waiting)
             sent_at = time.monotonic()
-            await Mailbox(store).send(
-                worker["workerId"], "mayor", "Which format?", "TOML or YAML?", type=MessageType.HELP_REQUEST
-            )
+            await call(own, "ask_for_help", subject="Which format?", body="TOML or YAML?")
         woke_after = time.monotonic() - sent_at
         [result] = answers
         assert result["running"] == [worker["workerId"]]
@@ -77,10 +76,10 @@ async def test_a_help_request_wakes_wait_and_is_returned_once(tmp_path: Path) ->
         # The Mayor answers; the worker reads it in its own inbox.
         sent = await call(client, "send_message", to=worker["workerId"], subject="TOML", body="Use TOML.")
         assert sent["from"] == "mayor"
-        async with await Store.open(db(tmp_path)) as store:
-            [reply] = await Mailbox(store).fetch_inbox(worker["workerId"])
-        assert (reply.subject, reply.body, reply.type) == ("TOML", "Use TOML.", MessageType.INSTRUCTION)
-        (tmp_path / "go").write_text("")
+        async with as_the_worker(tmp_path, worker["workerId"]) as own:
+            [reply] = (await call(own, "fetch_inbox"))["messages"]
+        assert (reply["subject"], reply["body"], reply["type"]) == ("TOML", "Use TOML.", "instruction")
+        (tmp_path / "gates" / "go").write_text("")
         done = await call(client, "wait", timeoutSeconds=30)
         assert [d["taskStatus"] for d in done["done"]] == ["completed"]
 
@@ -89,8 +88,8 @@ async def test_the_mayors_inbox_and_the_refusals(tmp_path: Path) -> None:
     async with mayor(tmp_path) as client:
         await call(client, "TaskCreate", subject="Write docs", description="")
         [worker] = (await call(client, "spawn"))["workers"]
-        async with await Store.open(db(tmp_path)) as store:
-            await Mailbox(store).send(worker["workerId"], "mayor", "Half done", type=MessageType.PROGRESS)
+        async with as_the_worker(tmp_path, worker["workerId"]) as own:
+            await call(own, "report_progress", message="Half done")
         first = await call(client, "fetch_inbox")
         [message] = first["messages"]
         assert (message["from"], message["subject"], message["type"]) == (
@@ -108,15 +107,15 @@ async def test_the_mayors_inbox_and_the_refusals(tmp_path: Path) -> None:
         # Nothing refused was written: the worker's inbox is empty.
         async with await Store.open(db(tmp_path)) as store:
             assert await Mailbox(store).fetch_inbox(worker["workerId"]) == []
-        (tmp_path / "go").write_text("")
+        (tmp_path / "gates" / "go").write_text("")
 
 
 async def test_reservations_seen_and_respected_by_the_mayor(tmp_path: Path) -> None:
     async with mayor(tmp_path) as client:
         await call(client, "TaskCreate", subject="Refactor auth", description="")
         [worker] = (await call(client, "spawn"))["workers"]
-        async with await Store.open(db(tmp_path)) as store:
-            await Reservations(store).reserve(worker["workerId"], ["src/auth/*.py"], reason="refactor")
+        async with as_the_worker(tmp_path, worker["workerId"]) as own:
+            await call(own, "reserve_files", patterns=["src/auth/*.py"], reason="refactor")
         [held] = (await call(client, "list_reservations"))["reservations"]
         assert (held["holder"], held["pattern"], held["exclusive"]) == (
             worker["workerId"],
@@ -132,4 +131,4 @@ async def test_reservations_seen_and_respected_by_the_mayor(tmp_path: Path) -> N
         assert [r["holder"] for r in (await call(client, "list_reservations"))["reservations"]] == [
             worker["workerId"]
         ]
-        (tmp_path / "go").write_text("")
+        (tmp_path / "gates" / "go").write_text("")

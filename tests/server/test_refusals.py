@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from mcp_swarm.config import load_settings
-from mcp_swarm.models import worker_name
-from mcp_swarm.server.worker import build_worker_server
 from mcp_swarm.store import Store
 from tests.support.helpers import assigned_workers
 from tests.support.mcp_client import TRANSPORTS, Transport, call, connect, refuse
+from tests.support.worker_endpoints import as_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -55,10 +53,10 @@ async def mayor(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncGenerato
 
 @asynccontextmanager
 async def worker_session(db: Path) -> AsyncGenerator[Client]:
-    """A worker's server for a task in progress, as spawn leaves it."""
+    """A worker's session with the worker endpoint, for a task in progress as spawn leaves it."""
     async with await Store.open(db) as store:
-        await assigned_workers(store, 1)
-    async with Client(build_worker_server(load_settings(cwd=db.parent, db=db), worker_name(1))) as client:
+        [number] = await assigned_workers(store, 1)
+    async with as_worker(db, number) as client:
         yield client
 
 

@@ -16,12 +16,12 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.config import load_settings
-from mcp_swarm.models import worker_name
 from mcp_swarm.server.mayor import build_server
-from mcp_swarm.server.worker import build_worker_server
+from mcp_swarm.server.worker_endpoint import worker_endpoint
 from mcp_swarm.store import Store
 from tests.support import FIXTURES
 from tests.support.helpers import assigned_workers
+from tests.support.worker_endpoints import mint_tokens, worker_session
 
 pytestmark = pytest.mark.anyio
 
@@ -53,9 +53,12 @@ async def test_the_worker_servers_tools_are_the_snapshot(tmp_path: Path) -> None
     db = tmp_path / "swarm.db"
     async with await Store.open(db) as store:
         [number] = await assigned_workers(store, 1)
-    server = build_worker_server(load_settings(cwd=tmp_path, db=db), worker_name(number))
-    async with Client(server) as client:
-        _check("worker", await _listed(client))
+        [token] = (await mint_tokens(store, [number])).values()
+        async with (
+            worker_endpoint(store, load_settings(cwd=tmp_path, db=db)) as endpoint,
+            worker_session(endpoint.url, token) as client,
+        ):
+            _check("worker", await _listed(client))
 
 
 def _undescribed(schema: dict[str, Any], node: dict[str, Any], where: str) -> list[str]:
@@ -87,11 +90,15 @@ async def _undescribed_parameters(client: Client) -> list[str]:
 
 async def test_every_parameter_of_every_tool_has_a_description(tmp_path: Path) -> None:
     db = tmp_path / "swarm.db"
-    async with await Store.open(db) as store:
-        [number] = await assigned_workers(store, 1)
     settings = load_settings(cwd=tmp_path, db=db)
     async with Client(build_server(settings)) as mayor:
         missing = await _undescribed_parameters(mayor)
-    async with Client(build_worker_server(settings, worker_name(number))) as worker:
-        missing += [f"worker {name}" for name in await _undescribed_parameters(worker)]
+    async with await Store.open(db) as store:
+        [number] = await assigned_workers(store, 1)
+        [token] = (await mint_tokens(store, [number])).values()
+        async with (
+            worker_endpoint(store, settings) as endpoint,
+            worker_session(endpoint.url, token) as worker,
+        ):
+            missing += [f"worker {name}" for name in await _undescribed_parameters(worker)]
     assert missing == []

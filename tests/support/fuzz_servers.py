@@ -1,5 +1,6 @@
-"""Both MCP servers of a fuzzed project, reached through the SDK's client in memory, on an event
-loop of their own (a blocking portal); the fuzz tests of tests/security drive them.
+"""The Mayor's MCP server of a fuzzed project, reached through the SDK's client in memory, and its
+worker endpoint, reached over HTTP as a worker does, on an event loop of their own (a blocking
+portal); the fuzz tests of tests/security drive them.
 
 Every call must answer within a deadline, with a result or with a tool error whose message
 explains (no bare "Error executing tool X", which is the SDK's word for a crash, no traceback, no
@@ -19,10 +20,11 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,15 @@ import anyio
 from anyio.from_thread import BlockingPortal
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, TextContent, Tool
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, CallToolResult, TextContent, Tool
 
 from mcp_swarm.config import load_settings
+from mcp_swarm.engine.tokens import mint_token
+from mcp_swarm.models import worker_number
 from mcp_swarm.server.mayor import build_server
-from mcp_swarm.server.worker import build_worker_server
+from mcp_swarm.server.worker_endpoint import PORT_FILE
+from tests.support.worker_endpoints import worker_session
 
 # A call that takes longer hangs: the slowest legitimate one here (a wait with live workers, a
 # worktree for a spawn) takes well under a second.
@@ -54,6 +60,8 @@ RUNTIMES = {
     "quick": ["true"],
     "fails": ["false"],
     "slow": ["sleep", "0.5"],
+    # A worker whose token the fuzzer speaks with: it runs until the Mayor's server stops.
+    "lasting": ["sleep", "600"],
     "missing": ["/nonexistent/mcp-swarm-fuzz-worker"],
 }
 HUNT = {
@@ -203,6 +211,8 @@ class Served:
     answers: Counter[tuple[str, bool]] = field(default_factory=Counter[tuple[str, bool]])
     # The call after which the event loop stopped answering: every later call fails at once, naming it.
     wedged_by: str | None = None
+    # A worker's session: whether its attempt has ended, after which its token opens nothing.
+    ended: Callable[[], bool] | None = None
 
     def call(self, tool: str, arguments: dict[str, Any] | None) -> CallToolResult:
         """Call a tool; the answer must be judged sound, and the session must answer the probe."""
@@ -243,7 +253,19 @@ class Served:
                 return await self.client.call_tool(tool, arguments)
         except TimeoutError:
             raise AssertionError(f"{tool}({describe(arguments)}) hung for {CALL_DEADLINE} s") from None
+        except MCPError as exc:
+            if self.ended is not None and self.ended():
+                raise WorkerEnded from exc
+            # Over HTTP the SDK refuses, before any tool, a body it cannot parse (JSON nested past
+            # its recursion limit): a protocol error that says so, and that changes nothing.
+            if self.ended is not None and exc.code in (PARSE_ERROR, INVALID_REQUEST) and exc.message:
+                return CallToolResult(content=[TextContent(type="text", text=exc.message)], is_error=True)
+            raise AssertionError(
+                f"{tool}({describe(arguments)}) raised {exc!r}, not a result or a tool error"
+            ) from exc
         except Exception as exc:
+            if self.ended is not None and self.ended():
+                raise WorkerEnded from exc
             raise AssertionError(
                 f"{tool}({describe(arguments)}) raised {exc!r}, not a result or a tool error"
             ) from exc
@@ -287,12 +309,57 @@ def running_mayor(portal: BlockingPortal, root: Path, errors: ErrorLog) -> Gener
         stop_tmux(socket)
 
 
+class WorkerEnded(Exception):
+    """The worker's attempt ended while the fuzzer spoke as it: the endpoint refuses it now."""
+
+
 @contextlib.contextmanager
-def running_worker(mayor: Served, worker_id: str) -> Generator[Served]:
-    """The server of one of the Mayor's workers, `serve --worker ID`, on the Mayor's database."""
-    server = build_worker_server(load_settings(cwd=mayor.project, environ={}), worker_id)
-    with serving(mayor.portal, server, mayor.project, mayor.errors, WORKER_PROBE) as worker:
-        yield worker
+def running_worker(mayor: Served, worker_id: str) -> Generator[Served | None]:
+    """A session with the Mayor's worker endpoint as one of its workers, with a token minted
+    for its attempt here (the worker's own process never shows its token); None if the worker
+    has ended. Its attempt may end meanwhile: then the block is left at the next call."""
+    number = worker_number(worker_id)
+    token, hashed = mint_token()
+    if not _give_token(mayor.db, number, hashed):
+        yield None
+        return
+    port = json.loads((mayor.db.parent / PORT_FILE).read_text())["port"]
+
+    def ended() -> bool:
+        return not _live(mayor.db, number)
+
+    yielded = False
+    try:
+        with mayor.portal.wrap_async_context_manager(
+            worker_session(f"http://127.0.0.1:{port}/mcp", token)
+        ) as client:
+            yielded = True
+            yield Served(mayor.portal, client, mayor.project, mayor.errors, WORKER_PROBE, ended=ended)
+    except WorkerEnded:
+        pass
+    except Exception as exc:
+        # Opening or leaving the session of an attempt that ended meanwhile may fail: its
+        # requests get 401.
+        if isinstance(exc, AssertionError) or not ended():
+            raise
+    if not yielded:
+        yield None
+
+
+def _give_token(db: Path, number: int, hashed: str) -> bool:
+    """Store the hash of a token for the worker's live attempt; False if it has ended."""
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection, connection:
+        changed = connection.execute(
+            "UPDATE workers SET token_hash = ? WHERE id = ? AND state IN ('starting', 'running')",
+            (hashed, number),
+        ).rowcount
+    return changed == 1
+
+
+def _live(db: Path, number: int) -> bool:
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+        row = connection.execute("SELECT state FROM workers WHERE id = ?", (number,)).fetchone()
+    return row is not None and row[0] in ("starting", "running")
 
 
 MAYOR_PROBE: tuple[str, dict[str, Any]] = ("TaskList", {"owner": "the fuzzer's probe"})

@@ -1,11 +1,13 @@
-"""`mcp-swarm serve --worker worker-N`: what one worker may do, in memory and over real stdio.
+"""The worker endpoint: what one worker may do, with its attempt's token, over real HTTP.
 
 The database is set up the way the Mayor's side leaves it after spawn: tasks created by the
-ledger, a worker row for some of them, each such task in_progress and owned by its worker.
+ledger, a worker row for some of them, each such task in_progress and owned by its worker, with
+the token of its attempt. The endpoint runs in the test's process or in a real `mcp-swarm serve`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,28 +15,34 @@ from subprocess import PIPE
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from anyio.abc import ByteReceiveStream
 from mcp import Client
 
 from mcp_swarm.config import load_settings
-from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.mail import MAYOR, Mailbox, MessageType
 from mcp_swarm.ledger.reservations import Reservations
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
+from mcp_swarm.placement.processes import this_process
 from mcp_swarm.server import answers
-from mcp_swarm.server.worker import WORKER_TOOLS, build_worker_server, split_text
+from mcp_swarm.server.worker import WORKER_TOOLS, split_text
+from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
-from tests.support.mcp_client import TRANSPORTS, Transport, call, installed_command, refuse, stdio_parameters
+from tests.support.mcp_client import call, installed_command, refuse
+from tests.support.worker_endpoints import HOSTS, Host, dump, endpoint_url, mint_tokens, worker_session
 
 pytestmark = pytest.mark.anyio
 
+ME = this_process()
+SUPERVISOR = f"{ME.pid}:{ME.start_time}"
 VALIDATION = {"files_exist": ["api.py"], "commands": ["python -m pytest -q"]}
 
 
-async def make_swarm(db: Path) -> dict[str, str]:
-    """Three tasks; tasks 1 and 2 run by workers, task 3 waits for task 1. {worker id: task id}."""
+async def make_swarm(db: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Three tasks; tasks 1 and 2 run by workers, task 3 waits for task 1. {worker id: task id},
+    and {worker id: its attempt's token}."""
     async with await Store.open(db) as store:
         created = await Ledger(store).create_plan(
             [
@@ -51,37 +59,43 @@ async def make_swarm(db: Path) -> dict[str, str]:
         task_ids = [int(task_id) for task_id in created.ids[:2]]
         at = now()
         async with store.write() as tx:
+            # Supervised by this test's process, which lives: a real server adopts nothing.
             numbers = await tx.workers.insert_many(
-                task_ids, runtime="command", cwd="/", now=at, supervisor="1:1"
+                task_ids, runtime="command", cwd="/", now=at, supervisor=SUPERVISOR
             )
             await tx.tasks.assign({task: worker_name(number) for task, number in numbers.items()}, at)
-    return {worker_name(number): str(task) for task, number in numbers.items()}
+        tokens = await mint_tokens(store, list(numbers.values()))
+    return {worker_name(number): str(task) for task, number in numbers.items()}, tokens
 
 
-@pytest.fixture
-async def swarm(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    db = tmp_path / "swarm.db"
-    workers = await make_swarm(db)
-    assert workers == {"worker-1": "1", "worker-2": "2"}
-    return db, workers
+class Swarm:
+    """The test's swarm: its database, its workers' tasks and tokens, and where its endpoint is."""
+
+    def __init__(self, db: Path, workers: dict[str, str], tokens: dict[str, str]) -> None:
+        self.db, self.workers, self.tokens = db, workers, tokens
+        self.url = ""
 
 
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> Transport:
+@pytest.fixture(params=HOSTS)
+def host(request: pytest.FixtureRequest) -> Host:
     return request.param
 
 
+@pytest.fixture
+async def swarm(tmp_path: Path, host: Host) -> AsyncGenerator[Swarm]:
+    db = tmp_path / "swarm.db"
+    workers, tokens = await make_swarm(db)
+    assert workers == {"worker-1": "1", "worker-2": "2"}
+    made = Swarm(db, workers, tokens)
+    async with endpoint_url(host, db) as made.url:
+        yield made
+
+
 @asynccontextmanager
-async def worker(transport: Transport, db: Path, worker_id: str) -> AsyncGenerator[Client]:
-    if transport == "memory":
-        server = build_worker_server(load_settings(cwd=db.parent, db=db), worker_id)
-        async with Client(server) as client:
-            yield client
-    else:
-        # legacy: the initialize handshake, as Claude Code and Codex connect.
-        params = stdio_parameters(db, "--worker", worker_id, cwd=db.parent)
-        async with Client(params, mode="legacy") as client:
-            yield client
+async def worker(swarm: Swarm, worker_id: str) -> AsyncGenerator[Client]:
+    """A session of `worker_id`: the endpoint knows it by its token alone."""
+    async with worker_session(swarm.url, swarm.tokens[worker_id]) as client:
+        yield client
 
 
 async def mayor_inbox(db: Path) -> list[dict[str, Any]]:
@@ -89,11 +103,8 @@ async def mayor_inbox(db: Path) -> list[dict[str, Any]]:
         return [answers.message(message) for message in await Mailbox(store).fetch_inbox(MAYOR, limit=500)]
 
 
-async def test_the_tools_are_exactly_the_worker_tools_with_strict_schemas(
-    swarm: tuple[Path, dict[str, str]], transport: Transport
-) -> None:
-    db, _ = swarm
-    async with worker(transport, db, "worker-2") as client:
+async def test_the_tools_are_exactly_the_worker_tools_with_strict_schemas(swarm: Swarm) -> None:
+    async with worker(swarm, "worker-2") as client:
         tools = (await client.list_tools()).tools
         instructions = client.instructions
     assert sorted(tool.name for tool in tools) == sorted(WORKER_TOOLS)
@@ -103,16 +114,15 @@ async def test_the_tools_are_exactly_the_worker_tools_with_strict_schemas(
         assert "workerId" not in tool.input_schema.get("properties", {}), tool.name
         assert tool.description, tool.name
     assert instructions is not None
-    assert "worker-2" in instructions
     for name in ("my_task", "report_progress", "ask_for_help", "report_result"):
         assert name in instructions
 
 
 async def test_my_task_is_the_workers_own_as_the_mayor_sees_it(
-    swarm: tuple[Path, dict[str, str]], transport: Transport
+    swarm: Swarm,
 ) -> None:
-    db, _ = swarm
-    async with worker(transport, db, "worker-2") as client:
+    db = swarm.db
+    async with worker(swarm, "worker-2") as client:
         task = await call(client, "my_task")
     async with await Store.open(db) as store:
         expected = (await Ledger(store).get("2")).model_dump(
@@ -129,10 +139,10 @@ async def test_my_task_is_the_workers_own_as_the_mayor_sees_it(
 
 
 async def test_reports_reach_the_mayors_inbox_about_the_workers_own_task(
-    swarm: tuple[Path, dict[str, str]], transport: Transport
+    swarm: Swarm,
 ) -> None:
-    db, _ = swarm
-    async with worker(transport, db, "worker-2") as client:
+    db = swarm.db
+    async with worker(swarm, "worker-2") as client:
         progress = await call(client, "report_progress", message="Models read\nnext: the endpoints")
         help_request = await call(
             client, "ask_for_help", subject="Which auth scheme?", body="JWT or sessions?"
@@ -173,9 +183,9 @@ async def test_reports_reach_the_mayors_inbox_about_the_workers_own_task(
     assert (task.status, task.owner) == (TaskStatus.IN_PROGRESS, "worker-2")
 
 
-async def test_a_help_request_is_seen_by_the_mayor_as_unread(swarm: tuple[Path, dict[str, str]]) -> None:
-    db, _ = swarm
-    async with worker("memory", db, "worker-1") as client:
+async def test_a_help_request_is_seen_by_the_mayor_as_unread(swarm: Swarm) -> None:
+    db = swarm.db
+    async with worker(swarm, "worker-1") as client:
         await call(client, "ask_for_help", subject="Stuck on the migration")
     async with await Store.open(db) as store:
         [request] = await Mailbox(store).help_requests()
@@ -183,10 +193,10 @@ async def test_a_help_request_is_seen_by_the_mayor_as_unread(swarm: tuple[Path, 
 
 
 async def test_a_worker_can_name_neither_another_task_nor_another_worker(
-    swarm: tuple[Path, dict[str, str]], transport: Transport
+    swarm: Swarm,
 ) -> None:
-    db, _ = swarm
-    async with worker(transport, db, "worker-2") as client:
+    db = swarm.db
+    async with worker(swarm, "worker-2") as client:
         refusals = [
             await refuse(client, "send_message", subject="about task 1", taskId="1"),
             await refuse(client, "send_message", subject="hello", recipient="worker-1"),
@@ -213,14 +223,14 @@ async def test_a_worker_can_name_neither_another_task_nor_another_worker(
         assert await Reservations(store).active() == []
 
 
-async def test_the_inbox_is_the_workers_own(swarm: tuple[Path, dict[str, str]], transport: Transport) -> None:
-    db, _ = swarm
+async def test_the_inbox_is_the_workers_own(swarm: Swarm) -> None:
+    db = swarm.db
     async with await Store.open(db) as store:
         mailbox = Mailbox(store)
         first = await mailbox.send(MAYOR, "worker-2", "Use JWT", "HS256", type=MessageType.INSTRUCTION)
         await mailbox.send(MAYOR, "worker-1", "Not for worker-2", type=MessageType.INSTRUCTION)
         second = await mailbox.send(MAYOR, "worker-2", "Also add tests", task_id="2")
-    async with worker(transport, db, "worker-2") as client:
+    async with worker(swarm, "worker-2") as client:
         fetched = await call(client, "fetch_inbox")
         again = await call(client, "fetch_inbox", unreadOnly=True)
         later = await call(client, "fetch_inbox", sinceId=first.id, limit=5)
@@ -233,11 +243,8 @@ async def test_the_inbox_is_the_workers_own(swarm: tuple[Path, dict[str, str]], 
     assert [(m["id"], m["read"]) for m in later["messages"]] == [(second.id, True)]
 
 
-async def test_reservations_conflict_across_two_workers_naming_the_holder(
-    swarm: tuple[Path, dict[str, str]], transport: Transport
-) -> None:
-    db, _ = swarm
-    async with worker(transport, db, "worker-1") as one, worker(transport, db, "worker-2") as two:
+async def test_reservations_conflict_across_two_workers_naming_the_holder(swarm: Swarm) -> None:
+    async with worker(swarm, "worker-1") as one, worker(swarm, "worker-2") as two:
         held = await call(one, "reserve_files", patterns=["src/models/*.py"], reason="the model")
         [reservation] = held["reservations"]
         assert (reservation["holder"], reservation["pattern"], reservation["exclusive"]) == (
@@ -266,43 +273,114 @@ async def test_reservations_conflict_across_two_workers_naming_the_holder(
         assert "worker-2" in await refuse(one, "reserve_files", patterns=["src/models/user.py"])
 
 
-async def test_the_worker_server_refuses_an_unknown_worker_at_start_in_memory(
-    swarm: tuple[Path, dict[str, str]],
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer not-a-token", "Basic d29ya2VyLTE6eA=="])
+async def test_a_request_without_a_workers_token_gets_401_and_changes_nothing(
+    swarm: Swarm, header: str | None
 ) -> None:
-    db, _ = swarm
-    server = build_worker_server(load_settings(cwd=db.parent, db=db), "worker-9")
-    with pytest.raises(BaseException) as raised:  # noqa: PT011 - the SDK wraps it in a group
-        async with Client(server):
-            pass
-    assert "worker-9 is no worker of the swarm" in repr(raised.value)
+    before = dump(swarm.db)
+    headers = {"Accept": "application/json, text/event-stream"}
+    if header is not None:
+        headers["Authorization"] = header
+    call_tool = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "report_result", "arguments": {"status": "done", "summary": "forged"}},
+    }
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for body in (INITIALIZE, call_tool):
+            response = await http.post(swarm.url, json=body, headers=headers)
+            assert response.status_code == 401, response.text
+            assert "no token of a running worker attempt" in response.json()["error"]
+        # Nor is anything else served: no OAuth metadata for a client to go looking for.
+        for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server"):
+            found = await http.get(swarm.url.removesuffix("/mcp") + path, headers=headers)
+            assert found.status_code == 401, found.text
+    assert dump(swarm.db) == before
 
 
-def test_the_worker_server_refuses_bad_ids_and_missing_databases(tmp_path: Path) -> None:
-    settings = load_settings(cwd=tmp_path, db=tmp_path / "swarm.db")
-    with pytest.raises(InvalidInput, match="no swarm database at"):
-        build_worker_server(settings, "worker-1")
-    with pytest.raises(InvalidInput, match="worker id such as 'worker-3'"):
-        build_worker_server(settings, "mayor")
-    with pytest.raises(InvalidInput, match="worker id such as 'worker-3'"):
-        build_worker_server(settings, "worker-01")
-    assert not (tmp_path / "swarm.db").exists()
+async def test_the_endpoint_serves_a_loopback_host_only(swarm: Swarm) -> None:
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name as the Host."""
+    before = dump(swarm.db)
+    headers = {
+        "Authorization": f"Bearer {swarm.tokens['worker-1']}",
+        "Accept": "application/json, text/event-stream",
+        "Host": "attacker.example:80",
+    }
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(swarm.url, json=INITIALIZE, headers=headers)
+    assert response.status_code in (400, 403, 421), response.text
+    assert dump(swarm.db) == before
 
 
-@pytest.mark.parametrize(
-    ("worker_id", "db_name", "message"),
-    [
-        ("worker-9", "swarm.db", "mcp-swarm: worker-9 is no worker of the swarm in "),
-        ("worker-1", "missing.db", "mcp-swarm: no swarm database at "),
-        ("bob", "swarm.db", "mcp-swarm: --worker takes a worker id such as 'worker-3', not 'bob'"),
-    ],
-)
-async def test_serve_worker_fails_at_start_with_a_clear_message(
-    swarm: tuple[Path, dict[str, str]], worker_id: str, db_name: str, message: str
-) -> None:
-    db, _ = swarm
-    argv = [installed_command(), "serve", "--worker", worker_id, "--db", str(db.parent / db_name)]
+async def test_a_body_over_the_limit_is_refused_unread(swarm: Swarm) -> None:
+    before = dump(swarm.db)
+    headers = {
+        "Authorization": f"Bearer {swarm.tokens['worker-1']}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"report_progress",'
+    body += b'"arguments":{"message":"' + b"x" * MAX_BODY_BYTES + b'"}}}'
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(swarm.url, content=body, headers=headers)
+    assert response.status_code == 413, response.text
+    assert dump(swarm.db) == before
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+
+
+async def test_the_endpoint_takes_the_port_the_last_server_here_used(tmp_path: Path) -> None:
+    """A worker in a tmux session outlives its server: the next server on the state directory
+    serves at the address in the worker's environment, if it can have that port."""
+    db = tmp_path / "swarm.db"
+    settings = load_settings(cwd=tmp_path, db=db)
+    async with await Store.open(db) as store:
+        [number] = await _assigned(store)
+        [token] = (await mint_tokens(store, [number])).values()
+        async with worker_endpoint(store, settings) as first:
+            recorded = json.loads((settings.state_dir / PORT_FILE).read_text())
+            assert recorded == {"port": first.port, "server": SUPERVISOR}
+            # While it serves, another server here takes another port, and leaves the record.
+            async with worker_endpoint(store, settings) as second:
+                assert second.port != first.port
+                assert json.loads((settings.state_dir / PORT_FILE).read_text()) == recorded
+        async with worker_endpoint(store, settings) as third:
+            assert third.url == first.url
+            async with worker_session(third.url, token) as client:
+                assert (await call(client, "my_task"))["owner"] == worker_name(number)
+
+
+async def _assigned(store: Store) -> list[int]:
+    created = await Ledger(store).create_plan([PlanTask(subject="one")])
+    at = now()
+    async with store.write() as tx:
+        numbers = await tx.workers.insert_many(
+            [int(created.ids[0])], runtime="command", cwd="/", now=at, supervisor="1:1"
+        )
+        await tx.tasks.assign({task: worker_name(number) for task, number in numbers.items()}, at)
+    return list(numbers.values())
+
+
+async def test_serve_worker_is_gone_with_a_clear_message(tmp_path: Path) -> None:
+    """`serve --worker ID` served any worker to whoever ran it; it now refuses, and says what
+    replaced it."""
+    db = tmp_path / "swarm.db"
+    await make_swarm(db)
+    before = dump(db)
+    argv = [installed_command(), "serve", "--worker", "worker-1", "--db", str(db)]
     # stdin stays open, as an MCP client's does: the server must end on its own.
-    async with await anyio.open_process(argv, cwd=db.parent, stdin=PIPE, stdout=PIPE, stderr=PIPE) as process:
+    async with await anyio.open_process(argv, cwd=tmp_path, stdin=PIPE, stdout=PIPE, stderr=PIPE) as process:
         assert process.stdout is not None
         assert process.stderr is not None
         with anyio.fail_after(60):
@@ -310,8 +388,10 @@ async def test_serve_worker_fails_at_start_with_a_clear_message(
             returncode = await process.wait()
     assert returncode == 2, stderr
     assert stdout == ""
-    assert stderr.startswith(message), stderr
+    assert stderr.startswith("mcp-swarm: serve --worker is gone: "), stderr
+    assert "SWARM_TOKEN" in stderr
     assert "Traceback" not in stderr, stderr
+    assert dump(db) == before
 
 
 async def read_all(stream: ByteReceiveStream) -> str:
