@@ -271,7 +271,8 @@ def test_bad_http_options_are_refused_with_a_message(tmp_path: Path) -> None:
         (["--http", "70000"], "is not [HOST:]PORT"),
         (["--http", "::1:80"], "is not [HOST:]PORT"),
         (["--token-file", "x"], "--token-file goes with --http"),
-        (["--http", "0", "--worker", "worker-1"], "use one of them"),
+        # --worker is gone altogether (a worker's server is its server's worker endpoint).
+        (["--http", "0", "--worker", "worker-1"], "serve --worker is gone"),
     ]:
         result = mcp_swarm(tmp_path, "serve", *args)
         assert result.returncode == 2, (args, result.stderr)
