@@ -55,7 +55,8 @@ import json, os, sys, time
 from pathlib import Path
 LIMIT, ROUNDS = {limit}, {rounds}
 prompt = sys.argv[-1]
-log = Path(os.environ["SWARM_RESULT_FILE"]).parents[1] / "logs" / (os.environ["SWARM_WORKER_ID"] + ".log")
+# Its log, found from where it runs (the project): it is given no path into the swarm's state.
+log = Path.cwd() / ".mcp-swarm" / "logs" / (os.environ["SWARM_WORKER_ID"] + ".log")
 def event(**fields):
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
