@@ -40,7 +40,7 @@ from tests.support.worker_endpoints import configure_gated, dump, handed_endpoin
 pytestmark = pytest.mark.anyio
 
 
-class Swarm2:
+class TwoWorkers:
     """A real `mcp-swarm serve` as the Mayor, two gated workers running tasks 1 and 2."""
 
     def __init__(self, project: Path, mayor: Client) -> None:
@@ -62,7 +62,7 @@ class Swarm2:
 
 
 @asynccontextmanager
-async def two_workers(tmp_path: Path) -> AsyncGenerator[Swarm2]:
+async def two_workers(tmp_path: Path) -> AsyncGenerator[TwoWorkers]:
     configure_gated(tmp_path)
     params = stdio_parameters(tmp_path / "unused.db", cwd=tmp_path)
     params.args = ["serve"]
@@ -75,7 +75,7 @@ async def two_workers(tmp_path: Path) -> AsyncGenerator[Swarm2]:
             ("worker-1", "1"),
             ("worker-2", "2"),
         ]
-        swarm = Swarm2(tmp_path, mayor)
+        swarm = TwoWorkers(tmp_path, mayor)
         try:
             yield swarm
         finally:
