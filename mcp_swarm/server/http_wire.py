@@ -15,24 +15,22 @@ What protects the server from its clients:
   (config.py; mcp-swarm.toml sets them);
 - the server is one event loop: a client that is slow to send or to read holds only its own
   connection. One that opens connections and sends nothing whole is cut off after
-  HEAD_SECONDS, and past MAX_CONNECTIONS connections new requests are answered 503.
+  HEAD_SECONDS (server/asgi_serving.py), and past MAX_CONNECTIONS connections new requests
+  are answered 503.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import h11
 import uvicorn
 from anyio import CancelScope
 from mcp.server import streamable_http
@@ -40,10 +38,18 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import InvalidInput
+from mcp_swarm.server.asgi_serving import (
+    EmbeddedUvicorn,
+    HeadTimedProtocol,
+    authorization,
+    bearer_credential,
+    listening_socket,
+    respond,
+    respond_json,
+)
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.server.stdio_wire import STOP_SIGNALS, BoundedStdioServer
 
@@ -52,9 +58,6 @@ logger = logging.getLogger(__name__)
 MCP_PATH = "/mcp"
 # Connections served at once; past it a new request is answered 503 (a full server, not a hang).
 MAX_CONNECTIONS = 200
-# A connection must send a request's head (line and headers) within this long of opening, or of
-# its last answer, or it is closed: one that trickles or stalls holds nothing for long.
-HEAD_SECONDS = 10.0
 # On the way out, requests in flight are ended (InFlight); uvicorn's own cut is the last resort.
 GRACE_SECONDS = 3
 
@@ -116,42 +119,25 @@ class BearerGate:
         # Nothing else (a websocket) is served: uvicorn runs with none, so none arrives.
 
     def _shows_token(self, scope: Scope) -> bool:
-        given = [value for name, value in scope["headers"] if name == b"authorization"]
-        if len(given) != 1:
-            return False
-        scheme, _, credential = given[0].partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return hmac.compare_digest(credential.strip(), self._expected)
+        credential = bearer_credential(authorization(scope))
+        # Back to the header's own bytes (latin-1 is one byte a character) for the comparison.
+        return credential is not None and hmac.compare_digest(credential.encode("latin-1"), self._expected)
 
 
-_UNAUTHORIZED = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": None,
-        "error": {
-            "code": -32001,
-            "message": "unauthorized: send the header 'Authorization: Bearer <token>' with the token "
-            "the server was started with (MCP_SWARM_TOKEN, or its token file)",
-        },
-    }
-).encode()
+_UNAUTHORIZED = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {
+        "code": -32001,
+        "message": "unauthorized: send the header 'Authorization: Bearer <token>' with the token "
+        "the server was started with (MCP_SWARM_TOKEN, or its token file)",
+    },
+}
 
 
 async def _unauthorized(send: Send) -> None:
     # A bare `Bearer` challenge: no resource_metadata, so a client does not go looking for OAuth.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                (b"www-authenticate", b"Bearer"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+    await respond_json(send, 401, _UNAUTHORIZED, {"www-authenticate": "Bearer"})
 
 
 def mayor_app(server: MCPServer[Any], address: Address, token: str, settings: Settings) -> ASGIApp:
@@ -224,53 +210,7 @@ class InFlight:
 
 
 async def _stopping(send: Send) -> None:
-    body = b"the server is stopping"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class _HeadTimedProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, which closes a connection that has not sent a request's whole
-    head within HEAD_SECONDS of opening or of its last answer (uvicorn waits for ever)."""
-
-    _head_timer: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._arm_head_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        super().connection_lost(exc)
-
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_overdue)
-
-    def _head_overdue(self) -> None:
-        self._head_timer = None
-        # uvicorn's cycle is None (typed otherwise) until the first request's head has come.
-        cycle: Any = self.cycle
-        waiting_for_head = self.conn.their_state is h11.IDLE and (cycle is None or cycle.response_complete)
-        if waiting_for_head and not self.transport.is_closing():
-            logger.info("closed a connection that sent no whole request in %s s", HEAD_SECONDS)
-            self.transport.close()
+    await respond(send, 503, b"the server is stopping", "text/plain; charset=utf-8", {"connection": "close"})
 
 
 class _ClientHungUp(logging.Filter):
@@ -286,45 +226,17 @@ class _ClientHungUp(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn's server, with the stop signals left to `serve_http` (uvicorn's own would take
-    only SIGINT and SIGTERM, and raise them again once it is out) and a word once it listens."""
-
-    def __init__(self, config: uvicorn.Config, listening: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._listening = listening
-
-    @contextmanager
-    def capture_signals(self) -> Generator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._listening()
-
-
 def listen(address: Address) -> socket.socket:
     """A socket listening on `address` (port 0: a free one), or a clear error."""
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
+        return listening_socket(address.host, address.port)
+    except socket.gaierror as exc:
         raise InvalidInput(f"cannot listen on {address.host}:{address.port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(where)
-        sock.listen(128)
     except OSError as exc:
-        sock.close()
         raise InvalidInput(
             f"cannot listen on {address.host}:{address.port}: {exc.strerror or exc}; choose another "
             "port (0 picks a free one)"
         ) from None
-    sock.set_inheritable(False)
-    return sock
 
 
 async def serve_http(
@@ -340,7 +252,7 @@ async def serve_http(
     config = uvicorn.Config(
         requests,
         lifespan="on",
-        http=_HeadTimedProtocol,
+        http=HeadTimedProtocol,
         ws="none",
         log_config=None,  # the command line's logging, to stderr, as configured there
         log_level=log_level.lower(),
@@ -350,7 +262,7 @@ async def serve_http(
         limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=GRACE_SECONDS,
     )
-    server = _Uvicorn(config, lambda: listening(url_of(host, port)))
+    server = EmbeddedUvicorn(config)
     stopped_by: list[signal.Signals] = []
 
     async def stop_on_signal(signals: AsyncIterator[signal.Signals]) -> None:
@@ -361,9 +273,15 @@ async def serve_http(
                 requests.stop()
                 server.should_exit = True
 
+    async def announce() -> None:
+        await server.ready.wait()
+        if server.started:
+            listening(url_of(host, port))
+
     with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as group:
             group.start_soon(stop_on_signal, signals)
+            group.start_soon(announce)
             await server.serve(sockets=[sock])
             group.cancel_scope.cancel()
     return stopped_by[0] if stopped_by else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -41,6 +41,7 @@ from mcp_swarm.ledger.reservations import MAX_PATTERNS, MAX_REASON_CHARS, MAX_TT
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import Worker
 from mcp_swarm.server import answers
+from mcp_swarm.server.asgi_serving import bearer_credential
 from mcp_swarm.server.tool_support import READ_ONLY, UPDATES, WRITES, answer, guarded, strict_tool
 from mcp_swarm.store import Store
 
@@ -80,18 +81,11 @@ NOT_A_WORKER = (
 )
 
 
-def bearer_token(headers: Mapping[str, str] | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, or None for anything else."""
-    if headers is None:
-        return None
-    value = headers.get("authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
-        return None
-    return token
+def worker_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None for anything else (a
+    credential longer than any worker token included)."""
+    token = bearer_credential(authorization)
+    return token if token is not None and len(token) <= MAX_TOKEN_CHARS else None
 
 
 class WorkerAccess:
@@ -114,7 +108,7 @@ class WorkerAccess:
     async def caller(self, ctx: Context) -> Worker:
         """The worker calling, checked at every call: the endpoint let the request in, but its
         attempt may have ended since."""
-        token = bearer_token(ctx.headers)
+        token = worker_token(None if ctx.headers is None else ctx.headers.get("authorization"))
         worker = None if token is None else await self.identify(token)
         if worker is None:
             raise ToolError(NOT_A_WORKER)

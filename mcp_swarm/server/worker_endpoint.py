@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -39,7 +39,14 @@ from mcp_swarm import __version__
 from mcp_swarm.config import Settings
 from mcp_swarm.errors import SwarmError
 from mcp_swarm.placement.processes import supervisor_alive, this_process
-from mcp_swarm.server.worker import INSTRUCTIONS, NOT_A_WORKER, WorkerAccess, bearer_token, build_worker_tools
+from mcp_swarm.server.asgi_serving import (
+    EmbeddedUvicorn,
+    HeadTimedProtocol,
+    authorization,
+    listening_socket,
+    respond_json,
+)
+from mcp_swarm.server.worker import INSTRUCTIONS, NOT_A_WORKER, WorkerAccess, build_worker_tools, worker_token
 from mcp_swarm.store import Store
 
 logger = logging.getLogger(__name__)
@@ -100,11 +107,12 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
         lifespan="off",  # the SDK's session manager is run below, in our task group
         log_config=None,  # our logging stays as the server configured it
         access_log=False,
-        http="h11",
+        # A local client that stalls before sending a whole request is cut off, as on the Mayor's.
+        http=HeadTimedProtocol,
         server_header=False,
         timeout_graceful_shutdown=STOP_GRACE_SECONDS,
     )
-    server = _Uvicorn(config)
+    server = EmbeddedUvicorn(config)
     endpoint = WorkerEndpoint(f"http://{HOST}:{port}{PATH}", port)
     try:
         async with mcp.session_manager.run(), anyio.create_task_group() as group:
@@ -132,25 +140,6 @@ async def _serve(server: uvicorn.Server, sock: socket.socket, scope: anyio.Cance
         await server.serve([sock])
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn, as a part of this server: it leaves the signals to the server's own handling,
-    and says when it serves."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.ready.set()
-
-
 class TokenGate:
     """ASGI middleware: a request gets through only with the token of a live worker attempt."""
 
@@ -161,52 +150,31 @@ class TokenGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no websockets, and uvicorn runs no lifespan here
-        headers = {
-            key.decode("latin-1").lower(): value.decode("latin-1")
-            for key, value in scope.get("headers", [])
-            if key.lower() == b"authorization"
-        }
-        token = bearer_token(headers)
+        token = worker_token(authorization(scope))
         try:
             worker = None if token is None else await self.access.identify(token)
         except SwarmError as exc:  # the database cannot answer now
-            await _respond(send, 503, f"the swarm's database cannot answer now: {exc}; try again")
+            await _refuse(send, 503, f"the swarm's database cannot answer now: {exc}; try again")
             return
         if worker is None:
-            await _respond(send, 401, NOT_A_WORKER, {"www-authenticate": 'Bearer realm="mcp-swarm-worker"'})
+            await _refuse(send, 401, NOT_A_WORKER, {"www-authenticate": 'Bearer realm="mcp-swarm-worker"'})
             return
         await self.app(scope, receive, send)
 
 
-async def _respond(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    raw: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((key.encode(), value.encode()) for key, value in (headers or {}).items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    await respond_json(send, status, {"error": message}, headers)
 
 
 def _bind(recorded: int | None) -> socket.socket:
     """A listening socket on 127.0.0.1: the port the last server here used, if it is free, else
     any free port."""
-    for port in ([recorded] if recorded else []) + [0]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # A port the last server left in TIME_WAIT may be taken again; one that listens may not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if recorded:
         try:
-            sock.bind((HOST, port))
-            sock.listen(128)
+            return listening_socket(HOST, recorded)
         except OSError:
-            sock.close()
-            if port == 0:
-                raise
-            continue
-        sock.setblocking(False)
-        return sock
-    raise AssertionError("unreachable: port 0 binds or raises")  # pragma: no cover
+            pass  # taken (by a live server here, most likely): any free port will do
+    return listening_socket(HOST, 0)
 
 
 def _recorded(state_dir: Path) -> tuple[int, str] | None:

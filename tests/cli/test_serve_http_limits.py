@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_swarm.server.http_wire import HEAD_SECONDS
+from mcp_swarm.server.asgi_serving import HEAD_SECONDS
 from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from tests.support.gated_workers import rows
 from tests.support.http_server import http_server, http_session, new_token

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -27,6 +28,7 @@ from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, TaskStatus, now, worker_name
 from mcp_swarm.placement.processes import this_process
 from mcp_swarm.server import answers
+from mcp_swarm.server.asgi_serving import HEAD_SECONDS
 from mcp_swarm.server.worker import WORKER_TOOLS, split_text
 from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
@@ -338,6 +340,27 @@ INITIALIZE = {
         "clientInfo": {"name": "t", "version": "1"},
     },
 }
+
+
+@pytest.mark.slow
+async def test_a_client_that_sends_no_whole_request_is_cut_off(swarm: Swarm) -> None:
+    """Any local process can connect: one that opens connections and sends nothing, or half a
+    request's head, holds none of them for long, and the workers are served meanwhile."""
+    where = urlsplit(swarm.url)
+    assert where.hostname is not None
+    assert where.port is not None
+    async with (
+        await anyio.connect_tcp(where.hostname, where.port) as silent,
+        await anyio.connect_tcp(where.hostname, where.port) as half_head,
+    ):
+        await half_head.send(f"POST {where.path} HTTP/1.1\r\nHost: {where.netloc}\r\n".encode())
+        async with worker(swarm, "worker-1") as client:
+            assert (await call(client, "my_task"))["id"] == "1"
+        with anyio.fail_after(HEAD_SECONDS + 5):
+            for stalled in (silent, half_head):
+                # Closed without an answer: the first read finds the end of the stream.
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stalled.receive()
 
 
 async def test_the_endpoint_takes_the_port_the_last_server_here_used(tmp_path: Path) -> None:
