@@ -16,10 +16,10 @@ import pytest
 
 from mcp_swarm.placement.processes import group_members
 from tests.support import helpers
-from tests.support.gated_workers import gated_project, go, rows, started_pid
+from tests.support.gated_workers import gated_project, go, rows, started_identity
 from tests.support.http_server import dump, http_server, http_session, new_token, start_server
 from tests.support.mcp_client import call
-from tests.support.proc import alive, stat_fields
+from tests.support.proc import alive, same_process_lives
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -37,22 +37,6 @@ CREATE = {
     "jsonrpc": "2.0", "id": 2, "method": "tools/call",
     "params": {"name": "TaskCreate", "arguments": {"subject": "forged", "description": "by no one"}},
 }  # fmt: skip
-
-
-def started(gates: Path, worker_id: str) -> tuple[int, str]:
-    """The worker's pid once it has started, with its start time."""
-    deadline = time.monotonic() + DEADLINE
-    while (pid := started_pid(gates, worker_id)) is None:
-        assert time.monotonic() < deadline, f"{worker_id} did not start"
-        time.sleep(0.01)
-    fields = stat_fields(pid)
-    assert fields is not None
-    return pid, fields[19]
-
-
-def same_process_lives(pid: int, start_time: str) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
 
 
 async def test_requests_without_the_right_token_get_401_and_change_nothing(tmp_path: Path) -> None:
@@ -123,7 +107,7 @@ async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Pat
         async with http_session(server.url, token) as mayor:
             await call(mayor, "TaskCreate", subject="long", description="")
             [worker] = (await call(mayor, "spawn"))["workers"]
-        pid, start_time = started(gates, worker["workerId"])
+        pid, start_time = started_identity(gates, worker["workerId"])
         # The session is closed (DELETE sent); another Mayor connects after it.
         async with http_session(server.url, token) as mayor:
             assert same_process_lives(pid, start_time), "the worker stopped when its Mayor left"
@@ -163,7 +147,7 @@ async def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
             async with http_session(server.url, token) as mayor:
                 await call(mayor, "TaskCreatePlan", tasks=[{"subject": "one"}, {"subject": "two"}])
                 spawned = (await call(mayor, "spawn"))["workers"]
-                processes = {w["workerId"]: started(gates, w["workerId"]) for w in spawned}
+                processes = {w["workerId"]: started_identity(gates, w["workerId"]) for w in spawned}
                 # A Mayor is still connected, its GET stream open: only the signal ends the server.
                 sent = time.monotonic()
                 for signum in signals:
@@ -299,7 +283,7 @@ async def test_sigterm_leaves_tmux_workers_running_for_the_next_server(tmp_path:
         async with http_session(server.url, token) as mayor:
             await call(mayor, "TaskCreate", subject="long", description="")
             await call(mayor, "spawn")
-            pid, start_time = started(gates, "worker-1")
+            pid, start_time = started_identity(gates, "worker-1")
         assert server.stop() == 128 + signal.SIGTERM, server.stderr
     try:
         assert same_process_lives(pid, start_time), "the tmux worker died with the server"

@@ -8,7 +8,6 @@ when they end; tmux for the adoption, as a worker that outlives its server lives
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -22,65 +21,14 @@ from mcp_swarm.ledger.mail import Mailbox, MessageType
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, TaskStatus, WorkerState
 from mcp_swarm.placement.builtin import placements
-from mcp_swarm.runtimes import (
-    CommandProfile,
-    CommandRuntime,
-    Outcome,
-    OutputReader,
-    Runtime,
-    WorkerRequest,
-)
+from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
 from tests.support.gated_workers import GATED_WORKER, go, started_pid
 from tests.support.helpers import DEADLINE, tmux_socket
+from tests.support.resumable_workers import RESUMABLE_WORKER, Resumable
 
 pytestmark = pytest.mark.anyio
 __all__ = ["tmux_socket"]
-
-# A worker with a session to continue: its first attempt fails its task's validation (it writes
-# no fixed.txt); a continued one waits for its gate, writes fixed.txt and answers.
-RESUMABLE = r"""
-import json, pathlib, sys, time
-if sys.argv[1] == "--resume":
-    gate = pathlib.Path(sys.argv[4])
-    while not gate.exists():
-        time.sleep(0.02)
-    pathlib.Path("fixed.txt").write_text("fixed")
-    print(json.dumps({"session": sys.argv[2], "summary": "resumed: " + sys.argv[3]}), flush=True)
-else:
-    print(json.dumps({"session": "session-9", "summary": "first attempt"}), flush=True)
-"""
-
-
-class _LastLine(OutputReader):
-    def __init__(self) -> None:
-        self.finished = False
-        self.last: dict[str, str] = {}
-
-    def feed(self, line: str) -> None:
-        if line.startswith("{"):
-            self.last, self.finished = json.loads(line), True
-
-    def outcome(self, exit_code: int | None) -> Outcome:
-        return Outcome(
-            succeeded=exit_code == 0, summary=self.last.get("summary"), session_id=self.last.get("session")
-        )
-
-
-class _Resumable(Runtime):
-    name = "resumable"
-
-    def __init__(self, script: Path, gate: Path) -> None:
-        self.script, self.gate = script, gate
-
-    def argv(self, request: WorkerRequest) -> list[str]:
-        return [sys.executable, str(self.script), request.prompt]
-
-    def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
-        return [sys.executable, str(self.script), "--resume", session_id, message, str(self.gate)]
-
-    def reader(self, request: WorkerRequest) -> OutputReader:
-        return _LastLine()
 
 
 @asynccontextmanager
@@ -99,9 +47,9 @@ async def _engine(
     (tmp_path / "project").mkdir(exist_ok=True)
     script = tmp_path / "gated.py"
     script.write_text(GATED_WORKER)
-    (tmp_path / "resumable.py").write_text(RESUMABLE)
+    (tmp_path / "resumable.py").write_text(RESUMABLE_WORKER)
     gated = CommandRuntime(CommandProfile([sys.executable, str(script), str(gates)]), name="gated")
-    resumable = _Resumable(tmp_path / "resumable.py", gates / "resume")
+    resumable = Resumable(tmp_path / "resumable.py", gates / "resume")
     limits = WorkerLimits(max_workers=6, stop_grace_seconds=1.0, idle_seconds=60, linger_seconds=0.2)
     places = placements() if socket is None else placements(tmux_socket=socket)
     swarm = Swarm(

@@ -20,9 +20,9 @@ import pytest
 
 from mcp_swarm.placement.processes import group_members
 from tests.support import helpers
-from tests.support.gated_workers import gated_project, rows, started_pid
+from tests.support.gated_workers import gated_project, rows, started_identity
 from tests.support.mcp_client import INITIALIZE, INITIALIZED, call, installed_command, project_session
-from tests.support.proc import stat_fields
+from tests.support.proc import same_process_lives
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +35,6 @@ socket = helpers.tmux_socket
 
 def project(tmp_path: Path, extra_config: str = "") -> Path:
     return gated_project(tmp_path, max_workers=4, config=extra_config)
-
-
-def started(gates: Path, worker_id: str) -> tuple[int, str]:
-    """The worker's pid once it has started, with its start time (field 22 of /proc/PID/stat)."""
-    deadline = time.monotonic() + DEADLINE
-    # Another process's doing, with no event to wait on: looked at until it is so.
-    while (pid := started_pid(gates, worker_id)) is None:
-        assert time.monotonic() < deadline, f"{worker_id} did not start"
-        time.sleep(0.01)
-    fields = stat_fields(pid)
-    assert fields is not None
-    return pid, fields[19]
-
-
-def same_process_lives(pid: int, start_time: str) -> bool:
-    """Whether the process that had this pid and start time still runs (a reused pid is not it)."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
 
 
 class RawSession:
@@ -124,7 +106,7 @@ def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
         session.call("TaskCreatePlan", tasks=[{"subject": f"task {n}"} for n in range(1, 4)])
         spawned = session.call("spawn")["workers"]
         assert [w["workerId"] for w in spawned] == ["worker-1", "worker-2", "worker-3"]
-        processes = {w["workerId"]: started(gates, w["workerId"]) for w in spawned}
+        processes = {w["workerId"]: started_identity(gates, w["workerId"]) for w in spawned}
         # The client is still connected: only the signal can end the server.
         sent = time.monotonic()
         for each in signals:
@@ -167,7 +149,7 @@ async def test_sigterm_leaves_tmux_workers_running_for_the_next_server(tmp_path:
     try:
         session.call("TaskCreate", subject="long", description="")
         [worker] = session.call("spawn")["workers"]
-        pid, start_time = started(gates, "worker-1")
+        pid, start_time = started_identity(gates, "worker-1")
         sent = time.monotonic()
         session.process.send_signal(signal.SIGTERM)
         status = session.process.wait(timeout=DEADLINE)

@@ -32,7 +32,7 @@ from mcp_swarm.server.asgi_serving import HEAD_SECONDS
 from mcp_swarm.server.worker import WORKER_TOOLS, split_text
 from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
-from tests.support.mcp_client import call, installed_command, refuse
+from tests.support.mcp_client import INITIALIZE, call, installed_command, refuse
 from tests.support.worker_endpoints import HOSTS, Host, dump, endpoint_url, mint_tokens, worker_session
 
 pytestmark = pytest.mark.anyio
@@ -328,18 +328,6 @@ async def test_a_body_over_the_limit_is_refused_unread(swarm: Swarm) -> None:
         response = await http.post(swarm.url, content=body, headers=headers)
     assert response.status_code == 413, response.text
     assert dump(swarm.db) == before
-
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 @pytest.mark.slow

@@ -9,8 +9,14 @@ import contextlib
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.proc import stat_fields
+
+# How long a test waits for a gated worker to start.
+START_DEADLINE = 30.0
 
 GATED_WORKER = """
 import json, os, sys, time, pathlib
@@ -50,6 +56,19 @@ def started_pid(gates: Path, worker_id: str) -> int | None:
     except FileNotFoundError:
         return None
     return int(text) if text else None
+
+
+def started_identity(gates: Path, worker_id: str) -> tuple[int, str]:
+    """The worker's pid once it has started, with its start time (field 22 of /proc/PID/stat),
+    so that a test can tell it from a later process given the same pid."""
+    deadline = time.monotonic() + START_DEADLINE
+    # Another process's doing, with no event to wait on: looked at until it is so.
+    while (pid := started_pid(gates, worker_id)) is None:
+        assert time.monotonic() < deadline, f"{worker_id} did not start"
+        time.sleep(0.01)
+    fields = stat_fields(pid)
+    assert fields is not None
+    return pid, fields[19]
 
 
 def go(gates: Path, *worker_ids: str) -> None:

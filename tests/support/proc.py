@@ -21,6 +21,12 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
 
+def same_process_lives(pid: int, start_time: str) -> bool:
+    """Whether the process that had this pid and start time still runs (a reused pid is not it)."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
+
+
 def parent(pid: int) -> int:
     fields = stat_fields(pid)
     assert fields is not None, f"no process {pid}"
