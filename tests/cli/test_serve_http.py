@@ -17,6 +17,7 @@ import pytest
 from mcp_swarm.placement.processes import group_members
 from tests.support import helpers
 from tests.support.gated_workers import gated_project, go, rows, started_identity
+from tests.support.helpers import STOP_SIGNAL_SEQUENCES
 from tests.support.http_server import dump, http_server, http_session, new_token, start_server
 from tests.support.mcp_client import call
 from tests.support.proc import alive, same_process_lives
@@ -124,17 +125,7 @@ async def test_a_mayor_that_disconnects_leaves_its_workers_running(tmp_path: Pat
     assert server.stderr.count("mcp_swarm.server.mayor: mcp-swarm") == 1, server.stderr
 
 
-@pytest.mark.parametrize(
-    "signals",
-    [
-        (signal.SIGTERM,),
-        (signal.SIGHUP,),
-        (signal.SIGINT,),
-        # A terminal closing: SIGHUP, then its shell's SIGTERM while the server is stopping.
-        (signal.SIGHUP, signal.SIGTERM),
-    ],
-    ids=lambda signals: "-then-".join(s.name for s in signals),
-)
+@pytest.mark.parametrize("signals", STOP_SIGNAL_SEQUENCES)
 async def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
     tmp_path: Path, signals: tuple[signal.Signals, ...]
 ) -> None:

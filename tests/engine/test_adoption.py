@@ -21,7 +21,7 @@ from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, TaskStatus, WorkerState
 from mcp_swarm.placement.builtin import placements
 from mcp_swarm.store import Store
-from tests.support.helpers import tmux_socket
+from tests.support.helpers import running, tmux_socket
 from tests.support.resumable_workers import FIRST_SESSION, RESUMABLE_WORKER, Resumable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.tmux]
@@ -39,12 +39,8 @@ async def engine(
         limits=WorkerLimits(linger_seconds=0.2, stop_grace_seconds=1.0),
         placements=placements(tmux_socket=socket),
     )  # fmt: skip
-    if supervisor is not None:
-        swarm.supervisor = supervisor
-    async with anyio.create_task_group() as group:
-        await group.start(swarm.run)
+    async with running(swarm, supervisor=supervisor):
         yield swarm
-        group.cancel_scope.cancel()
 
 
 async def test_an_adopted_continued_attempt_is_judged_by_its_own_output(

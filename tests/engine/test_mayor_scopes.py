@@ -24,7 +24,7 @@ from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes import CommandProfile, CommandRuntime
 from mcp_swarm.store import Store
 from tests.support.gated_workers import GATED_WORKER, go, started_pid
-from tests.support.helpers import DEADLINE, tmux_socket
+from tests.support.helpers import DEADLINE, running, tmux_socket
 from tests.support.resumable_workers import RESUMABLE_WORKER, Resumable
 
 pytestmark = pytest.mark.anyio
@@ -57,12 +57,8 @@ async def _engine(
         state_dir=tmp_path / "state", project_dir=tmp_path / "project", limits=limits, mode=mode,
         placements=places,
     )  # fmt: skip
-    if supervisor is not None:
-        swarm.supervisor = supervisor
-    async with anyio.create_task_group() as group:
-        await group.start(swarm.run)
+    async with running(swarm, supervisor=supervisor):
         yield swarm
-        group.cancel_scope.cancel()
 
 
 async def _started(gates: Path, *worker_ids: str) -> None:

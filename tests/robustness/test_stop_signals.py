@@ -21,6 +21,7 @@ import pytest
 from mcp_swarm.placement.processes import group_members
 from tests.support import helpers
 from tests.support.gated_workers import gated_project, rows, started_identity
+from tests.support.helpers import STOP_SIGNAL_SEQUENCES
 from tests.support.mcp_client import INITIALIZE, INITIALIZED, call, installed_command, project_session
 from tests.support.proc import same_process_lives
 
@@ -86,17 +87,7 @@ class RawSession:
             self.process.wait()
 
 
-@pytest.mark.parametrize(
-    "signals",
-    [
-        (signal.SIGTERM,),
-        (signal.SIGHUP,),
-        (signal.SIGINT,),
-        # A terminal closing: SIGHUP, then its shell's SIGTERM while the server is stopping.
-        (signal.SIGHUP, signal.SIGTERM),
-    ],
-    ids=lambda signals: "-then-".join(s.name for s in signals),
-)
+@pytest.mark.parametrize("signals", STOP_SIGNAL_SEQUENCES)
 def test_a_stop_signal_stops_local_workers_and_returns_their_tasks(
     tmp_path: Path, signals: tuple[signal.Signals, ...]
 ) -> None:

@@ -1,25 +1,35 @@
 """Small things several test modules need: a named pipe to read a child's lines from, a ledger
-whose tasks are already run by workers, a private tmux socket, git run in a repository, and the
-names in a directory."""
+whose tasks are already run by workers, an engine running for a block, the ways a server is told
+to stop, a private tmux socket, git run in a repository, and the names in a directory."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
+from mcp_swarm.engine.swarm import Swarm
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import PlanTask, now, worker_name
 from mcp_swarm.store import Store
 
 # Long enough for a slow machine, short enough that a broken test fails rather than hangs.
 DEADLINE = 20.0
+
+# How a server is told to stop: a process manager, a terminal closing, Ctrl-C, and a terminal
+# closing (SIGHUP) followed by its shell's SIGTERM while the server is stopping.
+STOP_SIGNAL_SEQUENCES = [
+    pytest.param(signals, id="-then-".join(signum.name for signum in signals))
+    for signals in [(signal.SIGTERM,), (signal.SIGHUP,), (signal.SIGINT,), (signal.SIGHUP, signal.SIGTERM)]
+]
 
 
 class Fifo:
@@ -61,6 +71,19 @@ async def assigned_workers(store: Store, count: int) -> list[int]:
         await tx.workers.set_logs({number: f"/logs/{number}.log" for number in numbers.values()})
         await tx.tasks.assign({task_id: worker_name(number) for task_id, number in numbers.items()}, at)
     return [numbers[task_id] for task_id in task_ids]
+
+
+@asynccontextmanager
+async def running(swarm: Swarm, *, supervisor: str | None = None) -> AsyncGenerator[Swarm]:
+    """`swarm` running (supervising its workers) until the block ends. `supervisor` ("pid:start
+    time"), when given, is the server the engine says it is: one that is gone leaves its workers
+    for the next engine on the database to adopt."""
+    if supervisor is not None:
+        swarm.supervisor = supervisor
+    async with anyio.create_task_group() as group:
+        await group.start(swarm.run)
+        yield swarm
+        group.cancel_scope.cancel()
 
 
 @pytest.fixture
