@@ -603,19 +603,24 @@ def _serve_http(settings: Settings, http: str, token_file: Path | None) -> None:
 
     try:
         address = parse_address(http)
-        token = mayor_token(settings, token_file=token_file, environ=os.environ)
     except SwarmError as exc:
         raise _fail(str(exc)) from exc
-    if token.created:
-        say(f"made a token for the Mayors in {token.source} (readable by you only); clients send it "
-            "as 'Authorization: Bearer <token>', e.g. MCP_SWARM_TOKEN=$(cat that file)")  # fmt: skip
-    else:
-        say(f"clients must send the token in {token.source} as 'Authorization: Bearer <token>'")
+
+    def find_token() -> str:
+        # Once the state file and the port are known good: a server that cannot start makes none.
+        token = mayor_token(settings, token_file=token_file, environ=os.environ)
+        if token.created:
+            say(f"made a token for the Mayors in {token.source} (readable by you only); clients send "
+                "it as 'Authorization: Bearer <token>', e.g. MCP_SWARM_TOKEN=$(cat that file)")  # fmt: skip
+        else:
+            say(f"clients must send the token in {token.source} as 'Authorization: Bearer <token>'")
+        return token.value
+
     server = build_server(settings)
     gc.collect()
     gc.freeze()
     stopped_by: list[int | None] = []
-    _serving(lambda: stopped_by.append(run_http(server, address, token.value, settings, say)))
+    _serving(lambda: stopped_by.append(run_http(server, address, find_token, settings, say)))
     _exit_after_signal(stopped_by[0] if stopped_by else None)
 
 

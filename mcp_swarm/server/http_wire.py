@@ -290,13 +290,16 @@ async def serve_http(
 def run_http(
     server: BoundedStdioServer[Any],
     address: Address,
-    token: str,
+    token: Callable[[], str],
     settings: Settings,
     say: Callable[[str], None],
 ) -> signal.Signals | None:
-    """`serve --http`: check the state file, listen, serve until a stop signal; the signal.
+    """`serve --http`: check the state file, listen, find the token (`token()`, which may make
+    one), serve until a stop signal; the signal.
 
-    A domain error (a state file that cannot serve, a port taken) ends it before anything listens.
+    A domain error (a state file that cannot serve, a port taken, a token file that is not
+    private) ends it before anything is served; the token is found last, so that a server that
+    cannot start leaves no token file behind.
     """
 
     logging.getLogger(streamable_http.__name__).addFilter(_ClientHungUp())
@@ -304,7 +307,11 @@ def run_http(
     async def main() -> signal.Signals | None:
         await server.preflight()
         sock = listen(address)
-        app = mayor_app(server, address, token, settings)
+        try:
+            app = mayor_app(server, address, token(), settings)
+        except BaseException:
+            sock.close()
+            raise
         return await serve_http(
             app,
             sock,

@@ -190,6 +190,28 @@ async def test_with_no_token_given_one_is_made_private_and_reused(tmp_path: Path
     assert token not in server.stderr
 
 
+def test_a_server_that_cannot_start_makes_no_token_file(tmp_path: Path) -> None:
+    from tests.support.cli import mcp_swarm
+
+    token_file = tmp_path / ".mcp-swarm" / "token"
+    # A state file that is no database: refused with its reason, and no token made for nothing.
+    token_file.parent.mkdir()
+    (tmp_path / ".mcp-swarm" / "swarm.db").write_text("not a database, not at all, not one bit")
+    result = mcp_swarm(tmp_path, "serve", "--http", "0")
+    assert result.returncode == 2, result.stderr
+    assert "is not an mcp-swarm database" in result.stderr
+    assert not token_file.exists(), result.stderr
+    (tmp_path / ".mcp-swarm" / "swarm.db").unlink()
+    # A port another server holds: the same.
+    with http_server(tmp_path, token=new_token()) as server:
+        taken = server.url.split(":")[2].split("/")[0]
+        result = mcp_swarm(tmp_path, "serve", "--http", taken)
+        assert result.returncode == 2, result.stderr
+        assert f"cannot listen on 127.0.0.1:{taken}" in result.stderr
+        assert not token_file.exists(), result.stderr
+        server.stop()
+
+
 @pytest.mark.parametrize("where", ["default", "flag", "config"])
 def test_a_token_file_others_can_read_is_refused(tmp_path: Path, where: str) -> None:
     secret = tmp_path / "secret-token"
