@@ -32,8 +32,8 @@ _STYLE = {
 }
 _MARK = {"completed": "✓", "failed": "✗", "blocked": "·", "stopped": "■", "running": "▸", "waiting": " "}
 _TAIL_BYTES = 4096
-# How many of a failed worker's last lines a run shows.
-_FAILURE_LINES = 5
+# How many of a failed worker's last lines `run` and `status` show.
+TAIL_LINES = 5
 
 
 def seconds(value: float | None) -> str:
@@ -226,7 +226,7 @@ def failure_tail(row: TaskRow) -> list[str]:
     """A failed task's last words: its worker's last lines, and the command that shows the rest."""
     if row.worker is None:
         return []
-    lines = [f"| {line}" for line in last_lines(row.log, _FAILURE_LINES)]
+    lines = [f"| {line}" for line in last_lines(row.log, TAIL_LINES)]
     return [*lines, f"`mcp-swarm logs {row.worker}` shows the rest"]
 
 
@@ -258,7 +258,7 @@ def row_document(row: TaskRow) -> dict[str, Any]:
         "note": row.note or None,
     }
     if row.state == "failed" and row.worker is not None:
-        document["tail"] = last_lines(row.log, _FAILURE_LINES)
+        document["tail"] = last_lines(row.log, TAIL_LINES)
         document["log"] = f"mcp-swarm logs {row.worker}"
     return {key: value for key, value in document.items() if value is not None}
 
