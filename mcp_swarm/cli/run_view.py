@@ -32,8 +32,8 @@ _STYLE = {
 }
 _MARK = {"completed": "✓", "failed": "✗", "blocked": "·", "stopped": "■", "running": "▸", "waiting": " "}
 _TAIL_BYTES = 4096
-# How many of a failed worker's last lines a run shows.
-_FAILURE_LINES = 5
+# How many of a failed worker's last lines `run` and `status` show.
+TAIL_LINES = 5
 
 
 def seconds(value: float | None) -> str:
@@ -139,7 +139,23 @@ def _fitting(rows: list[TaskRow], room: int) -> list[TaskRow]:
     return [row for row in rows if id(row) in chosen]
 
 
-class PlainRunView:
+class _EventView:
+    """A view that speaks only when something happens: nothing to redraw between events, and
+    the workers a stop ended are told at the end."""
+
+    def changed(self, row: TaskRow) -> None:
+        raise NotImplementedError
+
+    async def tick(self, state: RunState) -> None:
+        await anyio.sleep_forever()
+
+    def end(self, state: RunState) -> None:
+        for row in state.rows:
+            if row.state == "stopped":
+                self.changed(row)
+
+
+class PlainRunView(_EventView):
     """One line per event, for pipes and logs; NO_COLOR or not, no control sequences."""
 
     def __init__(self, console: Console) -> None:
@@ -169,14 +185,6 @@ class PlainRunView:
 
     def message(self, text: str) -> None:
         self._line(text)
-
-    async def tick(self, state: RunState) -> None:
-        await anyio.sleep_forever()
-
-    def end(self, state: RunState) -> None:
-        for row in state.rows:
-            if row.state == "stopped":
-                self.changed(row)
 
 
 def summary_lines(state: RunState) -> list[str]:
@@ -218,11 +226,11 @@ def failure_tail(row: TaskRow) -> list[str]:
     """A failed task's last words: its worker's last lines, and the command that shows the rest."""
     if row.worker is None:
         return []
-    lines = [f"| {line}" for line in last_lines(row.log, _FAILURE_LINES)]
+    lines = [f"| {line}" for line in last_lines(row.log, TAIL_LINES)]
     return [*lines, f"`mcp-swarm logs {row.worker}` shows the rest"]
 
 
-class JsonRunView:
+class JsonRunView(_EventView):
     """One JSON document per line and per event, for scripts: `run --json`."""
 
     def begin(self, state: RunState) -> None:
@@ -234,14 +242,6 @@ class JsonRunView:
 
     def message(self, text: str) -> None:
         _emit({"event": "message", "text": text})
-
-    async def tick(self, state: RunState) -> None:
-        await anyio.sleep_forever()
-
-    def end(self, state: RunState) -> None:
-        for row in state.rows:
-            if row.state == "stopped":
-                self.changed(row)
 
 
 def row_document(row: TaskRow) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def row_document(row: TaskRow) -> dict[str, Any]:
         "note": row.note or None,
     }
     if row.state == "failed" and row.worker is not None:
-        document["tail"] = last_lines(row.log, _FAILURE_LINES)
+        document["tail"] = last_lines(row.log, TAIL_LINES)
         document["log"] = f"mcp-swarm logs {row.worker}"
     return {key: value for key, value in document.items() if value is not None}
 

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mcp_swarm.cli.run_view import seconds
+from mcp_swarm.cli.run_view import TAIL_LINES, seconds
 from mcp_swarm.errors import InvalidInput
 from mcp_swarm.ledger.plan_file import task_waves
 from mcp_swarm.models import LIVE_WORKER_STATES, Task, TaskStatus, Worker, WorkerState, worker_number
@@ -35,8 +35,6 @@ _TASK_STYLE = {"pending": "", "in_progress": "yellow", "completed": "green", "fa
 _WORKER_STYLE = {"starting": "yellow", "running": "yellow", "succeeded": "green", "failed": "red",
                  "timed_out": "red", "cancelled": "magenta", "lost": "magenta"}  # fmt: skip
 _WATCH_INTERVAL = 0.5
-# How many of a failed worker's last lines `status` and `run` show.
-TAIL_LINES = 5
 
 
 def _duration(worker: Worker) -> float:
