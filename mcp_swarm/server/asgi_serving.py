@@ -16,6 +16,8 @@ from typing import Any
 import anyio
 import h11
 import uvicorn
+from mcp.server import streamable_http
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -135,3 +137,27 @@ async def respond_json(
     send: Send, status: int, payload: object, headers: Mapping[str, str] | None = None
 ) -> None:
     await respond(send, status, json.dumps(payload).encode(), "application/json", headers)
+
+
+class _ClientHungUp(logging.Filter):
+    """The SDK logs a client that hangs up in the middle of sending its request as an error, with
+    a traceback; it is the client's doing, and the server carries on: one line at INFO here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
+            return True
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "a client hung up in the middle of its request", ()
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+_HUNG_UP = _ClientHungUp()
+
+
+def quiet_client_hang_ups() -> None:
+    """Log a client that hangs up mid-request as one INFO line, not an error with a traceback:
+    for the Mayor's HTTP server and the worker endpoint alike (the same SDK logger); once."""
+    sdk = logging.getLogger(streamable_http.__name__)
+    if _HUNG_UP not in sdk.filters:
+        sdk.addFilter(_HUNG_UP)

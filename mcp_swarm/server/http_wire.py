@@ -33,10 +33,8 @@ from typing import Any
 import anyio
 import uvicorn
 from anyio import CancelScope
-from mcp.server import streamable_http
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_swarm.config import Settings
@@ -47,6 +45,7 @@ from mcp_swarm.server.asgi_serving import (
     authorization,
     bearer_credential,
     listening_socket,
+    quiet_client_hang_ups,
     respond,
     respond_json,
 )
@@ -213,19 +212,6 @@ async def _stopping(send: Send) -> None:
     await respond(send, 503, b"the server is stopping", "text/plain; charset=utf-8", {"connection": "close"})
 
 
-class _ClientHungUp(logging.Filter):
-    """The SDK logs a client that hangs up in the middle of sending its request as an error, with
-    a traceback; it is the client's doing, and the server carries on: one line at INFO here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
-            return True
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        record.msg, record.args = "a client hung up in the middle of its request", ()
-        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
-
-
 def listen(address: Address) -> socket.socket:
     """A socket listening on `address` (port 0: a free one), or a clear error."""
     try:
@@ -302,7 +288,7 @@ def run_http(
     cannot start leaves no token file behind.
     """
 
-    logging.getLogger(streamable_http.__name__).addFilter(_ClientHungUp())
+    quiet_client_hang_ups()
 
     async def main() -> signal.Signals | None:
         await server.preflight()

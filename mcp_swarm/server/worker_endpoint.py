@@ -44,6 +44,7 @@ from mcp_swarm.server.asgi_serving import (
     HeadTimedProtocol,
     authorization,
     listening_socket,
+    quiet_client_hang_ups,
     respond_json,
 )
 from mcp_swarm.server.worker import INSTRUCTIONS, NOT_A_WORKER, WorkerAccess, build_worker_tools, worker_token
@@ -87,6 +88,7 @@ async def worker_endpoint(store: Store, settings: Settings) -> AsyncGenerator[Wo
         allowed_hosts=[f"{HOST}:*", "localhost:*"],
         allowed_origins=[f"http://{HOST}:*", "http://localhost:*"],
     )
+    quiet_client_hang_ups()
     # Stateless: each request stands alone, known by its token; nothing is kept for a worker
     # that goes away without a goodbye.
     app = mcp.streamable_http_app(

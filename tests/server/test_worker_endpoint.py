@@ -8,6 +8,7 @@ the token of its attempt. The endpoint runs in the test's process or in a real `
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -349,6 +350,39 @@ async def test_a_client_that_sends_no_whole_request_is_cut_off(swarm: Swarm) -> 
                 # Closed without an answer: the first read finds the end of the stream.
                 with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                     await stalled.receive()
+
+
+async def test_a_worker_that_hangs_up_mid_request_is_logged_as_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed while it sends a call is no error of the server's: one INFO line, no
+    traceback in the server's log; and the endpoint serves on."""
+    caplog.set_level(logging.INFO, logger="mcp.server.streamable_http")
+    db = tmp_path / "swarm.db"
+    _, tokens = await make_swarm(db)
+    async with (
+        await Store.open(db) as store,
+        worker_endpoint(store, load_settings(cwd=tmp_path, db=db)) as endpoint,
+    ):
+        where = urlsplit(endpoint.url)
+        assert where.hostname is not None
+        assert where.port is not None
+        head = (
+            f"POST {where.path} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+            f"Authorization: Bearer {tokens['worker-1']}\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n"
+        )
+        async with await anyio.connect_tcp(where.hostname, where.port) as hanging_up:
+            await hanging_up.send(head.encode() + b'{"jsonrpc": "2.0", "id": 1, "me')
+        with anyio.fail_after(10):
+            # A log record has no event to wait on: looked for until it comes.
+            while not [r for r in caplog.records if r.name == "mcp.server.streamable_http"]:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        async with worker_session(endpoint.url, tokens["worker-1"]) as client:
+            assert (await call(client, "my_task"))["id"] == "1"
+    logged = [r for r in caplog.records if r.name == "mcp.server.streamable_http"]
+    assert logged[0].getMessage() == "a client hung up in the middle of its request"
+    assert [(r.levelname, r.getMessage()) for r in logged if r.exc_info or r.levelno > logging.INFO] == []
 
 
 async def test_the_endpoint_takes_the_port_the_last_server_here_used(tmp_path: Path) -> None:
