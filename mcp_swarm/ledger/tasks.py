@@ -138,6 +138,8 @@ class Ledger:
         keys = _plan_keys(plan)
         if len(keys) != len(plan):
             raise InvalidInput("every task of a plan run needs a key")
+        local_edges, _ = _plan_references(plan, keys)
+        _refuse_plan_cycle(plan, local_edges)
         at = now()
         synced = SyncedPlan(keys={})
         async with self.store.write() as tx:
@@ -194,11 +196,23 @@ class Ledger:
             present = set(await tx.tasks.dependencies_among(ids.values()))
             await tx.tasks.remove_dependencies(sorted(present - wanted))
             events.extend((w, at, self.actor, "blockedBy", str(b), None) for w, b in sorted(present - wanted))
-            for waiter, blocker in sorted(wanted - present):
-                await _refuse_cycle(tx, waiter, blocker)
-                await tx.tasks.add_dependency(waiter, blocker)
-                if waiter not in numbers:
-                    events.append((waiter, at, self.actor, "blockedBy", None, str(blocker)))
+            added = sorted(wanted - present)
+            if await tx.tasks.linked_outside(ids.values()):
+                # A cycle could pass through tasks outside the run: each new edge is checked in the
+                # database, as TaskUpdate checks one.
+                for waiter, blocker in added:
+                    await _refuse_cycle(tx, waiter, blocker)
+                    await tx.tasks.add_dependency(waiter, blocker)
+            else:
+                # The run's tasks wait only for each other: a cycle would be one of the plan's own,
+                # refused above. One statement, not a recursive query per edge.
+                await tx.tasks.add_dependencies(added)
+            created = set(numbers)
+            events.extend(
+                (waiter, at, self.actor, "blockedBy", None, str(blocker))
+                for waiter, blocker in added
+                if waiter not in created
+            )
             for task, number in zip(new, numbers, strict=True):
                 blockers = [ids[b] for b in task.blocked_by]
                 events.append(_created_event(number, at, self.actor, task.subject, blockers))
