@@ -56,6 +56,12 @@ async def ended_work(store: Store, launcher: WorkerFiles) -> EndedWork:
         live = await tx.workers.live()
         ended = await tx.workers.ended()
     work = EndedWork(live=[worker.id for worker in live])
+    # In one thread: a few stats for each ended worker, and a database may have thousands.
+    await anyio.to_thread.run_sync(_find_files, work, ended, launcher)
+    return work
+
+
+def _find_files(work: EndedWork, ended: list[Worker], launcher: WorkerFiles) -> None:
     for worker in ended:
         log = launcher.log(worker.number)
         for path in (
@@ -66,10 +72,10 @@ async def ended_work(store: Store, launcher: WorkerFiles) -> EndedWork:
             launcher.files(worker.number),
             launcher.result_file(worker.number),
         ):
-            if await anyio.Path(path).exists() and without_links(path, launcher.state_dir):
+            if path.exists() and without_links(path, launcher.state_dir):
                 work.files.append(path)
         worktree = worktree_of(worker)
-        if worktree is not None and await anyio.Path(worktree.path).exists():
+        if worktree is not None and worktree.path.exists():
             if _unintegrated(worker):
                 work.kept.append(
                     f"the worktree of {worker.id} ({worktree.path}): its completed work is not "
@@ -77,7 +83,6 @@ async def ended_work(store: Store, launcher: WorkerFiles) -> EndedWork:
                 )
             else:
                 work.worktrees.append(worktree)
-    return work
 
 
 def _unintegrated(worker: Worker) -> bool:
@@ -85,10 +90,14 @@ def _unintegrated(worker: Worker) -> bool:
 
 
 async def remove_ended(work: EndedWork, project_dir: Path) -> None:
-    for path in work.files:
-        if path.is_dir() and not path.is_symlink():
-            await anyio.to_thread.run_sync(shutil.rmtree, path)
-        else:
-            path.unlink(missing_ok=True)
+    await anyio.to_thread.run_sync(_remove_files, work.files)
     for worktree in work.worktrees:
         await remove_worktree(project_dir, worktree)
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -77,11 +77,22 @@ async def recover(
     began = time.perf_counter()
     adopted: list[str] = []
     lost: list[str] = []
+    # Looked up once per server, not once per worker: one server may have left hundreds. The
+    # servers are read first, in one small query: while all of them run (every look of a peer
+    # watch but those after a death), no worker row is read at all.
     async with store.read(snapshot=False) as tx:
-        live = await tx.workers.live()
-    # Looked up once per server, not once per worker: one server may have left hundreds.
+        supervisors = await tx.workers.live_by_supervisor()
     alive: dict[str | None, bool] = {supervisor: True}
     gone: list[str] = []
+    for name in supervisors:
+        if name not in alive:
+            alive[name] = supervisor_alive(name)
+            if not alive[name]:
+                gone.append(_pid_of(name))
+    live: list[Worker] = []
+    if gone:
+        async with store.read(snapshot=False) as tx:
+            live = await tx.workers.live()
     for worker in live:
         if worker.supervisor not in alive:
             alive[worker.supervisor] = supervisor_alive(worker.supervisor)

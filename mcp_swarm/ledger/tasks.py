@@ -138,6 +138,8 @@ class Ledger:
         keys = _plan_keys(plan)
         if len(keys) != len(plan):
             raise InvalidInput("every task of a plan run needs a key")
+        local_edges, _ = _plan_references(plan, keys)
+        _refuse_plan_cycle(plan, local_edges)
         at = now()
         synced = SyncedPlan(keys={})
         async with self.store.write() as tx:
@@ -194,11 +196,23 @@ class Ledger:
             present = set(await tx.tasks.dependencies_among(ids.values()))
             await tx.tasks.remove_dependencies(sorted(present - wanted))
             events.extend((w, at, self.actor, "blockedBy", str(b), None) for w, b in sorted(present - wanted))
-            for waiter, blocker in sorted(wanted - present):
-                await _refuse_cycle(tx, waiter, blocker)
-                await tx.tasks.add_dependency(waiter, blocker)
-                if waiter not in numbers:
-                    events.append((waiter, at, self.actor, "blockedBy", None, str(blocker)))
+            added = sorted(wanted - present)
+            if await tx.tasks.linked_outside(ids.values()):
+                # A cycle could pass through tasks outside the run: each new edge is checked in the
+                # database, as TaskUpdate checks one.
+                for waiter, blocker in added:
+                    await _refuse_cycle(tx, waiter, blocker)
+                    await tx.tasks.add_dependency(waiter, blocker)
+            else:
+                # The run's tasks wait only for each other: a cycle would be one of the plan's own,
+                # refused above. One statement, not a recursive query per edge.
+                await tx.tasks.add_dependencies(added)
+            created = set(numbers)
+            events.extend(
+                (waiter, at, self.actor, "blockedBy", None, str(blocker))
+                for waiter, blocker in added
+                if waiter not in created
+            )
             for task, number in zip(new, numbers, strict=True):
                 blockers = [ids[b] for b in task.blocked_by]
                 events.append(_created_event(number, at, self.actor, task.subject, blockers))
@@ -279,8 +293,16 @@ class Ledger:
         async with self.store.write() as tx:
             tasks: list[Task] = []
             problems: list[str] = []
-            for task_id in dict.fromkeys(task_ids):
-                task = await tx.tasks.get(int(task_id)) if _is_task_id(task_id) else None
+            wanted = list(dict.fromkeys(task_ids))
+            numbers = {task_id: _task_number(task_id) for task_id in wanted}
+            # One read for all of them.
+            found = {
+                int(task.id): task
+                for task in await tx.tasks.many([n for n in numbers.values() if n is not None])
+            }
+            for task_id in wanted:
+                number = numbers[task_id]
+                task = None if number is None else found.get(number)
                 if task is None or task.status is TaskStatus.DELETED:
                     problems.append(f"no task {task_id!r}")
                 elif task.status is not TaskStatus.FAILED:
@@ -291,26 +313,27 @@ class Ledger:
                 raise InvalidInput(
                     "; ".join(problems) + ". Only failed tasks can be retried; nothing was changed"
                 )
-            pending = TaskStatus.PENDING.value
+            columns: dict[str, Any] = {"status": TaskStatus.PENDING.value, "owner": None}
             events: list[EventRow] = []
             for task in tasks:
-                await tx.tasks.update(int(task.id), {"status": pending, "owner": None}, at)
-                events.append((int(task.id), at, self.actor, "status", task.status.value, pending))
+                await tx.tasks.update(int(task.id), columns, at)
+                events.append((int(task.id), at, self.actor, "status", task.status.value, columns["status"]))
                 if task.owner is not None:
                     events.append((int(task.id), at, self.actor, "owner", task.owner, None))
             await tx.tasks.record_events(events)
-            return [await _live_task(tx, int(task.id), task.id) for task in tasks]
+        # Only the tasks' own columns changed, all known here: no round trip to read them back.
+        return [_with_columns(task, columns, at) for task in tasks]
 
 
 # -- rules shared by the methods above ------------------------------------------------------
 
 
-def _is_task_id(text: str) -> bool:
+def _task_number(text: str) -> int | None:
+    """The number of a task id; None if `text` is not one."""
     try:
-        parse_task_id(text)
+        return parse_task_id(text)
     except TaskNotFound:
-        return False
-    return True
+        return None
 
 
 def _with_columns(task: Task, columns: dict[str, Any], at: str) -> Task:

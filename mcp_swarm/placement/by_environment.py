@@ -37,20 +37,15 @@ def session_leaders_with(variable: str, value: str) -> list[ProcessIdentity]:
     environment. Processes of other users cannot be read and are left out.
     """
     wanted = f"{variable}={value}".encode()
-    found: list[ProcessIdentity] = []
-    for pid, stat in all_processes():
-        if stat.sid != pid or stat.state in EXITED:
-            continue
-        try:
-            environment = (PROC / str(pid) / "environ").read_bytes()
-        except OSError:
-            continue
-        if wanted in environment.split(b"\0"):
-            found.append(ProcessIdentity(pid, stat.start_time))
-    return found
+    return [
+        ProcessIdentity(pid, stat.start_time)
+        for pid, stat in all_processes()
+        if stat.sid == pid and stat.state not in EXITED and _carries(pid, wanted)
+    ]
 
 
 def _carries(pid: int, wanted: bytes) -> bool:
+    """Whether process `pid` started with the environment entry `wanted`; False if unreadable."""
     try:
         return wanted in (PROC / str(pid) / "environ").read_bytes().split(b"\0")
     except OSError:

@@ -116,6 +116,17 @@ class TaskQueries:
         )
         return [(int(row[0]), int(row[1])) for row in rows]
 
+    async def linked_outside(self, task_ids: Iterable[int]) -> bool:
+        """Whether a dependency links one of these tasks with a task that is not one of them."""
+        rows = await self._rows(
+            "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE task_id IN (SELECT value FROM "
+            "json_each(:ids)) AND blocker_id NOT IN (SELECT value FROM json_each(:ids))) OR EXISTS "
+            "(SELECT 1 FROM task_dependencies WHERE blocker_id IN (SELECT value FROM json_each(:ids)) "
+            "AND task_id NOT IN (SELECT value FROM json_each(:ids)))",
+            {"ids": json.dumps(sorted(set(task_ids)))},
+        )
+        return bool(rows[0][0])
+
     async def metadata(self, task_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The metadata alone of each of these tasks that exists."""
         rows = await self._rows(
