@@ -257,18 +257,24 @@ class Swarm:
         with anyio.CancelScope(shield=True):
             attempts: list[Attempt] = []
             worktrees: dict[int, Worktree] = {}
+            # Every worktree of the spawn first: each worker's request closes the others' to it
+            # (Launcher.state_paths), its siblings' included.
+            starting: list[tuple[int, Task, str]] = []
             for number, task, token in assigned:
                 worktree = await self._worktree_for(number) if in_worktrees else None
                 if isinstance(worktree, str):
                     result.skip(task.id, worktree, retry=False)
                     continue
+                if worktree is not None:
+                    worktrees[number] = worktree
+                starting.append((number, task, token))
+            for number, task, token in starting:
+                worktree = worktrees.get(number)
                 cwd = None if worktree is None else worktree.workdir
                 request = self._launcher.request(
                     number, task.id, build_prompt(task, instructions), model, cwd
                 )
                 attempts.append(Attempt(number, 1, chosen.argv(request), request, token))
-                if worktree is not None:
-                    worktrees[number] = worktree
             launches: list[Launch] = []
             outcomes = await self._launch(attempts, chosen, placement)
             for attempt, launch in zip(attempts, outcomes, strict=True):

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import pytest
+
 from mcp_swarm.engine.launcher import Launcher
+from mcp_swarm.engine.swarm import Swarm, WorkerLimits
+from mcp_swarm.ledger.tasks import Ledger
+from mcp_swarm.models import NewTask
+from mcp_swarm.placement.builtin import placements
+from mcp_swarm.runtimes.base import WorkerRequest
+from mcp_swarm.runtimes.command import CommandProfile, CommandRuntime
+from mcp_swarm.store import Store
+from tests.support.helpers import git, running
 
 OWN_ENTRIES = ("logs", "workers", "results", "runs", "token")
 
@@ -61,3 +72,58 @@ def test_a_database_in_the_project_itself_closes_the_swarms_entries_not_the_proj
     # Or above it, in the user's home say: never the directory that holds the project.
     home_db = tmp_path / "swarm.db"
     assert tmp_path not in launcher(project, home_db).state_paths(project)
+
+
+class Recording(CommandRuntime):
+    """`true`, noting the paths each worker's request closes to it."""
+
+    def __init__(self) -> None:
+        super().__init__(CommandProfile(["true"]), name="recording")
+        self.closed: dict[str, tuple[Path, ...]] = {}
+
+    def argv(self, request: WorkerRequest) -> list[str]:
+        self.closed[request.worker_id] = request.state_paths
+        return super().argv(request)
+
+
+@pytest.mark.anyio
+async def test_each_worker_of_a_spawn_is_kept_out_of_its_siblings_worktrees(tmp_path: Path) -> None:
+    """The worktrees of one spawn are all made before any worker's request: the first worker is
+    closed out of the last one's worktree too, not only out of those of earlier spawns."""
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    git(
+        project,
+        "-c",
+        "user.name=Lead",
+        "-c",
+        "user.email=lead@example.com",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "init",
+    )
+    state = project / ".mcp-swarm"
+    runtime = Recording()
+    async with await Store.open(state / "swarm.db") as store:
+        swarm = Swarm(
+            store, {"recording": runtime}, default_runtime="recording", state_dir=state, project_dir=project,
+            limits=WorkerLimits(max_workers=3), placements=placements(),
+        )  # fmt: skip
+        ledger = Ledger(store)
+        task_ids = [(await ledger.create(NewTask(subject=f"part {n}"))).id for n in range(3)]
+        async with running(swarm):
+            spawned = await swarm.spawn(task_ids, isolation="worktree")
+            assert len(spawned.workers) == 3, spawned
+            with anyio.fail_after(30):
+                done = 0
+                while done < 3:
+                    done += len((await swarm.wait(timeout=30)).done)
+    worktrees = {worker: state / "worktrees" / worker for worker in runtime.closed}
+    assert sorted(worktrees) == ["worker-1", "worker-2", "worker-3"]
+    for worker, closed in runtime.closed.items():
+        others = {path for name, path in worktrees.items() if name != worker}
+        assert others <= set(closed), (worker, closed)
+        assert worktrees[worker] not in closed
