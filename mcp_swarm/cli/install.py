@@ -49,6 +49,7 @@ from tomlkit.items import InlineTable, Table
 
 from mcp_swarm import DISTRIBUTION
 from mcp_swarm.errors import InvalidInput, SwarmError
+from mcp_swarm.runtimes.codex import codex_config_file
 
 SERVER_NAME = "swarm"
 # The skill's folder name is the name it is invoked by (`/swarm` in Claude Code).
@@ -203,8 +204,7 @@ def _changes(
     if client is Client.CODEX:
         if scope is Scope.PROJECT:
             raise InvalidInput("codex reads MCP servers from ~/.codex/config.toml only; use --scope user")
-        codex_home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else home / ".codex"
-        return [_edit_toml(codex_home / "config.toml", entry, force)]
+        return [_edit_toml(codex_config_file(env, home), entry, force)]
     if client is Client.CLAUDE:
         if scope is Scope.USER:
             config_dir = Path(env["CLAUDE_CONFIG_DIR"]) if env.get("CLAUDE_CONFIG_DIR") else home

@@ -157,12 +157,18 @@ def _swarm_server(url: str) -> list[str]:
     return overrides
 
 
+def codex_config_file(env: Mapping[str, str], home: Path | None = None) -> Path:
+    """The user's Codex configuration: $CODEX_HOME/config.toml, by default ~/.codex/config.toml
+    (`home`: the user's home directory, if not Path.home())."""
+    codex_home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else (home or Path.home()) / ".codex"
+    return codex_home / "config.toml"
+
+
 def _configured_servers(env: Mapping[str, str]) -> set[str]:
-    """The MCP servers of the user's Codex configuration ($CODEX_HOME/config.toml, by default
-    ~/.codex/config.toml); none if it cannot be read (Codex would then say why itself)."""
-    home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else Path.home() / ".codex"
+    """The MCP servers of the user's Codex configuration; none if it cannot be read (Codex would
+    then say why itself)."""
     try:
-        config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
+        config = tomllib.loads(codex_config_file(env).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return set()
     servers: object = config.get("mcp_servers")
