@@ -22,6 +22,7 @@ import anyio
 import pytest
 
 from mcp_swarm.placement.processes import group_members
+from tests.support.gated_workers import started
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -87,15 +88,6 @@ def project(tmp_path: Path, mode: str) -> Path:
         default = "gated"
     (tmp_path / "mcp-swarm.toml").write_text(f'default_runtime = "{default}"\n\n{runtime}')
     return tmp_path
-
-
-async def started(gates: Path, worker_id: str) -> int:
-    marker = anyio.Path(gates / f"started-{worker_id}")
-    with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so.
-        while not (await marker.exists() and await marker.read_text()):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return int(await marker.read_text())
 
 
 async def end_while_no_server_runs(tmp_path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.placement.processes import group_members
-from tests.support.gated_workers import gated_project, rows, started_pid
+from tests.support.gated_workers import gated_project, rows, started
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -48,14 +48,6 @@ def check_invariants(tmp_path: Path) -> None:
         "GROUP BY task_id HAVING count(*) > 1",
     )
     assert doubled == [], f"tasks with two live workers: {doubled}"
-
-
-async def started(gates: Path, worker_id: str) -> int:
-    with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so.
-        while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return pid
 
 
 async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_lost(tmp_path: Path) -> None:

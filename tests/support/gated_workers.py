@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from tests.support.proc import stat_fields
 
 # How long a test waits for a gated worker to start.
@@ -69,6 +71,15 @@ def started_identity(gates: Path, worker_id: str) -> tuple[int, str]:
     fields = stat_fields(pid)
     assert fields is not None
     return pid, fields[19]
+
+
+async def started(gates: Path, worker_id: str, deadline: float = 60.0) -> int:
+    """The worker's pid, once it has started (within `deadline` seconds), for async tests."""
+    with anyio.fail_after(deadline):
+        # Another process's doing, with no event to wait on: looked at until it is so.
+        while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    return pid
 
 
 def go(gates: Path, *worker_ids: str) -> None:
