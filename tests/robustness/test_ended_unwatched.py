@@ -90,20 +90,29 @@ def project(tmp_path: Path, mode: str) -> Path:
     return tmp_path
 
 
-async def end_while_no_server_runs(tmp_path: Path) -> dict[str, Any]:
-    """Spawn one worker, SIGKILL its server, let the worker end, and return what spawn said."""
-    gates = tmp_path / "gates"
+async def spawn_and_kill_the_server(tmp_path: Path) -> dict[str, Any]:
+    """Spawn one worker, SIGKILL its server once the worker runs, and return what spawn said."""
     async with project_session(tmp_path) as client:
         await call(client, "TaskCreate", subject="the task", description="do it")
         [worker] = (await call(client, "spawn"))["workers"]
-        await started(gates, worker["workerId"])
+        await started(tmp_path / "gates", worker["workerId"])
         for server in serving(tmp_path):
             os.kill(server, signal.SIGKILL)
-    (gates / f"go-{worker['workerId']}").write_text("")
+    return worker
+
+
+async def until_its_group_is_gone(pid: int) -> None:
     with anyio.fail_after(DEADLINE):
         # Not our child, no server watching: /proc is looked at until its process group is gone.
-        while group_members(worker["pid"]):  # noqa: ASYNC110
+        while group_members(pid):  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+async def end_while_no_server_runs(tmp_path: Path) -> dict[str, Any]:
+    """Spawn one worker, SIGKILL its server, let the worker end, and return what spawn said."""
+    worker = await spawn_and_kill_the_server(tmp_path)
+    (tmp_path / "gates" / f"go-{worker['workerId']}").write_text("")
+    await until_its_group_is_gone(worker["pid"])
     return worker
 
 
@@ -153,17 +162,10 @@ async def test_a_worker_that_ended_while_no_server_ran_is_judged_as_if_watched(
 
 async def test_a_worker_whose_wrapper_was_killed_too_is_still_lost(tmp_path: Path) -> None:
     """No exit status, no evidence: the task is pending again, as before."""
-    gates = project(tmp_path, "result-file") / "gates"
-    async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="the task", description="do it")
-        [worker] = (await call(client, "spawn"))["workers"]
-        await started(gates, worker["workerId"])
-        for server in serving(tmp_path):
-            os.kill(server, signal.SIGKILL)
+    project(tmp_path, "result-file")
+    worker = await spawn_and_kill_the_server(tmp_path)
     os.killpg(worker["pid"], signal.SIGKILL)
-    with anyio.fail_after(DEADLINE):
-        while group_members(worker["pid"]):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+    await until_its_group_is_gone(worker["pid"])
     done, task = await judged_after_restart(tmp_path)
     assert (done["state"], done["taskStatus"]) == ("lost", "pending"), done
     assert task["status"] == "pending"
