@@ -34,8 +34,9 @@ from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes import Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.server.worker_endpoint import worker_endpoint
 from mcp_swarm.store import Store
+from tests.support.http_server import dump
 from tests.support.mcp_client import INITIALIZE, call, refuse, stdio_parameters
-from tests.support.worker_endpoints import configure_gated, dump, handed_endpoint, worker_session
+from tests.support.worker_endpoints import configure_gated, handed_endpoint, worker_session
 
 pytestmark = pytest.mark.anyio
 

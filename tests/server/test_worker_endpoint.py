@@ -32,8 +32,9 @@ from mcp_swarm.server.asgi_serving import HEAD_SECONDS
 from mcp_swarm.server.worker import WORKER_TOOLS, split_text
 from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
+from tests.support.http_server import dump
 from tests.support.mcp_client import INITIALIZE, call, installed_command, refuse
-from tests.support.worker_endpoints import HOSTS, Host, dump, endpoint_url, mint_tokens, worker_session
+from tests.support.worker_endpoints import HOSTS, Host, endpoint_url, mint_tokens, worker_session
 
 pytestmark = pytest.mark.anyio
 

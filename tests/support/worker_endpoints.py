@@ -9,7 +9,6 @@ in the state directory.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -123,12 +122,3 @@ async def handed_endpoint(gates: Path, worker_id: str) -> tuple[str, str]:
             await anyio.sleep(0.01)
     endpoint = json.loads(handed.read_text())
     return endpoint["url"], endpoint["token"]
-
-
-def dump(db: Path) -> list[str]:
-    """Every row and every table of the database, as SQL: what a refused request must leave as it was."""
-    connection = sqlite3.connect(db)
-    try:
-        return list(connection.iterdump())
-    finally:
-        connection.close()
