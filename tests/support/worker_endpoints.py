@@ -32,6 +32,14 @@ from tests.support.mcp_client import stdio_parameters
 Host = Literal["in-process", "serve"]
 HOSTS = ["in-process", pytest.param("serve", marks=pytest.mark.slow)]
 
+# A raw JSON-RPC call that would mark the caller's task done, for the tests that forge one.
+FORGED_REPORT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "report_result", "arguments": {"status": "done", "summary": "forged"}},
+}
+
 
 async def mint_tokens(store: Store, numbers: list[int]) -> dict[str, str]:
     """A token for the current attempt of each of these workers, as spawn mints them:
