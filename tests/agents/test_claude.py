@@ -30,11 +30,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +40,7 @@ from typing import Any, cast
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.support.agent_clis import run_to_end
 from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn, ToolCall, ToolResult, ToolUseTurn
 
 pytestmark = pytest.mark.agent_cli
@@ -125,31 +124,6 @@ def _hermetic_env(base_url: str, home: Path) -> dict[str, str]:
     return env
 
 
-def _run_cli(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> tuple[int | None, str, str]:
-    """Run the CLI to completion; on timeout, kill it with the MCP servers it spawned.
-
-    Its own session makes the CLI and its children one process group, so a hung run cannot leave
-    an mcp-swarm process behind holding the database open. ``None`` stands for "timed out".
-    """
-    with subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            return None, stdout, stderr
-        return process.returncode, stdout, stderr
-
-
 @dataclass(frozen=True)
 class AgentRun:
     """What one headless Claude Code session produced, for the assertions of several tests."""
@@ -217,7 +191,9 @@ def agent_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
             ",".join(ALLOWED_TOOLS),
         ]
         started = time.monotonic()
-        returncode, stdout, stderr = _run_cli(argv, cwd=workdir, env=_hermetic_env(llm.base_url, home))
+        returncode, stdout, stderr = run_to_end(
+            argv, cwd=workdir, env=_hermetic_env(llm.base_url, home), timeout=CLI_TIMEOUT_SECONDS
+        )
         yield AgentRun(argv, returncode, stdout, stderr, time.monotonic() - started, llm, db_path)
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from abc import abstractmethod
 from collections.abc import Generator, Mapping, Sequence
@@ -38,7 +36,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile
+from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile, run_to_end
 from tests.support.gated_workers import rows
 from tests.support.http_server import http_server, new_token
 from tests.support.scripted_llm import (
@@ -183,17 +181,7 @@ class MayorRun:
 def run_mayor(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> MayorRun:
     """The Mayor CLI to its end; on timeout it is killed with everything it started."""
     started = time.monotonic()
-    with subprocess.Popen(
-        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    ) as process:  # fmt: skip
-        try:
-            stdout, stderr = process.communicate(timeout=MAYOR_TIMEOUT_SECONDS)
-            code: int | None = process.returncode
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            code = None
+    code, stdout, stderr = run_to_end(argv, cwd=cwd, env=env, timeout=MAYOR_TIMEOUT_SECONDS)
     return MayorRun(argv, code, stdout, stderr, time.monotonic() - started)
 
 

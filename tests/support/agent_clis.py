@@ -15,8 +15,10 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +389,27 @@ class CodexCLI(AgentCLI):
 
     def tool_output(self, call_id: str) -> tuple[str, bool | None]:
         return self.llm.call_output(call_id).text, None
+
+
+def run_to_end(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
+) -> tuple[int | None, str, str]:
+    """An agent CLI run to its end: its exit status (None: timed out), stdout and stderr.
+
+    Its own session makes the CLI and its children one process group, so that on a timeout the
+    MCP servers it started are killed with it and none is left holding the database open.
+    """
+    with subprocess.Popen(
+        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            return None, stdout, stderr
+        return process.returncode, stdout, stderr
 
 
 async def wait_for(client: Client, agent: AgentCLI, worker_id: str) -> dict[str, Any]:
