@@ -40,7 +40,7 @@ from typing import Any, cast
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.support.agent_clis import run_to_end
+from tests.support.agent_clis import hermetic, run_to_end
 from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn, ToolCall, ToolResult, ToolUseTurn
 
 pytestmark = pytest.mark.agent_cli
@@ -52,10 +52,9 @@ MCP_CONNECT_TIMEOUT_SECONDS = 60
 FINAL_TEXT = "The ledger is ready."
 ALLOWED_TOOLS = ("mcp__swarm__TaskCreate", "mcp__swarm__TaskUpdate", "mcp__swarm__TaskList")
 
-# Variables that would make the CLI log in elsewhere, talk to another provider, believe it runs
-# inside another Claude Code session, or send 127.0.0.1 traffic through a proxy.
+# Variables that would make the CLI log in elsewhere, talk to another provider, or believe it runs
+# inside another Claude Code session (hermetic also drops the proxies and our own settings).
 _INHERITED_PREFIXES = ("ANTHROPIC_", "CLAUDE", "AWS_BEARER_TOKEN_BEDROCK")
-_INHERITED_NAMES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"})
 
 SCRIPT = [
     ToolUseTurn(
@@ -103,12 +102,8 @@ def _mcp_swarm_command() -> list[str]:
 
 
 def _hermetic_env(base_url: str, home: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_INHERITED_PREFIXES) and name.lower() not in _INHERITED_NAMES
-    }
-    env.update(
+    return hermetic(
+        _INHERITED_PREFIXES,
         HOME=str(home),
         CLAUDE_CONFIG_DIR=str(home / ".claude"),
         ANTHROPIC_BASE_URL=base_url,
@@ -121,7 +116,6 @@ def _hermetic_env(base_url: str, home: Path) -> dict[str, str]:
         MCP_CONNECT_TIMEOUT_MS=str(MCP_CONNECT_TIMEOUT_SECONDS * 1000),
         NO_PROXY="127.0.0.1,localhost",
     )
-    return env
 
 
 @dataclass(frozen=True)

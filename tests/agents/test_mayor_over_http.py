@@ -25,7 +25,6 @@ tests/support/agent_clis.py for workers), which explain every variable.
 from __future__ import annotations
 
 import json
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Generator, Mapping, Sequence
@@ -36,7 +35,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile, run_to_end
+from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile, hermetic, run_to_end
 from tests.support.gated_workers import rows
 from tests.support.http_server import http_server, new_token
 from tests.support.scripted_llm import (
@@ -148,18 +147,6 @@ def worker_script(task: Task) -> list[WorkerStep]:
         ),
         Answer(f"Task {task.id}: wrote {task.file}."),
     ]
-
-
-def hermetic(dropped_prefixes: tuple[str, ...], **variables: str) -> dict[str, str]:
-    """The test's environment without what would point a CLI elsewhere, plus `variables`."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith((*dropped_prefixes, "MCP_SWARM_"))
-        and name.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"}
-    }
-    env.update(variables)
-    return env
 
 
 @dataclass(frozen=True)

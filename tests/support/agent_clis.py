@@ -391,6 +391,20 @@ class CodexCLI(AgentCLI):
         return self.llm.call_output(call_id).text, None
 
 
+def hermetic(dropped_prefixes: tuple[str, ...], **variables: str) -> dict[str, str]:
+    """The test's environment without what would point a CLI elsewhere, plus `variables`: no
+    variable starting with one of `dropped_prefixes` or MCP_SWARM_, and no proxy, which would send
+    127.0.0.1 traffic elsewhere."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith((*dropped_prefixes, "MCP_SWARM_"))
+        and name.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"}
+    }
+    env.update(variables)
+    return env
+
+
 def run_to_end(
     argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
 ) -> tuple[int | None, str, str]:
