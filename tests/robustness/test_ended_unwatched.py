@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from mcp_swarm.placement.processes import group_members
-from tests.support.gated_workers import started
+from tests.support.gated_workers import started, until_group_gone
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -101,18 +99,11 @@ async def spawn_and_kill_the_server(tmp_path: Path) -> dict[str, Any]:
     return worker
 
 
-async def until_its_group_is_gone(pid: int) -> None:
-    with anyio.fail_after(DEADLINE):
-        # Not our child, no server watching: /proc is looked at until its process group is gone.
-        while group_members(pid):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
 async def end_while_no_server_runs(tmp_path: Path) -> dict[str, Any]:
     """Spawn one worker, SIGKILL its server, let the worker end, and return what spawn said."""
     worker = await spawn_and_kill_the_server(tmp_path)
     (tmp_path / "gates" / f"go-{worker['workerId']}").write_text("")
-    await until_its_group_is_gone(worker["pid"])
+    await until_group_gone(worker["pid"])
     return worker
 
 
@@ -165,7 +156,7 @@ async def test_a_worker_whose_wrapper_was_killed_too_is_still_lost(tmp_path: Pat
     project(tmp_path, "result-file")
     worker = await spawn_and_kill_the_server(tmp_path)
     os.killpg(worker["pid"], signal.SIGKILL)
-    await until_its_group_is_gone(worker["pid"])
+    await until_group_gone(worker["pid"])
     done, task = await judged_after_restart(tmp_path)
     assert (done["state"], done["taskStatus"]) == ("lost", "pending"), done
     assert task["status"] == "pending"

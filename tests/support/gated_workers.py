@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from mcp_swarm.placement.processes import group_members
 from tests.support.proc import stat_fields
 
 # How long a test waits for a gated worker to start.
@@ -80,6 +81,14 @@ async def started(gates: Path, worker_id: str, deadline: float = 60.0) -> int:
         while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
             await anyio.sleep(0.01)
     return pid
+
+
+async def until_group_gone(pid: int, deadline: float = 60.0) -> None:
+    """Wait until the process group `pid` leads has no process left (within `deadline` seconds)."""
+    with anyio.fail_after(deadline):
+        # A server's child, not ours: no exit event to wait on, so /proc is looked at.
+        while group_members(pid):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 def go(gates: Path, *worker_ids: str) -> None:
