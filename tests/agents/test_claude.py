@@ -40,7 +40,7 @@ from typing import Any, cast
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.support.agent_clis import hermetic, run_to_end
+from tests.support.agent_clis import QUIET_CLAUDE, hermetic, run_to_end
 from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn, ToolCall, ToolResult, ToolUseTurn
 
 pytestmark = pytest.mark.agent_cli
@@ -108,10 +108,7 @@ def _hermetic_env(base_url: str, home: Path) -> dict[str, str]:
         CLAUDE_CONFIG_DIR=str(home / ".claude"),
         ANTHROPIC_BASE_URL=base_url,
         ANTHROPIC_API_KEY="sk-ant-scripted-test-key",
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_TELEMETRY="1",
-        DISABLE_ERROR_REPORTING="1",
-        DISABLE_AUTOUPDATER="1",
+        **QUIET_CLAUDE,
         MCP_CONNECTION_NONBLOCKING="0",
         MCP_CONNECT_TIMEOUT_MS=str(MCP_CONNECT_TIMEOUT_SECONDS * 1000),
         NO_PROXY="127.0.0.1,localhost",

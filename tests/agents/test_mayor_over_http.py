@@ -35,7 +35,16 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile, hermetic, run_to_end
+from tests.support.agent_clis import (
+    QUIET_CLAUDE,
+    AgentCLI,
+    Answer,
+    ClaudeCLI,
+    CodexCLI,
+    WriteFile,
+    hermetic,
+    run_to_end,
+)
 from tests.support.gated_workers import rows
 from tests.support.http_server import http_server, new_token
 from tests.support.scripted_llm import (
@@ -255,10 +264,7 @@ class ClaudeMayor(MayorCLI):
             CLAUDE_CONFIG_DIR=str(self.mayor_home / ".claude"),
             ANTHROPIC_BASE_URL=self._mayor.base_url,
             ANTHROPIC_API_KEY="sk-ant-scripted-mayor-key",
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-            DISABLE_TELEMETRY="1",
-            DISABLE_ERROR_REPORTING="1",
-            DISABLE_AUTOUPDATER="1",
+            **QUIET_CLAUDE,
             MCP_CONNECTION_NONBLOCKING="0",
             MCP_CONNECT_TIMEOUT_MS="60000",
             MCP_TOOL_TIMEOUT=str(TOOL_TIMEOUT_SECONDS * 1000),

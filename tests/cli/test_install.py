@@ -18,6 +18,7 @@ import pytest
 
 from mcp_swarm.cli.install import packaged_skill
 from tests.support import REPOSITORY
+from tests.support.agent_clis import QUIET_CLAUDE
 from tests.support.mcp_client import installed_command
 from tests.support.scripted_llm import MessageTurn, ScriptedAnthropicServer, ScriptedOpenAIServer, TextTurn
 from tests.support.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
@@ -41,10 +42,7 @@ class Place:
         env.update(
             HOME=str(self.home),
             NO_COLOR="1",
-            DISABLE_TELEMETRY="1",
-            DISABLE_ERROR_REPORTING="1",
-            DISABLE_AUTOUPDATER="1",
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            **QUIET_CLAUDE,
         )
         if self.path is not None:
             env["PATH"] = self.path

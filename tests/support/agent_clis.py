@@ -266,10 +266,7 @@ class ClaudeCLI(AgentCLI):
             "CLAUDE_CONFIG_DIR": str(self.home / ".claude"),
             "ANTHROPIC_BASE_URL": self.llm.base_url,
             "ANTHROPIC_API_KEY": "sk-ant-scripted-test-key",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-            "DISABLE_AUTOUPDATER": "1",
+            **QUIET_CLAUDE,
             "NO_PROXY": "127.0.0.1,localhost",
         }
 
@@ -389,6 +386,16 @@ class CodexCLI(AgentCLI):
 
     def tool_output(self, call_id: str) -> tuple[str, bool | None]:
         return self.llm.call_output(call_id).text, None
+
+
+# Claude Code makes no traffic but its requests to the scripted model: no session title, no
+# outside host names, no telemetry, error reports or updates.
+QUIET_CLAUDE = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_AUTOUPDATER": "1",
+}
 
 
 def hermetic(dropped_prefixes: tuple[str, ...], **variables: str) -> dict[str, str]:
