@@ -30,11 +30,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +40,7 @@ from typing import Any, cast
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.support.agent_clis import QUIET_CLAUDE, hermetic, run_to_end
 from tests.support.scripted_llm import ScriptedAnthropicServer, TextTurn, ToolCall, ToolResult, ToolUseTurn
 
 pytestmark = pytest.mark.agent_cli
@@ -53,10 +52,9 @@ MCP_CONNECT_TIMEOUT_SECONDS = 60
 FINAL_TEXT = "The ledger is ready."
 ALLOWED_TOOLS = ("mcp__swarm__TaskCreate", "mcp__swarm__TaskUpdate", "mcp__swarm__TaskList")
 
-# Variables that would make the CLI log in elsewhere, talk to another provider, believe it runs
-# inside another Claude Code session, or send 127.0.0.1 traffic through a proxy.
+# Variables that would make the CLI log in elsewhere, talk to another provider, or believe it runs
+# inside another Claude Code session (hermetic also drops the proxies and our own settings).
 _INHERITED_PREFIXES = ("ANTHROPIC_", "CLAUDE", "AWS_BEARER_TOKEN_BEDROCK")
-_INHERITED_NAMES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"})
 
 SCRIPT = [
     ToolUseTurn(
@@ -104,50 +102,17 @@ def _mcp_swarm_command() -> list[str]:
 
 
 def _hermetic_env(base_url: str, home: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_INHERITED_PREFIXES) and name.lower() not in _INHERITED_NAMES
-    }
-    env.update(
+    return hermetic(
+        _INHERITED_PREFIXES,
         HOME=str(home),
         CLAUDE_CONFIG_DIR=str(home / ".claude"),
         ANTHROPIC_BASE_URL=base_url,
         ANTHROPIC_API_KEY="sk-ant-scripted-test-key",
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_TELEMETRY="1",
-        DISABLE_ERROR_REPORTING="1",
-        DISABLE_AUTOUPDATER="1",
+        **QUIET_CLAUDE,
         MCP_CONNECTION_NONBLOCKING="0",
         MCP_CONNECT_TIMEOUT_MS=str(MCP_CONNECT_TIMEOUT_SECONDS * 1000),
         NO_PROXY="127.0.0.1,localhost",
     )
-    return env
-
-
-def _run_cli(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> tuple[int | None, str, str]:
-    """Run the CLI to completion; on timeout, kill it with the MCP servers it spawned.
-
-    Its own session makes the CLI and its children one process group, so a hung run cannot leave
-    an mcp-swarm process behind holding the database open. ``None`` stands for "timed out".
-    """
-    with subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            return None, stdout, stderr
-        return process.returncode, stdout, stderr
 
 
 @dataclass(frozen=True)
@@ -217,7 +182,9 @@ def agent_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
             ",".join(ALLOWED_TOOLS),
         ]
         started = time.monotonic()
-        returncode, stdout, stderr = _run_cli(argv, cwd=workdir, env=_hermetic_env(llm.base_url, home))
+        returncode, stdout, stderr = run_to_end(
+            argv, cwd=workdir, env=_hermetic_env(llm.base_url, home), timeout=CLI_TIMEOUT_SECONDS
+        )
         yield AgentRun(argv, returncode, stdout, stderr, time.monotonic() - started, llm, db_path)
 
 

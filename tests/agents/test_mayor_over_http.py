@@ -25,9 +25,6 @@ tests/support/agent_clis.py for workers), which explain every variable.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from abc import abstractmethod
 from collections.abc import Generator, Mapping, Sequence
@@ -38,7 +35,16 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.agent_clis import AgentCLI, Answer, ClaudeCLI, CodexCLI, WriteFile
+from tests.support.agent_clis import (
+    QUIET_CLAUDE,
+    AgentCLI,
+    Answer,
+    ClaudeCLI,
+    CodexCLI,
+    WriteFile,
+    hermetic,
+    run_to_end,
+)
 from tests.support.gated_workers import rows
 from tests.support.http_server import http_server, new_token
 from tests.support.scripted_llm import (
@@ -152,18 +158,6 @@ def worker_script(task: Task) -> list[WorkerStep]:
     ]
 
 
-def hermetic(dropped_prefixes: tuple[str, ...], **variables: str) -> dict[str, str]:
-    """The test's environment without what would point a CLI elsewhere, plus `variables`."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith((*dropped_prefixes, "MCP_SWARM_"))
-        and name.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"}
-    }
-    env.update(variables)
-    return env
-
-
 @dataclass(frozen=True)
 class MayorRun:
     argv: Sequence[str]
@@ -183,17 +177,7 @@ class MayorRun:
 def run_mayor(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> MayorRun:
     """The Mayor CLI to its end; on timeout it is killed with everything it started."""
     started = time.monotonic()
-    with subprocess.Popen(
-        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    ) as process:  # fmt: skip
-        try:
-            stdout, stderr = process.communicate(timeout=MAYOR_TIMEOUT_SECONDS)
-            code: int | None = process.returncode
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            code = None
+    code, stdout, stderr = run_to_end(argv, cwd=cwd, env=env, timeout=MAYOR_TIMEOUT_SECONDS)
     return MayorRun(argv, code, stdout, stderr, time.monotonic() - started)
 
 
@@ -280,10 +264,7 @@ class ClaudeMayor(MayorCLI):
             CLAUDE_CONFIG_DIR=str(self.mayor_home / ".claude"),
             ANTHROPIC_BASE_URL=self._mayor.base_url,
             ANTHROPIC_API_KEY="sk-ant-scripted-mayor-key",
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-            DISABLE_TELEMETRY="1",
-            DISABLE_ERROR_REPORTING="1",
-            DISABLE_AUTOUPDATER="1",
+            **QUIET_CLAUDE,
             MCP_CONNECTION_NONBLOCKING="0",
             MCP_CONNECT_TIMEOUT_MS="60000",
             MCP_TOOL_TIMEOUT=str(TOOL_TIMEOUT_SECONDS * 1000),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mcp_swarm import __version__
+from mcp_swarm.models import Worker
 from mcp_swarm.placement.processes import ProcessIdentity, is_running
 from tests.support.cli import cli_environment, mcp_swarm
 from tests.support.helpers import git
@@ -330,21 +331,27 @@ def test_stop_stops_a_worker_a_mayor_s_server_supervises(project: Path) -> None:
     assert done["error"] == "stopped with `mcp-swarm stop`"
 
 
-def _identity(project: Path, worker_id: str) -> ProcessIdentity:
+def _worker(project: Path, worker_id: str) -> Worker:
+    """The worker's row, read from the project's database."""
     import anyio
 
     from mcp_swarm.models import worker_number
     from mcp_swarm.store import Store
 
-    async def read() -> ProcessIdentity:
+    async def read() -> Worker:
         async with await Store.open(project / ".mcp-swarm" / "swarm.db") as store, store.read() as tx:
             worker = await tx.workers.get(worker_number(worker_id))
         assert worker is not None
-        assert worker.pid is not None
-        assert worker.pid_start_time is not None
-        return ProcessIdentity(worker.pid, worker.pid_start_time)
+        return worker
 
     return anyio.run(read)
+
+
+def _identity(project: Path, worker_id: str) -> ProcessIdentity:
+    worker = _worker(project, worker_id)
+    assert worker.pid is not None
+    assert worker.pid_start_time is not None
+    return ProcessIdentity(worker.pid, worker.pid_start_time)
 
 
 def test_clean_removes_what_ended_workers_left_after_a_confirmation(project: Path) -> None:
@@ -436,19 +443,9 @@ def test_clean_removes_a_failed_worker_s_worktree_and_keeps_unintegrated_work(pr
 
 
 def _worktree_path(project: Path, worker_id: str) -> Path:
-    import anyio
-
-    from mcp_swarm.models import worker_number
-    from mcp_swarm.store import Store
-
-    async def read() -> Path:
-        async with await Store.open(project / ".mcp-swarm" / "swarm.db") as store, store.read() as tx:
-            worker = await tx.workers.get(worker_number(worker_id))
-        assert worker is not None
-        assert worker.worktree is not None
-        return Path(worker.worktree["path"])
-
-    return anyio.run(read)
+    worktree = _worker(project, worker_id).worktree
+    assert worktree is not None
+    return Path(worktree["path"])
 
 
 def test_commands_refuse_a_project_with_no_swarm(project: Path) -> None:

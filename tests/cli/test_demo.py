@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,14 +13,15 @@ from mcp_swarm.cli.demo import demo_tasks
 from mcp_swarm.config import load_settings
 from mcp_swarm.ledger.plan_file import load_plan
 from tests.support import REPOSITORY
+from tests.support.cli import cli_environment
+from tests.support.helpers import git
 from tests.support.mcp_client import installed_command
 
 EXAMPLES = REPOSITORY / "examples"
 
 
 def _environment(home: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
-    env.update(HOME=str(home), NO_COLOR="1", TMPDIR=str(home))
+    env = cli_environment(HOME=str(home), TMPDIR=str(home))
     env.pop("COLUMNS", None)
     return env
 
@@ -75,9 +75,7 @@ def test_demo_keep_leaves_a_repository_and_state_that_status_and_logs_read(tmp_p
     db = Path(match.group(1))
     project = db.parent.parent
     assert (project / "app" / "tokens.py").is_file()
-    log = subprocess.run(
-        ["git", "log", "--format=%s"], cwd=project, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+    log = git(project, "log", "--format=%s").splitlines()
     assert log == ["Build the user auth system (5 tasks by the swarm)", "Start the auth project"]
 
     env = _environment(tmp_path)

@@ -18,6 +18,7 @@ import pytest
 
 from mcp_swarm.cli.install import packaged_skill
 from tests.support import REPOSITORY
+from tests.support.agent_clis import QUIET_CLAUDE
 from tests.support.mcp_client import installed_command
 from tests.support.scripted_llm import MessageTurn, ScriptedAnthropicServer, ScriptedOpenAIServer, TextTurn
 from tests.support.scripted_llm.codex_config import CODEX_KEY_VARIABLE, write_codex_config
@@ -41,10 +42,7 @@ class Place:
         env.update(
             HOME=str(self.home),
             NO_COLOR="1",
-            DISABLE_TELEMETRY="1",
-            DISABLE_ERROR_REPORTING="1",
-            DISABLE_AUTOUPDATER="1",
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            **QUIET_CLAUDE,
         )
         if self.path is not None:
             env["PATH"] = self.path
@@ -334,6 +332,23 @@ def make_teammate(place: Place) -> None:
     subprocess.run(["git", "init", "-q"], cwd=place.project, check=True)
 
 
+def asked(place: Place, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """An agent CLI's one-shot run (`argv`) in the project, to its successful end."""
+    done = subprocess.run(
+        argv, cwd=place.project, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def skill_description_start() -> str:
+    """The first 40 characters of the packaged skill's description, which the model is shown."""
+    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
+    assert description is not None
+    return description.group(1)
+
+
 @pytest.mark.agent_cli
 def test_claude_code_connects_to_the_portable_entry(place: Place) -> None:
     claude = agent_cli_path("claude")
@@ -359,18 +374,10 @@ def test_claude_code_loads_the_installed_skill_and_offers_it_to_the_model(place:
             MCP_CONNECT_TIMEOUT_MS="60000",
             NO_PROXY="127.0.0.1,localhost",
         )
-        done = subprocess.run(
-            [claude, "-p", "What can you do here?", "--output-format", "stream-json", "--verbose"],
-            cwd=place.project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
+        done = asked(
+            place, env, claude, "-p", "What can you do here?", "--output-format", "stream-json", "--verbose"
         )
         requests = llm.main_requests
-    assert done.returncode == 0, done.stdout + done.stderr
     init = next(
         event
         for event in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
@@ -379,10 +386,8 @@ def test_claude_code_loads_the_installed_skill_and_offers_it_to_the_model(place:
     assert "swarm" in init["skills"], init
     assert {"name": "swarm", "status": "connected"} in init["mcp_servers"], init
     # The model is told of the skill by its description, so it can choose it.
-    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
-    assert description is not None
     assert requests, done.stdout
-    assert description.group(1) in json.dumps(requests[0].body), "the skill was not offered to the model"
+    assert skill_description_start() in json.dumps(requests[0].body), "the skill was not offered to the model"
 
 
 @pytest.mark.agent_cli
@@ -409,20 +414,8 @@ def test_codex_offers_the_installed_skill_to_the_model(place: Place) -> None:
             CODEX_HOME=str(codex_home), TMPDIR=str(place.home), NO_PROXY="127.0.0.1,localhost",
             **{CODEX_KEY_VARIABLE: "sk-scripted-test-key"},
         )  # fmt: skip
-        done = subprocess.run(
-            [codex, "exec", "--json", "--skip-git-repo-check", "What can you do here?"],
-            cwd=place.project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        done = asked(place, env, codex, "exec", "--json", "--skip-git-repo-check", "What can you do here?")
         requests = llm.main_requests
-    assert done.returncode == 0, done.stdout + done.stderr
     assert requests, done.stdout + done.stderr
     # Codex lists the skills it found, by name and description, in what it sends the model.
-    description = re.search(r"^description: (.{40})", packaged_skill(), re.MULTILINE)
-    assert description is not None
-    assert f"- swarm: {description.group(1)}" in json.dumps(requests[0].body)
+    assert f"- swarm: {skill_description_start()}" in json.dumps(requests[0].body)

@@ -3,17 +3,16 @@ repository, `git status` shows nothing of `.mcp-swarm/`."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
+from tests.support.cli import mcp_swarm
 from tests.support.helpers import git
-from tests.support.mcp_client import call, installed_command, project_session
+from tests.support.mcp_client import call, project_session
 
 CONFIG = f"""
 [runtimes.noop]
@@ -35,12 +34,6 @@ blocked_by = ["one"]
 """
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MCP_SWARM_")}
-    env.update(HOME=str(home), NO_COLOR="1")
-    return env
-
-
 def _git_status(project: Path) -> str:
     return git(project, "status", "--porcelain", "--untracked-files=all", "--ignored=no")
 
@@ -60,16 +53,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_run_leaves_git_status_clean(project: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [installed_command(), "run", "plan.toml"],
-        cwd=project,
-        env=_env(tmp_path),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = mcp_swarm(project, "run", "plan.toml", HOME=str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     state = project / ".mcp-swarm"
     assert (state / "swarm.db").is_file()
@@ -93,16 +77,7 @@ def test_serve_leaves_git_status_clean(project: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_keep_leaves_a_repository_whose_git_status_is_clean(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [installed_command(), "demo", "--pace", "0", "--keep"],
-        cwd=tmp_path,
-        env={**_env(tmp_path), "TMPDIR": str(tmp_path)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = mcp_swarm(tmp_path, "demo", "--pace", "0", "--keep", HOME=str(tmp_path), TMPDIR=str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     found = re.search(r"mcp-swarm status --db (\S+)", done.stdout)
     assert found is not None, done.stdout

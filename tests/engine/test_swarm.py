@@ -18,9 +18,10 @@ from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, PlanTask, TaskStatus, WorkerState
 from mcp_swarm.placement.builtin import placements
 from mcp_swarm.placement.processes import group_members
-from mcp_swarm.runtimes import CommandProfile, CommandRuntime, Outcome, OutputReader, Runtime, WorkerRequest
+from mcp_swarm.runtimes import CommandProfile, CommandRuntime, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.store import Store
 from tests.support.helpers import names_in
+from tests.support.resumable_workers import LastLine
 
 pytestmark = pytest.mark.anyio
 
@@ -248,22 +249,6 @@ else:
 """
 
 
-class _JsonLineReader(OutputReader):
-    def __init__(self) -> None:
-        self.finished = False
-        self.last: dict[str, str] = {}
-
-    def feed(self, line: str) -> None:
-        if line.startswith("{"):
-            self.last = json.loads(line)
-            self.finished = True
-
-    def outcome(self, exit_code: int | None) -> Outcome:
-        return Outcome(
-            succeeded=exit_code == 0, summary=self.last.get("summary"), session_id=self.last.get("session")
-        )
-
-
 class _Resumable(Runtime):
     """A runtime with sessions, as claude and codex have, in a dozen lines of Python."""
 
@@ -279,7 +264,7 @@ class _Resumable(Runtime):
         return [sys.executable, str(self.script), "--resume", session_id, message]
 
     def reader(self, request: WorkerRequest) -> OutputReader:
-        return _JsonLineReader()
+        return LastLine()
 
 
 async def test_send_input_continues_the_session_as_the_next_attempt(swarm: Swarm, tmp_path: Path) -> None:

@@ -8,11 +8,8 @@ supervision does. Every stamp must be no earlier than its line was written and n
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -20,8 +17,10 @@ import pytest
 
 from mcp_swarm.placement.logtail import LogTail, rotated_path
 from mcp_swarm.placement.logtimes import LineTimes, line_times, times_path
+from tests.support.helpers import logs
 
 pytestmark = pytest.mark.anyio
+__all__ = ["logs"]
 
 # Lines of about 100 bytes, each with the time it was written, `count` of them at `pace` a second.
 WRITER = """
@@ -34,20 +33,6 @@ for n in range(count):
 """
 # How late a stamp may be: the follower looks every 20 ms here; a loaded machine stalls it more.
 LATE = 5.0
-
-
-@pytest.fixture(params=["here", "tmpfs"])
-def logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """Where the log is: here (ext4, XFS: a rotation collapses the log), or on tmpfs, where it is
-    truncated after a catch-up."""
-    if request.param == "here":
-        yield tmp_path
-        return
-    if not Path("/dev/shm").is_dir() or not os.access("/dev/shm", os.W_OK):
-        pytest.skip("no writable /dev/shm for a log on tmpfs")
-    directory = tempfile.mkdtemp(dir="/dev/shm")
-    yield Path(directory)
-    shutil.rmtree(directory)
 
 
 def times_of(log: Path) -> LineTimes:

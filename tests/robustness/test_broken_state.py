@@ -26,9 +26,9 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from mcp_swarm.placement.processes import group_members
 from mcp_swarm.store.failures import DISK_FULL, LOCKED
 from mcp_swarm.store.schema import SCHEMA_VERSION
+from tests.support.gated_workers import go, started, until_group_gone
 from tests.support.mcp_client import INITIALIZE, INITIALIZED, call, installed_command, refuse
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -84,7 +84,7 @@ def run_command(args: list[str], *, stdin_open: bool) -> tuple[int, str, float]:
     """Run `mcp-swarm ARGS`; its exit status, stderr and how long it took. With `stdin_open`,
     its stdin is a pipe the test never closes, as an MCP client's is: a `serve` that waits for
     the client instead of exiting shows as a timeout."""
-    started = time.monotonic()
+    began = time.monotonic()
     process = subprocess.Popen(
         [installed_command(), *args],
         stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
@@ -101,7 +101,7 @@ def run_command(args: list[str], *, stdin_open: bool) -> tuple[int, str, float]:
     finally:
         if process.stdin is not None:
             process.stdin.close()
-    return process.returncode, stderr, time.monotonic() - started
+    return process.returncode, stderr, time.monotonic() - began
 
 
 # -- 6. a broken or foreign state file ----------------------------------------------------------
@@ -240,14 +240,9 @@ def worker_row(db: Path, number: int) -> tuple[str, str]:
 
 async def started_and_let_go(gates: Path, worker_id: str) -> None:
     """Wait until the worker has started, let it end, and wait until its process is gone."""
-    marker = anyio.Path(gates / f"started-{worker_id}")
-    with anyio.fail_after(DEADLINE):
-        while not (await marker.exists() and await marker.read_text()):  # noqa: ASYNC110 - another process
-            await anyio.sleep(0.01)
-        pid = int(await marker.read_text())
-        (gates / f"go-{worker_id}").write_text("")
-        while group_members(pid):  # noqa: ASYNC110 - the server's child, not ours: no exit event
-            await anyio.sleep(0.01)
+    pid = await started(gates, worker_id, DEADLINE)
+    go(gates, worker_id)
+    await until_group_gone(pid, DEADLINE)
 
 
 async def test_a_verdict_waits_out_a_lock_held_past_the_busy_timeout_and_lands(tmp_path: Path) -> None:

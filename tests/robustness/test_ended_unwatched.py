@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from mcp_swarm.placement.processes import group_members
+from tests.support.gated_workers import started, until_group_gone
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -89,29 +88,22 @@ def project(tmp_path: Path, mode: str) -> Path:
     return tmp_path
 
 
-async def started(gates: Path, worker_id: str) -> int:
-    marker = anyio.Path(gates / f"started-{worker_id}")
-    with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so.
-        while not (await marker.exists() and await marker.read_text()):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return int(await marker.read_text())
+async def spawn_and_kill_the_server(tmp_path: Path) -> dict[str, Any]:
+    """Spawn one worker, SIGKILL its server once the worker runs, and return what spawn said."""
+    async with project_session(tmp_path) as client:
+        await call(client, "TaskCreate", subject="the task", description="do it")
+        [worker] = (await call(client, "spawn"))["workers"]
+        await started(tmp_path / "gates", worker["workerId"])
+        for server in serving(tmp_path):
+            os.kill(server, signal.SIGKILL)
+    return worker
 
 
 async def end_while_no_server_runs(tmp_path: Path) -> dict[str, Any]:
     """Spawn one worker, SIGKILL its server, let the worker end, and return what spawn said."""
-    gates = tmp_path / "gates"
-    async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="the task", description="do it")
-        [worker] = (await call(client, "spawn"))["workers"]
-        await started(gates, worker["workerId"])
-        for server in serving(tmp_path):
-            os.kill(server, signal.SIGKILL)
-    (gates / f"go-{worker['workerId']}").write_text("")
-    with anyio.fail_after(DEADLINE):
-        # Not our child, no server watching: /proc is looked at until its process group is gone.
-        while group_members(worker["pid"]):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+    worker = await spawn_and_kill_the_server(tmp_path)
+    (tmp_path / "gates" / f"go-{worker['workerId']}").write_text("")
+    await until_group_gone(worker["pid"])
     return worker
 
 
@@ -161,17 +153,10 @@ async def test_a_worker_that_ended_while_no_server_ran_is_judged_as_if_watched(
 
 async def test_a_worker_whose_wrapper_was_killed_too_is_still_lost(tmp_path: Path) -> None:
     """No exit status, no evidence: the task is pending again, as before."""
-    gates = project(tmp_path, "result-file") / "gates"
-    async with project_session(tmp_path) as client:
-        await call(client, "TaskCreate", subject="the task", description="do it")
-        [worker] = (await call(client, "spawn"))["workers"]
-        await started(gates, worker["workerId"])
-        for server in serving(tmp_path):
-            os.kill(server, signal.SIGKILL)
+    project(tmp_path, "result-file")
+    worker = await spawn_and_kill_the_server(tmp_path)
     os.killpg(worker["pid"], signal.SIGKILL)
-    with anyio.fail_after(DEADLINE):
-        while group_members(worker["pid"]):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+    await until_group_gone(worker["pid"])
     done, task = await judged_after_restart(tmp_path)
     assert (done["state"], done["taskStatus"]) == ("lost", "pending"), done
     assert task["status"] == "pending"

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,12 +34,13 @@ from mcp_swarm.server.stdio_limit import MAX_MESSAGE_BYTES
 from mcp_swarm.store import Store
 from tests.support import helpers
 from tests.support.gated_workers import gated_project, go
-from tests.support.helpers import assigned_workers
+from tests.support.helpers import assigned_workers, logs
 from tests.support.mcp_client import INITIALIZE, call, connect, installed_command, refuse, stdio_parameters
 from tests.support.proc import memory_kib, server_pid
 from tests.support.worker_endpoints import as_worker
 
 pytestmark = pytest.mark.anyio
+__all__ = ["logs"]
 
 MIB = 1 << 20
 LOG_LIMIT = 2 * MIB
@@ -361,20 +360,6 @@ async def test_the_follower_finds_output_a_wrapper_rotated_before_it_first_looke
     LogTail(log, lines.append, offset=offset, file_id=file_id).drain()
     assert lines[-10:] == numbered(300, 310).decode().splitlines()
     assert lines[0] in ("line 00000250", "line 00000300")
-
-
-@pytest.fixture(params=["here", "tmpfs"])
-def logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """A directory for logs: pytest's, and one on tmpfs, which collapses no range of a file, so
-    that a rotation truncates there."""
-    if request.param == "here":
-        yield tmp_path
-        return
-    if not Path("/dev/shm").is_dir() or not os.access("/dev/shm", os.W_OK):
-        pytest.skip("no /dev/shm")
-    directory = tempfile.mkdtemp(dir="/dev/shm")
-    yield Path(directory)
-    shutil.rmtree(directory)
 
 
 async def test_the_follower_behind_a_flood_reads_the_rotated_tail_and_the_last_line(logs: Path) -> None:

@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client
 from mcp_swarm.placement.processes import group_members
 from mcp_swarm.placement.tmux import Tmux
 from tests.support import helpers
-from tests.support.gated_workers import gated_project, go, rows, started_pid
+from tests.support.gated_workers import gated_project, go, rows, started
 from tests.support.mcp_client import call, stdio_parameters
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -135,13 +135,6 @@ async def until(check: Callable[[], bool], deadline: float = DEADLINE) -> float:
         while not check():  # noqa: ASYNC110 - other processes' state, looked at until it is so
             await anyio.sleep(0.02)
     return time.monotonic() - began
-
-
-async def started(gates: Path, worker_id: str) -> int:
-    await until(lambda: started_pid(gates, worker_id) is not None)
-    pid = started_pid(gates, worker_id)
-    assert pid is not None
-    return pid
 
 
 def alive(pid: int) -> bool:

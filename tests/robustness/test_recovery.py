@@ -18,7 +18,7 @@ import pytest
 from mcp import Client
 
 from mcp_swarm.placement.processes import group_members
-from tests.support.gated_workers import gated_project, rows, started_pid
+from tests.support.gated_workers import gated_project, rows, started, until_group_gone
 from tests.support.mcp_client import call, project_session, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -50,14 +50,6 @@ def check_invariants(tmp_path: Path) -> None:
     assert doubled == [], f"tasks with two live workers: {doubled}"
 
 
-async def started(gates: Path, worker_id: str) -> int:
-    with anyio.fail_after(DEADLINE):
-        # Another process's doing, with no event to wait on: looked at until it is so.
-        while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return pid
-
-
 async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_lost(tmp_path: Path) -> None:
     gates = project(tmp_path) / "gates"
     async with project_session(tmp_path) as client:
@@ -72,9 +64,7 @@ async def test_after_a_sigkill_running_workers_are_adopted_and_dead_ones_are_los
     # see test_ended_unwatched.py.) The wrapper's pid is the worker's, and leads its group.
     assert pids["worker-3"] in group_members(workers[2]["pid"])
     os.killpg(workers[2]["pid"], signal.SIGKILL)
-    with anyio.fail_after(DEADLINE):
-        while group_members(workers[2]["pid"]):  # noqa: ASYNC110 - not our child: no exit event
-            await anyio.sleep(0.01)
+    await until_group_gone(workers[2]["pid"])
     check_invariants(tmp_path)
 
     async with project_session(tmp_path) as client:

@@ -22,9 +22,10 @@ from mcp_swarm.engine.verdicts import Verdict
 from mcp_swarm.ledger.tasks import Ledger
 from mcp_swarm.models import NewTask, Task, TaskStatus, Worker, WorkerState, now
 from mcp_swarm.placement.processes import group_members
-from mcp_swarm.runtimes import Outcome, OutputReader, Runtime, WorkerRequest
+from mcp_swarm.runtimes import Outcome, OutputReader, WorkerRequest
 from mcp_swarm.runtimes.base import json_event
 from mcp_swarm.store import Store
+from tests.support import resumable_workers
 from tests.support.mcp_client import call, connect
 from tests.support.scripted_workers import (
     WORKER,
@@ -152,20 +153,8 @@ class SessionReader(OutputReader):
         )
 
 
-class Resumable(Runtime):
-    """A runtime with sessions, as claude and codex have."""
-
-    name = "resumable"
-
-    def __init__(self, script: Path, go: Path) -> None:
-        self.script = script
-        self.go = go
-
-    def argv(self, request: WorkerRequest) -> list[str]:
-        return [sys.executable, str(self.script), request.prompt]
-
-    def resume_argv(self, request: WorkerRequest, session_id: str, message: str) -> list[str]:
-        return [sys.executable, str(self.script), "--resume", session_id, message, str(self.go)]
+class Resumable(resumable_workers.Resumable):
+    """The shared resumable runtime, whose attempts say in an `ok` field whether they succeeded."""
 
     def reader(self, request: WorkerRequest) -> OutputReader:
         return SessionReader()

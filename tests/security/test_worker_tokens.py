@@ -34,8 +34,9 @@ from mcp_swarm.placement.builtin import placements
 from mcp_swarm.runtimes import Outcome, OutputReader, Runtime, WorkerRequest
 from mcp_swarm.server.worker_endpoint import worker_endpoint
 from mcp_swarm.store import Store
+from tests.support.http_server import dump
 from tests.support.mcp_client import INITIALIZE, call, refuse, stdio_parameters
-from tests.support.worker_endpoints import configure_gated, dump, handed_endpoint, worker_session
+from tests.support.worker_endpoints import FORGED_REPORT, configure_gated, handed_endpoint, worker_session
 
 pytestmark = pytest.mark.anyio
 
@@ -151,15 +152,9 @@ async def raw_call(url: str, token: str | None) -> httpx2.Response:
     headers = {"Accept": "application/json, text/event-stream"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    forged = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "report_result", "arguments": {"status": "done", "summary": "forged"}},
-    }
     async with httpx2.AsyncClient(timeout=30) as http:
         await http.post(url, json=INITIALIZE, headers=headers)
-        return await http.post(url, json=forged, headers=headers)
+        return await http.post(url, json=FORGED_REPORT, headers=headers)
 
 
 async def test_a_token_stops_working_when_its_attempt_ends(tmp_path: Path) -> None:

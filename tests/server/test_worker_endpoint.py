@@ -33,8 +33,16 @@ from mcp_swarm.server.asgi_serving import HEAD_SECONDS
 from mcp_swarm.server.worker import WORKER_TOOLS, split_text
 from mcp_swarm.server.worker_endpoint import MAX_BODY_BYTES, PORT_FILE, worker_endpoint
 from mcp_swarm.store import Store
+from tests.support.http_server import dump
 from tests.support.mcp_client import INITIALIZE, call, installed_command, refuse
-from tests.support.worker_endpoints import HOSTS, Host, dump, endpoint_url, mint_tokens, worker_session
+from tests.support.worker_endpoints import (
+    FORGED_REPORT,
+    HOSTS,
+    Host,
+    endpoint_url,
+    mint_tokens,
+    worker_session,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -284,14 +292,8 @@ async def test_a_request_without_a_workers_token_gets_401_and_changes_nothing(
     headers = {"Accept": "application/json, text/event-stream"}
     if header is not None:
         headers["Authorization"] = header
-    call_tool = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "report_result", "arguments": {"status": "done", "summary": "forged"}},
-    }
     async with httpx2.AsyncClient(timeout=30) as http:
-        for body in (INITIALIZE, call_tool):
+        for body in (INITIALIZE, FORGED_REPORT):
             response = await http.post(swarm.url, json=body, headers=headers)
             assert response.status_code == 401, response.text
             assert "no token of a running worker attempt" in response.json()["error"]

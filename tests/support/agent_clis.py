@@ -15,8 +15,10 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,10 +266,7 @@ class ClaudeCLI(AgentCLI):
             "CLAUDE_CONFIG_DIR": str(self.home / ".claude"),
             "ANTHROPIC_BASE_URL": self.llm.base_url,
             "ANTHROPIC_API_KEY": "sk-ant-scripted-test-key",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-            "DISABLE_AUTOUPDATER": "1",
+            **QUIET_CLAUDE,
             "NO_PROXY": "127.0.0.1,localhost",
         }
 
@@ -387,6 +386,51 @@ class CodexCLI(AgentCLI):
 
     def tool_output(self, call_id: str) -> tuple[str, bool | None]:
         return self.llm.call_output(call_id).text, None
+
+
+# Claude Code makes no traffic but its requests to the scripted model: no session title, no
+# outside host names, no telemetry, error reports or updates.
+QUIET_CLAUDE = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_AUTOUPDATER": "1",
+}
+
+
+def hermetic(dropped_prefixes: tuple[str, ...], **variables: str) -> dict[str, str]:
+    """The test's environment without what would point a CLI elsewhere, plus `variables`: no
+    variable starting with one of `dropped_prefixes` or MCP_SWARM_, and no proxy, which would send
+    127.0.0.1 traffic elsewhere."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith((*dropped_prefixes, "MCP_SWARM_"))
+        and name.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "is_sandbox"}
+    }
+    env.update(variables)
+    return env
+
+
+def run_to_end(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
+) -> tuple[int | None, str, str]:
+    """An agent CLI run to its end: its exit status (None: timed out), stdout and stderr.
+
+    Its own session makes the CLI and its children one process group, so that on a timeout the
+    MCP servers it started are killed with it and none is left holding the database open.
+    """
+    with subprocess.Popen(
+        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            return None, stdout, stderr
+        return process.returncode, stdout, stderr
 
 
 async def wait_for(client: Client, agent: AgentCLI, worker_id: str) -> dict[str, Any]:

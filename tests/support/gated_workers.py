@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from mcp_swarm.placement.processes import group_members
 from tests.support.proc import stat_fields
 
 # How long a test waits for a gated worker to start.
@@ -69,6 +72,23 @@ def started_identity(gates: Path, worker_id: str) -> tuple[int, str]:
     fields = stat_fields(pid)
     assert fields is not None
     return pid, fields[19]
+
+
+async def started(gates: Path, worker_id: str, deadline: float = 60.0) -> int:
+    """The worker's pid, once it has started (within `deadline` seconds), for async tests."""
+    with anyio.fail_after(deadline):
+        # Another process's doing, with no event to wait on: looked at until it is so.
+        while (pid := started_pid(gates, worker_id)) is None:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    return pid
+
+
+async def until_group_gone(pid: int, deadline: float = 60.0) -> None:
+    """Wait until the process group `pid` leads has no process left (within `deadline` seconds)."""
+    with anyio.fail_after(deadline):
+        # A server's child, not ours: no exit event to wait on, so /proc is looked at.
+        while group_members(pid):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 def go(gates: Path, *worker_ids: str) -> None:

@@ -98,6 +98,20 @@ def tmux_socket() -> Iterator[str]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(params=["here", "tmpfs"])
+def logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A directory for logs, once pytest's own (ext4, XFS: a rotation collapses the log) and once
+    on tmpfs, which collapses no range of a file, so that a rotation truncates there."""
+    if request.param == "here":
+        yield tmp_path
+        return
+    if not Path("/dev/shm").is_dir() or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm for a log on tmpfs")
+    directory = tempfile.mkdtemp(dir="/dev/shm")
+    yield Path(directory)
+    shutil.rmtree(directory)
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 

@@ -9,7 +9,6 @@ in the state directory.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -32,6 +31,14 @@ from tests.support.mcp_client import stdio_parameters
 # Where the endpoint runs: in the test's process, or in a real `mcp-swarm serve` (slow: a process).
 Host = Literal["in-process", "serve"]
 HOSTS = ["in-process", pytest.param("serve", marks=pytest.mark.slow)]
+
+# A raw JSON-RPC call that would mark the caller's task done, for the tests that forge one.
+FORGED_REPORT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "report_result", "arguments": {"status": "done", "summary": "forged"}},
+}
 
 
 async def mint_tokens(store: Store, numbers: list[int]) -> dict[str, str]:
@@ -123,12 +130,3 @@ async def handed_endpoint(gates: Path, worker_id: str) -> tuple[str, str]:
             await anyio.sleep(0.01)
     endpoint = json.loads(handed.read_text())
     return endpoint["url"], endpoint["token"]
-
-
-def dump(db: Path) -> list[str]:
-    """Every row and every table of the database, as SQL: what a refused request must leave as it was."""
-    connection = sqlite3.connect(db)
-    try:
-        return list(connection.iterdump())
-    finally:
-        connection.close()
