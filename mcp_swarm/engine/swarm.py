@@ -538,7 +538,9 @@ class Swarm:
         await self._close(number, task_status, WorkerState.CANCELLED, reason, patient=False)
         with anyio.CancelScope(shield=True):
             # Supervised by another server (another Mayor's session), it is stopped all the same.
-            await self._placement(worker.mode).stop(worker, self.limits.stop_grace_seconds)
+            await self._placement(worker.mode).stop(
+                worker, self._launcher.files(worker.number), self.limits.stop_grace_seconds
+            )
             worktree = worktree_of(worker)
             if worktree is not None and worker.integrated_commit is None:
                 await remove_worktree(self.project_dir, worktree)

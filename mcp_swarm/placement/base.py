@@ -87,7 +87,7 @@ class Placement(ABC):
         is returned. `files` is the worker's own directory (`Start.files`)."""
 
     @abstractmethod
-    async def stop(self, worker: Worker, grace: float) -> None:
+    async def stop(self, worker: Worker, files: Path, grace: float) -> None:
         """Stop a worker by its record, whichever server supervises it, and remove what the
         placement keeps of it (a tmux session kept for inspection)."""
 

@@ -31,11 +31,12 @@ from mcp_swarm.placement.processes import (
     watch,
 )
 from mcp_swarm.placement.wrapped import (
-    WORKER_ID_VARIABLE,
+    WORKER_KEY_VARIABLE,
     WrappedProcess,
     exit_status_of,
     start_wrapped,
     status_file,
+    worker_key,
 )
 
 
@@ -52,31 +53,31 @@ class LocalChildren(Placement):
                 placed.append(result)
             else:
                 status = status_file(start.files, start.attempt)
-                placed.append(Placed(WrappedProcess(watch(*result), status, start.worker_id)))
+                placed.append(Placed(WrappedProcess(watch(*result), status, worker=True)))
         return placed
 
     async def adopt(self, worker: Worker, files: Path, grace: float, *, keep: bool) -> Placed | str:
         status = status_file(files, worker.attempt)
         ended = exit_status_of(status)() is not None
-        identity = locate(worker)
+        identity = locate(worker, files)
         if identity is None and ended:
             # It ended while no server ran: its wrapper recorded how, and the engine judges it from
             # that, its log and its result file, as the server that started it would have.
             identity = recorded_identity(worker)
         if identity is None:
             return "its process was gone when the server restarted; its task is pending again"
-        process = WrappedProcess(AdoptedProcess(identity, exit_status=lambda: None), status, worker.id)
+        process = WrappedProcess(AdoptedProcess(identity, exit_status=lambda: None), status, worker=True)
         if keep:
             return Placed(process)
         await process.stop(grace)
         return f"its runtime {worker.runtime!r} is no longer configured; it was stopped after a restart"
 
-    async def stop(self, worker: Worker, grace: float) -> None:
+    async def stop(self, worker: Worker, files: Path, grace: float) -> None:
         await stop_recorded(worker, grace)
         if worker.state in LIVE_WORKER_STATES and worker.pid_start_time is not None:
             # Its wrapper stops what the worker left when the worker ends; if the wrapper was killed
-            # first, what is left is found by the worker's id (another server's worker included).
-            await kill_strays(WORKER_ID_VARIABLE, worker.id, worker.pid_start_time)
+            # first, what is left is found by the worker's key (another server's worker included).
+            await kill_strays(WORKER_KEY_VARIABLE, worker_key(files), worker.pid_start_time)
 
     async def finished(self, session: str | None, *, completed: bool) -> None:
         """Nothing is left of a child that has ended."""
@@ -89,7 +90,7 @@ def _start_children(
     for start in starts:
         status = status_file(start.files, start.attempt)
         try:
-            env = start.prepare((status,))
+            env = {**start.prepare((status,)), WORKER_KEY_VARIABLE: worker_key(start.files)}
             status.unlink(missing_ok=True)
             child = start_wrapped(start.argv, cwd=start.cwd, env=env, output=start.log, status=status)
         except ProcessStartError as exc:
@@ -105,14 +106,14 @@ def _start_children(
     ]
 
 
-def locate(worker: Worker) -> ProcessIdentity | None:
+def locate(worker: Worker, files: Path) -> ProcessIdentity | None:
     """The worker's process (its wrapper) if it still runs: by its recorded identity, else by its
     environment."""
     if worker.pid is not None and worker.pid_start_time is not None:
         identity = ProcessIdentity(worker.pid, worker.pid_start_time)
         return identity if is_running(identity) else None
     # Started, but its pid never recorded: the server died in between. Every worker's wrapper leads
-    # its own session and carries SWARM_WORKER_ID; an attempt ends before the next one starts, so
-    # there is at most one.
-    found = session_leaders_with(WORKER_ID_VARIABLE, worker.id)
+    # its own session and carries its key; an attempt ends before the next one starts, so there
+    # is at most one.
+    found = session_leaders_with(WORKER_KEY_VARIABLE, worker_key(files))
     return found[0] if len(found) == 1 else None

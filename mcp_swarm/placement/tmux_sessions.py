@@ -95,7 +95,7 @@ class TmuxSessions(Placement):
             await stop_group(identity, identity.pid, grace)
         return "its tmux session ended with no exit status while no server ran; its task is pending again"
 
-    async def stop(self, worker: Worker, grace: float) -> None:
+    async def stop(self, worker: Worker, files: Path, grace: float) -> None:
         await stop_recorded(worker, grace)
         if worker.tmux_session is not None:
             # Running, or kept after a failure for inspection: closing removes it.

@@ -9,12 +9,14 @@ ran is judged from it as if it had been watched.
 
 A wrapper gone without a status was killed (SIGKILL, by the server after its grace or by the
 worker itself): what the worker left behind was then re-parented away from it, and is found in
-/proc by the worker's id in its environment and killed (`by_environment.kill_strays`).
+/proc by the worker's key in its environment and killed (`by_environment.kill_strays`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +46,16 @@ BOOTSTRAP = (
     "from worker_wrapper import main; sys.exit(main(sys.argv[1:]))"
 )
 WRAPPER_COMMAND = ("-I", "-S", "-c", BOOTSTRAP)
-WORKER_ID_VARIABLE = "SWARM_WORKER_ID"
+# What a local worker's processes are found by in /proc (see `worker_key`). Not SWARM_WORKER_ID:
+# every swarm has a worker-1, and another project's must never be taken for ours.
+WORKER_KEY_VARIABLE = "SWARM_WORKER_KEY"
+
+
+def worker_key(files: Path) -> str:
+    """The key of the worker whose files are in `files` (.mcp-swarm/workers/worker-N): one per
+    worker of one swarm, the same whichever server works it out. Its directory's real path,
+    hashed: the worker is not told where the swarm's state is."""
+    return hashlib.sha256(os.path.realpath(files).encode()).hexdigest()[:32]
 
 
 def wrapper_argv(
@@ -125,12 +136,13 @@ class WrappedProcess:
     """A process under the wrapper, our child or adopted: its exit code is the one the wrapper
     recorded, and if the wrapper recorded none (it was killed), what the worker left is killed."""
 
-    def __init__(self, process: WorkerProcess, status: Path, worker_id: str | None) -> None:
+    def __init__(self, process: WorkerProcess, status: Path, *, worker: bool) -> None:
         self._process = process
         self.identity: ProcessIdentity = process.identity
         self._status = status
-        # The worker's id in its environment, by which its strays are found; None for a check.
-        self._worker_id = worker_id
+        # A worker's strays are found by its key (its files are beside its status); a check's
+        # are not looked for.
+        self._key = worker_key(status.parent) if worker else None
 
     def __repr__(self) -> str:
         return f"WrappedProcess({self._process!r}, status={self._status})"
@@ -145,8 +157,8 @@ class WrappedProcess:
         recorded = exit_status_of(self._status)()
         if recorded is not None:
             return recorded
-        if self._worker_id is not None:
-            await kill_strays(WORKER_ID_VARIABLE, self._worker_id, self.identity.start_time)
+        if self._key is not None:
+            await kill_strays(WORKER_KEY_VARIABLE, self._key, self.identity.start_time)
         # How the wrapper itself ended (-9: killed), where the kernel told us; else unknown.
         return wrapper_code
 
@@ -157,4 +169,4 @@ async def start_wrapped_process(
     """`start_wrapped` and `watch` in one, in the event loop's thread: for a validation command."""
     started = start_wrapped(argv, cwd=cwd, env=env, output=output, status=status)
     running: RunningProcess = watch(started, started.identify())
-    return WrappedProcess(running, status, None)
+    return WrappedProcess(running, status, worker=False)

@@ -157,7 +157,8 @@ async def test_workers_get_only_the_allowed_environment(
         await call(client, "spawn")
         await call(client, "wait", timeoutSeconds=30)
     names = set(json.loads(await anyio.Path(dump).read_text()))
-    swarm_names = {"SWARM_TASK_ID", "SWARM_WORKER_ID", "SWARM_URL", "SWARM_TOKEN", "SWARM_RESULT_FILE"}
+    swarm_names = {"SWARM_TASK_ID", "SWARM_WORKER_ID", "SWARM_WORKER_KEY", "SWARM_URL", "SWARM_TOKEN"}
+    swarm_names.add("SWARM_RESULT_FILE")
     # Python itself may set LC_CTYPE on start (locale coercion); nothing else may appear.
     passed = names - swarm_names - {"LC_CTYPE"}
     if allow:
